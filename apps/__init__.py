@@ -1,0 +1,1 @@
+"""One folder per app. Each runs alone (`python apps/<task>/app.py`) and inside `demohub serve`."""

@@ -1,0 +1,108 @@
+"""Run an app's model on `torch` or `onnx` with the same call: feeds in, named outputs out.
+
+    run = backends.runner(loaded, "onnx", spec, sample_feeds)
+    outputs = run({"pixel_values": pixels})        # {"logits": np.ndarray}
+
+The onnx runner uses onnxruntime's best provider (TensorRT, CUDA, CPU), full graph
+optimisation, the same thread count as torch, and IO binding on CUDA. Sessions are kept in
+the loader's LRU cache beside the torch models.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared import export
+from shared.errors import UserError
+from shared.export import Feeds, OnnxSpec
+from shared.loader import LoadedModel, cache
+
+BACKENDS = ("torch", "onnx")
+
+
+def threads() -> int:
+    """One thread count for both backends: `DEMOHUB_THREADS`, else torch's default (the cores)."""
+    return int(os.environ.get("DEMOHUB_THREADS", torch.get_num_threads()))
+
+
+def providers(device: torch.device) -> list:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    chosen: list = []
+    if device.type == "cuda":
+        if "TensorrtExecutionProvider" in available and importlib.util.find_spec("tensorrt"):
+            trt_cache = export.CACHE_DIR / "tensorrt"
+            chosen.append(("TensorrtExecutionProvider",
+                           {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache)}))
+        if "CUDAExecutionProvider" in available:
+            chosen.append("CUDAExecutionProvider")
+    return [*chosen, "CPUExecutionProvider"]
+
+
+def ort_session(path: Path, device: torch.device):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("The onnx backend needs onnxruntime: pip install 'demohub[cpu]' "
+                        "(or 'demohub[gpu]' for CUDA).") from None
+    if device.type == "cuda" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # reuse the CUDA libraries that torch already ships
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=providers(device))
+
+
+class TorchRunner:
+    def __init__(self, loaded: LoadedModel, spec: OnnxSpec):
+        self.loaded, self.spec = loaded, spec
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        outputs = export.torch_outputs(self.loaded.model, self.spec, feeds)
+        return dict(zip(self.spec.output_names, outputs, strict=True))
+
+
+class OnnxRunner:
+    def __init__(self, path: Path, device: torch.device, spec: OnnxSpec):
+        self.path, self.spec = path, spec
+        self.session = ort_session(path, device)
+        self.on_cuda = self.session.get_providers()[0] != "CPUExecutionProvider"
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        inputs = {name: feeds[name] for name in self.spec.input_names}
+        if not self.on_cuda:
+            outputs = self.session.run(list(self.spec.output_names), inputs)
+        else:  # IO binding: outputs stay on the GPU until one copy at the end
+            binding = self.session.io_binding()
+            for name, array in inputs.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(array))
+            for name in self.spec.output_names:
+                binding.bind_output(name, "cuda")
+            self.session.run_with_iobinding(binding)
+            outputs = binding.copy_outputs_to_cpu()
+        return dict(zip(self.spec.output_names, outputs, strict=True))
+
+
+def runner(loaded: LoadedModel, backend: str, spec: OnnxSpec,
+           sample_feeds: Callable[[int], Feeds], quantize: bool = False) -> Callable[[Feeds], dict]:
+    """A callable that runs `loaded` on `backend`; the ONNX file is exported on first use."""
+    if backend not in BACKENDS:
+        raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
+    if backend == "torch":
+        return TorchRunner(loaded, spec)
+
+    def build() -> OnnxRunner:
+        path = export.ensure_onnx(loaded, spec, sample_feeds)
+        return OnnxRunner(export.quantize(path) if quantize else path, loaded.device, spec)
+
+    key = ("onnx", loaded.entry.name, str(loaded.device), quantize)
+    return cache.get(key, build, lambda r: r.path.stat().st_size)
+

@@ -1,0 +1,129 @@
+"""`demohub`: one command line for every app.
+
+    demohub serve [--port 7860] [--add-model classification=DIR]
+    demohub predict classification --image PATH [--model M] [--backend torch|onnx] [--top-k K]
+    demohub export classification [--model M] [--quantize]
+    demohub finetune classification --data DIR --out DIR [--model M] [--freeze-backbone] [--epochs N]
+    demohub bench classification [--model M] [--repeats N]
+    demohub data digits --out DIR
+
+Results are printed as JSON. A bad input or setting exits with status 1 and one line on
+stderr; so does any other failure (set DEMOHUB_DEBUG=1 to see its traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+
+from shared.errors import ModelUnavailable, UserError
+
+APPS = ("classification",)
+
+
+def _app_module(app: str, part: str):
+    return importlib.import_module(f"apps.{app}.{part}")
+
+
+def _predict(args) -> dict:
+    return _app_module(args.app, "cli").predict(args)
+
+
+def _export(args) -> dict:
+    return _app_module(args.app, "cli").export_model(args)
+
+
+def _bench(args) -> dict:
+    from shared import bench, loader, registry
+
+    task = _app_module(args.app, "task")
+    entry = registry.resolve(args.app, args.model)
+    loaded = loader.load_model(args.app, entry.name)
+    return bench.bench(loaded, task.ONNX_SPEC, lambda n: task.sample_feeds(loaded, n),
+                       batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
+
+
+def _finetune(args) -> dict:
+    return _app_module(args.app, "finetune").main(args.finetune_args)
+
+
+def _serve(args) -> None:
+    from shared import server
+
+    server.serve(APPS, host=args.host, port=args.port, extra_models=args.add_model)
+
+
+def _data(args) -> dict:
+    from shared import digits
+
+    return {"written": str(digits.write_imagefolder(args.out))}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="demohub", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="Serve every app in one Gradio hub.")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--add-model", action="append", default=[], metavar="APP=DIR",
+                       help="Offer a local model folder (e.g. a fine-tuning output) in APP's dropdown.")
+    serve.set_defaults(handler=_serve)
+
+    for verb, handler, helptext in [("predict", _predict, "Run an app on one input."),
+                                    ("export", _export, "Export an app's model to ONNX, checked."),
+                                    ("bench", _bench, "torch vs ONNX latency, same inputs, one run."),
+                                    ("finetune", _finetune, "Fine-tune a model on your data.")]:
+        per_app = commands.add_parser(verb, help=helptext).add_subparsers(dest="app", required=True)
+        for app in APPS:
+            sub = per_app.add_parser(app)
+            sub.set_defaults(handler=handler)
+            if verb == "predict":
+                _app_module(app, "cli").add_predict_arguments(sub)
+            elif verb == "finetune":
+                sub.description = f"Takes the arguments of apps/{app}/finetune.py (see its --help)."
+            else:
+                sub.add_argument("--model", help="Registry name, local model folder, or repo_id@revision.")
+            if verb == "export":
+                sub.add_argument("--quantize", action="store_true", help="Also write dynamic int8 and measure it.")
+            if verb == "bench":
+                sub.add_argument("--repeats", type=int, default=30)
+                sub.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+
+    data = commands.add_parser("data", help="Write the datasets the embedded models learn from.")
+    data.add_argument("dataset", choices=["digits"])
+    data.add_argument("--out", required=True)
+    data.set_defaults(handler=_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("DEMOHUB_LOG", "WARNING"))
+    parser = build_parser()
+    args, passed_on = parser.parse_known_args(argv)
+    if args.command == "finetune":
+        args.finetune_args = passed_on  # finetune.py parses its own typed arguments
+    elif passed_on:
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
+    try:
+        result = args.handler(args)
+    except (UserError, ModelUnavailable) as err:
+        print(f"demohub: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        if os.environ.get("DEMOHUB_DEBUG"):
+            raise
+        print(f"demohub: unexpected {type(err).__name__}: {err} (DEMOHUB_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+    if result is not None:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""The two kinds of failure a user is told about, as one sentence each.
+
+Everything else is a bug: it is logged with its traceback on the server and the user gets
+a short apology instead of a stack trace (see `shared.ui.user_errors` and `shared.cli`).
+"""
+
+
+class UserError(ValueError):
+    """Bad input or settings: the message says what was wrong, the limit, and what to do."""
+
+
+class ModelUnavailable(RuntimeError):
+    """A model that cannot be loaded here (offline, not cached, missing files)."""

@@ -1,0 +1,194 @@
+"""Export an app's model to ONNX, check it against torch, cache it on disk, optionally quantise it.
+
+    path = export.ensure_onnx(loaded, spec, sample_feeds)
+
+The exporter is `torch.onnx.export(..., dynamo=True)`. The file is cached under
+`$DEMOHUB_CACHE/onnx/` by model, weights and exporter settings, written to a temporary
+folder and moved into place, and accepted only if onnxruntime's outputs on real sample
+inputs match torch's within the app's stated tolerance.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared.errors import UserError
+from shared.loader import LoadedModel
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+CACHE_DIR = Path(os.environ.get("DEMOHUB_CACHE", Path.home() / ".cache" / "demohub"))
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class OnnxSpec:
+    """How an app's model meets ONNX: named inputs and outputs, which axes are dynamic, and
+    how close onnxruntime must stay to torch (|onnx - torch| <= atol + rtol * |torch|)."""
+
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+
+class ExportMismatch(RuntimeError):
+    """The exported graph does not reproduce torch within the spec's tolerance."""
+
+
+class _NamedOutputs(torch.nn.Module):
+    """Positional tensors in, the chosen output tensors out: the shape an exporter wants."""
+
+    def __init__(self, model: torch.nn.Module, spec: OnnxSpec):
+        super().__init__()
+        self.model, self.spec = model, spec
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(**dict(zip(self.spec.input_names, inputs, strict=True)))
+        return tuple(outputs[name] for name in self.spec.output_names)
+
+
+def weights_fingerprint(loaded: LoadedModel) -> str:
+    """The Hub revision, or a hash of the local weights (embedded and fine-tuned folders change)."""
+    if loaded.entry.revision:
+        return loaded.entry.revision
+    digest = hashlib.sha256()
+    for weights in sorted(loaded.folder.glob("*.safetensors")):
+        with weights.open("rb") as f:
+            for block in iter(lambda: f.read(2**20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def onnx_path(loaded: LoadedModel, spec: OnnxSpec, quantize: bool = False) -> Path:
+    settings = {
+        "model": loaded.entry.name, "weights": weights_fingerprint(loaded), "opset": OPSET,
+        "torch": torch.__version__, "spec": asdict(spec), "quantize": quantize,
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    slug = loaded.entry.name.replace("/", "--").replace("@", "--")
+    return CACHE_DIR / "onnx" / f"{slug}-{key}" / ("model.int8.onnx" if quantize else "model.onnx")
+
+
+def torch_outputs(model: torch.nn.Module, spec: OnnxSpec, feeds: Feeds) -> list[np.ndarray]:
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    tensors = [torch.from_numpy(feeds[n]).to(device) for n in spec.input_names]
+    tensors = [t.to(dtype) if t.is_floating_point() else t for t in tensors]
+    with torch.inference_mode():
+        outputs = _NamedOutputs(model, spec)(*tensors)
+    return [o.float().cpu().numpy() for o in outputs]
+
+
+def compare(reference: list[np.ndarray], candidate: list[np.ndarray], spec: OnnxSpec) -> float:
+    """The largest |candidate - reference|; raises ExportMismatch past the spec's tolerance."""
+    worst = 0.0
+    for name, ref, got in zip(spec.output_names, reference, candidate, strict=True):
+        if ref.shape != got.shape:
+            raise ExportMismatch(f"output {name}: shape {got.shape}, torch gives {ref.shape}")
+        worst = max(worst, float(np.abs(ref - got).max()))
+        if not np.allclose(got, ref, atol=spec.atol, rtol=spec.rtol):
+            raise ExportMismatch(f"output {name}: max |onnx - torch| = {np.abs(ref - got).max():.3g}, "
+                                 f"past atol={spec.atol} + rtol={spec.rtol}")
+    return worst
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    seconds: float
+    max_abs_diff: float
+    cached: bool
+
+
+def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds) -> ExportReport:
+    """Export (or reuse) the fp32 ONNX file of `loaded` and check it on `sample_feeds`.
+
+    `sample_feeds` should have a batch of 2 or more: with batch 1 the exporter fixes the axis.
+    """
+    from shared.backends import ort_session
+
+    if not loaded.entry.onnx:
+        raise UserError(f"{loaded.entry.name} is not marked as exportable to ONNX in the registry; "
+                        "use the torch backend.")
+    path = onnx_path(loaded, spec)
+    started = time.perf_counter()
+    cached = path.is_file()
+    # Export from an fp32 CPU copy: the file then runs on every provider.
+    model = loaded.model
+    if loaded.device.type != "cpu" or loaded.dtype != torch.float32:
+        model = copy.deepcopy(model).float().cpu()
+    reference = torch_outputs(model, spec, sample_feeds)
+    if not cached:
+        _write_onnx(model, spec, sample_feeds, path)
+    session = ort_session(path, torch.device("cpu"))
+    got = session.run(list(spec.output_names), {n: sample_feeds[n] for n in spec.input_names})
+    try:
+        diff = compare(reference, got, spec)
+    except ExportMismatch:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+    return ExportReport(path, time.perf_counter() - started, diff, cached)
+
+
+def _write_onnx(model: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, path: Path) -> None:
+    dims: dict[str, torch.export.Dim] = {}
+    dynamic_shapes = tuple(
+        {axis: dims.setdefault(dim, torch.export.Dim(dim, min=1, max=4096))
+         for axis, dim in spec.dynamic_axes.get(name, {}).items()} or None
+        for name in spec.input_names
+    )
+    example = tuple(torch.from_numpy(sample_feeds[n]) for n in spec.input_names)
+    path.parent.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=path.parent.parent))
+    try:
+        program = torch.onnx.export(
+            _NamedOutputs(model, spec).eval(), example, input_names=list(spec.input_names),
+            # one entry for the wrapper's single *inputs argument, itself a tuple per input
+            output_names=list(spec.output_names), dynamic_shapes=(dynamic_shapes,), opset_version=OPSET,
+            dynamo=True, verbose=False,
+        )
+        program.save(str(scratch / path.name))
+        scratch.rename(path.parent)  # atomic: a reader sees the whole folder or none of it
+    except OSError:
+        if not path.is_file():  # a concurrent export that won the rename is fine
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log.info("exported %s", path)
+
+
+def quantize(fp32_path: Path) -> Path:
+    """Dynamic int8 weights for MatMul/Gemm (where it pays; CNN convolutions stay fp32)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8_path = fp32_path.with_name("model.int8.onnx")
+    if not int8_path.is_file():
+        scratch = int8_path.with_suffix(".tmp")
+        quantize_dynamic(fp32_path, scratch, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        scratch.rename(int8_path)
+    return int8_path
+
+
+def ensure_onnx(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int], Feeds]) -> Path:
+    """The checked ONNX file for `loaded`, exporting it on first use."""
+    path = onnx_path(loaded, spec)
+    if path.is_file():
+        return path
+    return export(loaded, spec, sample_feeds(2)).path

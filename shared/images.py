@@ -1,0 +1,111 @@
+"""The one place where uploaded images are opened: every app and the CLI call `decode_image`.
+
+Uploads are untrusted. This refuses what cannot be answered, with a sentence that names the
+problem and the limit, and converts what can: EXIF rotation is applied, transparency is laid
+on white, CMYK, palette, 1-bit, grayscale and 16-bit images become 8-bit RGB, and an animated
+image gives its first frame (said in the notes). Size is checked from the header before any
+pixel is decoded, so a decompression bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from shared.errors import UserError
+
+MAX_UPLOAD_BYTES = 10 * 2**20
+MAX_SIDE = 8192
+MAX_PIXELS = 40_000_000
+MIN_SIDE = 8
+# Formats people upload; sniffed from the bytes, not the file name. Never EPS (Ghostscript).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+_DECODE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
+                  EOFError)
+
+
+class DecodedImage(NamedTuple):
+    image: Image.Image  # 8-bit RGB, upright
+    notes: list[str]  # what was converted that the user may want to know
+
+
+def _read_bytes(source: str | Path | bytes) -> bytes:
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UserError("The uploaded file could not be found on the server; upload it again.")
+        if path.stat().st_size > MAX_UPLOAD_BYTES:
+            raise UserError(f"The file is {path.stat().st_size / 2**20:.1f} MB; the limit is "
+                            f"{MAX_UPLOAD_BYTES // 2**20} MB. Upload a smaller image.")
+        data = path.read_bytes()
+    if not data:
+        raise UserError("The file is empty (0 bytes). Upload a JPEG, PNG, WebP, GIF, BMP or TIFF image.")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UserError(f"The file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
+    return data
+
+
+def _check_size(width: int, height: int) -> None:
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise UserError(f"The image is {width}x{height} px; the limit is {MAX_SIDE} px a side and "
+                        f"{MAX_PIXELS / 1e6:.0f} megapixels. Resize it and try again.")
+    if min(width, height) < MIN_SIDE:
+        raise UserError(f"The image is {width}x{height} px; it needs at least {MIN_SIDE} px a side.")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Wide integer or float pixels: stretch their actual range onto 0-255.
+        pixels = np.asarray(image, dtype=np.float32)
+        low, high = float(pixels.min()), float(pixels.max())
+        scaled = (pixels - low) * (255.0 / (high - low)) if high > low else np.zeros_like(pixels)
+        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(source: str | Path | bytes | Image.Image | None) -> DecodedImage:
+    """An upload (path, bytes or PIL image) as upright 8-bit RGB, or a UserError saying why not."""
+    if source is None or (isinstance(source, str) and not source):
+        raise UserError("No image was given. Upload a photo or pick an example.")
+    if isinstance(source, Image.Image):
+        _check_size(*source.size)
+        return DecodedImage(_to_rgb(source), [])
+    data = _read_bytes(source)
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            _check_size(*image.size)
+            if getattr(image, "n_frames", 1) > 1:
+                notes.append(f"animated image: used the first of its {image.n_frames} frames")
+                image.seek(0)
+            image.load()
+            try:
+                image = ImageOps.exif_transpose(image)
+            except _DECODE_ERRORS:
+                notes.append("its EXIF orientation could not be read and was ignored")
+            _check_size(*image.size)
+            return DecodedImage(_to_rgb(image), notes)
+    except UserError:
+        raise
+    except UnidentifiedImageError:
+        raise UserError("The file is not an image this app can read. Upload a JPEG, PNG, WebP, GIF, "
+                        "BMP or TIFF image.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"The image has too many pixels to open safely; the limit is "
+                        f"{MAX_PIXELS / 1e6:.0f} megapixels.") from None
+    except _DECODE_ERRORS as err:
+        raise UserError(f"The image is damaged or truncated and cannot be decoded ({err}). "
+                        "Re-save it and upload it again.") from None

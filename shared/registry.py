@@ -1,0 +1,149 @@
+"""The model registry: `models/registry.toml` read into checked entries.
+
+    >>> from shared import registry
+    >>> registry.default("classification").name
+    'digits-convnext'
+
+Local folders (a fine-tuning run's output) join the table at run time through `add_local`,
+so the UI and the CLI treat them like any other model.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.errors import UserError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+REGISTRY_FILE = MODELS_DIR / "registry.toml"
+SOURCES = ("embedded", "hub", "local")
+_REVISION = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: str
+    source: str
+    license: str
+    commercial_use: bool
+    input_size: int
+    onnx: bool = True
+    default: bool = False
+    description: str = ""
+    path: str = ""
+    repo_id: str = ""
+    revision: str = ""
+    files: tuple[str, ...] = field(default_factory=tuple)
+    trust_remote_code: bool = False
+
+    @property
+    def local_dir(self) -> Path | None:
+        """Where the files are without any download, or None for a Hub model."""
+        if self.source == "embedded":
+            return MODELS_DIR / self.path
+        if self.source == "local":
+            return Path(self.path)
+        return None
+
+    @property
+    def licence_line(self) -> str:
+        use = "commercial use allowed" if self.commercial_use else "NON-COMMERCIAL: commercial use forbidden"
+        return f"{self.license} ({use})"
+
+
+def _check(entry: ModelEntry) -> None:
+    where = f"registry entry {entry.name!r}"
+    if entry.source not in SOURCES:
+        raise ValueError(f"{where}: source must be one of {SOURCES}, not {entry.source!r}")
+    if entry.source == "hub":
+        if not entry.repo_id or not _REVISION.match(entry.revision):
+            raise ValueError(f"{where}: a Hub model needs repo_id and a full 40-hex revision")
+        if not any(f.endswith(".safetensors") for f in entry.files):
+            raise ValueError(f"{where}: weights must be safetensors")
+    if entry.source == "embedded" and not entry.path:
+        raise ValueError(f"{where}: an embedded model needs a path under models/")
+    if entry.default and not entry.commercial_use:
+        raise ValueError(f"{where}: a model whose licence forbids commercial use cannot be a default")
+
+
+def parse(table: dict) -> dict[str, ModelEntry]:
+    """Turn the TOML table into entries by name, refusing duplicates and malformed rows."""
+    entries: dict[str, ModelEntry] = {}
+    for row in table.get("models", []):
+        row = dict(row)
+        row["files"] = tuple(row.get("files", ()))
+        entry = ModelEntry(**row)
+        if entry.name in entries:
+            raise ValueError(f"registry: duplicate model name {entry.name!r}")
+        _check(entry)
+        entries[entry.name] = entry
+    for task in {e.task for e in entries.values()}:
+        defaults = [e.name for e in entries.values() if e.task == task and e.default]
+        if len(defaults) != 1:
+            raise ValueError(f"registry: task {task!r} needs exactly one default model, has {defaults}")
+    return entries
+
+
+_ENTRIES: dict[str, ModelEntry] = parse(tomllib.loads(REGISTRY_FILE.read_text()))
+
+
+def entries(task: str) -> list[ModelEntry]:
+    return [e for e in _ENTRIES.values() if e.task == task]
+
+
+def default(task: str) -> ModelEntry:
+    return next(e for e in entries(task) if e.default)
+
+
+def get(task: str, name: str | None) -> ModelEntry:
+    """The entry for `name` (the task's default when None), or a UserError listing the choices."""
+    if not name:
+        return default(task)
+    entry = _ENTRIES.get(name)
+    if entry is None or entry.task != task:
+        choices = ", ".join(e.name for e in entries(task))
+        raise UserError(f"Unknown {task} model {name!r}. Choose one of: {choices}.")
+    return entry
+
+
+def add_local(task: str, folder: str | Path, name: str | None = None) -> ModelEntry:
+    """Offer a local model folder (a fine-tuning run's output) under `name` (the folder's name)."""
+    folder = Path(folder).resolve()
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder} is not a model folder: it has no config.json.")
+    entry = ModelEntry(
+        name=name or folder.name,
+        task=task,
+        source="local",
+        path=str(folder),
+        license="as its owner set it (local folder)",
+        commercial_use=True,
+        input_size=0,
+        description=f"Local model from {folder}",
+    )
+    known = _ENTRIES.get(entry.name)
+    if known is not None and known != entry:
+        raise UserError(f"A model named {entry.name!r} already exists; give the folder another name.")
+    _ENTRIES[entry.name] = entry
+    return entry
+
+
+def resolve(task: str, spec: str | None) -> ModelEntry:
+    """What the CLI accepts: a registry name, a local model folder, or `repo_id@<40-hex revision>`."""
+    if spec and Path(spec).is_dir():
+        return add_local(task, spec)
+    if spec and "@" in spec:
+        repo_id, revision = spec.split("@", 1)
+        if not _REVISION.match(revision):
+            raise UserError(f"Pin a Hub model to a full 40-hex commit: {repo_id}@<revision>.")
+        entry = ModelEntry(
+            name=spec, task=task, source="hub", repo_id=repo_id, revision=revision,
+            files=("config.json", "preprocessor_config.json", "model.safetensors"),
+            license="see the model card", commercial_use=False, input_size=0,
+        )
+        return _ENTRIES.setdefault(entry.name, entry)
+    return get(task, spec)
