@@ -24,7 +24,8 @@ MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
 # Formats people upload; sniffed from the bytes, not the file name. Never EPS (Ghostscript).
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+# (Phones' multi-picture JPEGs open through the JPEG plugin.)
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _DECODE_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
                   EOFError)
 
@@ -40,7 +41,7 @@ def _read_bytes(source: str | Path | bytes) -> bytes:
     else:
         path = Path(source)
         if not path.is_file():
-            raise UserError("The uploaded file could not be found on the server; upload it again.")
+            raise UserError("The image file could not be found: check the path, or upload it again.")
         if path.stat().st_size > MAX_UPLOAD_BYTES:
             raise UserError(f"The file is {path.stat().st_size / 2**20:.1f} MB; the limit is "
                             f"{MAX_UPLOAD_BYTES // 2**20} MB. Upload a smaller image.")

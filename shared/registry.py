@@ -52,7 +52,7 @@ class ModelEntry:
     @property
     def licence_line(self) -> str:
         use = "commercial use allowed" if self.commercial_use else "NON-COMMERCIAL: commercial use forbidden"
-        return f"{self.license} ({use})"
+        return f"{self.license}, {use}"
 
 
 def _check(entry: ModelEntry) -> None:

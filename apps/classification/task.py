@@ -71,11 +71,17 @@ def run(loaded: LoadedModel, images: list[Image.Image], backend: str, top_k: int
     return top_k_labels(loaded, logits, top_k), latency_ms
 
 
-def classify(image, model: str | None = None, backend: str = "torch", top_k: int = 5) -> dict:
-    """One image (path, bytes or PIL) -> {labels, model, backend, latency_ms, notes}."""
+def classify(image, model: str | None = None, backend: str = "torch", top_k: int = 5,
+             fallback: bool = False) -> dict:
+    """One image (path, bytes or PIL) -> {labels, model, backend, latency_ms, notes}.
+
+    With `fallback`, a model that cannot be loaded here is replaced by the embedded default
+    and the notes say so (the UI's choice; the CLI fails instead).
+    """
     decoded = decode_image(image)
-    loaded = loader.load_model(TASK, model)
+    check_top_k(top_k)
+    loaded, notice = loader.load_or_fallback(TASK, model) if fallback else (loader.load_model(TASK, model), "")
     labels, latency_ms = run(loaded, [decoded.image], backend, top_k)
     return {"labels": labels[0], "model": loaded.entry.name, "backend": backend,
-            "latency_ms": round(latency_ms, 2), "notes": decoded.notes}
+            "latency_ms": round(latency_ms, 2), "notes": [n for n in (notice, *decoded.notes) if n]}
 

@@ -1,0 +1,48 @@
+"""The classification page in a real browser: Debian's chromium driven by playwright."""
+
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import DIGIT_EXAMPLES, REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def page():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (make setup installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def test_upload_classify_and_read_the_answer(page, hub_url, tmp_path):
+    page.goto(f"{hub_url}/classification/")
+    page.get_by_text("Image classification").first.wait_for()
+    assert "digits-convnext" in page.content() and "Apache-2.0" in page.content()  # licence shown
+
+    page.locator("input[type=file]").first.set_input_files(str(DIGIT_EXAMPLES / "digit_7.png"))
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_text("Served by").wait_for(timeout=30_000)
+    answer = page.locator("body").inner_text()
+    assert "digits-convnext" in answer and "on torch" in answer
+    assert page.get_by_test_id("label-output-value").inner_text().strip().startswith("7")
+    page.screenshot(path=str(tmp_path / "classification.png"), full_page=True)
+
+
+def test_a_corrupt_upload_shows_the_reason(page, hub_url, tmp_path):
+    page.goto(f"{hub_url}/classification/")
+    fake = tmp_path / "fake.png"
+    fake.write_bytes((REPO / "pyproject.toml").read_bytes())
+    page.locator("input[type=file]").first.set_input_files(str(fake))
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_text("not an image this app can read").first.wait_for(timeout=30_000)

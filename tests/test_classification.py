@@ -1,0 +1,77 @@
+"""The classification app against its peers: transformers' pipeline on the same checkpoint,
+and the onnx backend against torch."""
+
+import numpy as np
+import pytest
+from transformers import pipeline
+
+from apps.classification import task
+from shared import export, loader
+from shared.digits import digit_image, split
+from shared.examples import PHOTOS
+from shared.export import ExportMismatch
+from tests.conftest import DIGIT_EXAMPLES
+
+PHOTO_PATHS = [str(p) for p in PHOTOS.values()]
+
+
+def model_names(tiny_models):
+    return ["digits-convnext", *tiny_models.values()]
+
+
+def test_top5_equals_the_transformers_pipeline(tiny_models):
+    for name in model_names(tiny_models):
+        loaded = loader.load_model("classification", name)
+        peer = pipeline("image-classification", model=loaded.model, image_processor=loaded.processor)
+        for photo in PHOTO_PATHS:
+            ours = task.classify(photo, model=name, top_k=5)["labels"]
+            theirs = peer(photo, top_k=5)
+            assert [r["label"] for r in ours] == [r["label"] for r in theirs], (name, photo)
+            np.testing.assert_allclose([r["score"] for r in ours], [r["score"] for r in theirs], atol=1e-6)
+
+
+def test_onnx_scores_match_torch(tiny_models):
+    for name in model_names(tiny_models):
+        for photo in PHOTO_PATHS[:3]:
+            on_torch = task.classify(photo, model=name, backend="torch", top_k=5)
+            on_onnx = task.classify(photo, model=name, backend="onnx", top_k=5)
+            assert on_onnx["backend"] == "onnx"
+            assert [r["label"] for r in on_onnx["labels"]] == [r["label"] for r in on_torch["labels"]]
+            # scores are softmax outputs of logits that ONNX_SPEC holds to atol 1e-4 + rtol 1e-3
+            np.testing.assert_allclose([r["score"] for r in on_onnx["labels"]],
+                                       [r["score"] for r in on_torch["labels"]], atol=1e-4)
+
+
+def test_onnx_handles_any_batch_size():
+    loaded = loader.load_model("classification")
+    run = task.backends.runner(loaded, "onnx", task.ONNX_SPEC, lambda n: task.sample_feeds(loaded, n))
+    for batch_size in (1, 3, 8):
+        assert run(task.sample_feeds(loaded, batch_size))["logits"].shape == (batch_size, 10)
+
+
+def test_embedded_model_reaches_its_card_accuracy():
+    loaded = loader.load_model("classification")
+    pixels, labels = split()["test"]
+    predicted, _ = task.run(loaded, [digit_image(p).convert("RGB") for p in pixels], "onnx", top_k=1)
+    accuracy = np.mean([rows[0]["label"] == str(label) for rows, label in zip(predicted, labels, strict=True)])
+    assert accuracy >= 0.97
+
+
+@pytest.mark.parametrize("digit", ["3", "7"])
+def test_embedded_model_reads_the_example_digits(digit):
+    result = task.classify(DIGIT_EXAMPLES / f"digit_{digit}.png", top_k=3)
+    assert result["labels"][0]["label"] == digit and result["labels"][0]["score"] > 0.9
+
+
+def test_top_k_is_checked_on_the_server():
+    for bad in (0, 21, 2.5, -1):
+        with pytest.raises(task.UserError, match="top_k"):
+            task.classify(PHOTO_PATHS[0], top_k=bad)
+
+
+def test_export_refuses_a_graph_that_does_not_match_torch():
+    spec = task.ONNX_SPEC
+    reference = [np.zeros((2, 10), dtype=np.float32)]
+    assert export.compare(reference, [reference[0] + 5e-5], spec) == pytest.approx(5e-5)
+    with pytest.raises(ExportMismatch, match="max \\|onnx - torch\\|"):
+        export.compare(reference, [reference[0] + 1e-2], spec)

@@ -1,0 +1,77 @@
+"""`demohub` as users call it: JSON on stdout, or one line on stderr and exit status 1."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from shared import cli
+from shared.examples import PHOTOS
+from tests.conftest import DIGIT_EXAMPLES, REPO
+
+CAT = str(PHOTOS["cat"])
+
+
+def run_cli(capsys, *argv):
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_predict_prints_the_promised_json(capsys):
+    status, out, _ = run_cli(capsys, "predict", "classification", "--image", str(DIGIT_EXAMPLES / "digit_7.png"),
+                             "--backend", "onnx", "--top-k", "3")
+    result = json.loads(out)
+    assert status == 0
+    assert set(result) >= {"labels", "model", "backend", "latency_ms"}
+    assert result["labels"][0]["label"] == "7" and len(result["labels"]) == 3
+    assert result["model"] == "digits-convnext" and result["backend"] == "onnx" and result["latency_ms"] > 0
+
+
+def test_predict_takes_a_local_model_folder(capsys, tiny_models, tmp_path):
+    from tests.tiny import make_tiny_classifier
+
+    folder = make_tiny_classifier("vit", tmp_path / "my-vit")
+    status, out, _ = run_cli(capsys, "predict", "classification", "--image", CAT, "--model", str(folder))
+    assert status == 0 and json.loads(out)["model"] == "my-vit"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--image", "/no/such/file.png"], "could not be found"),
+    (["--image", str(REPO / "pyproject.toml")], "not an image"),
+    (["--image", CAT, "--top-k", "0"], "top_k"),
+    (["--image", CAT, "--model", "no-such-model"], "Choose one of"),
+    (["--image", CAT, "--model", "google/vit-base-patch16-224"], "cannot be reached"),
+])
+def test_bad_input_is_one_line_and_status_1(capsys, monkeypatch, argv, words):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    status, out, err = run_cli(capsys, "predict", "classification", *argv)
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("demohub: ") and words in err
+
+
+def test_export_with_quantize_measures_the_change(capsys):
+    status, out, _ = run_cli(capsys, "export", "classification", "--quantize")
+    result = json.loads(out)
+    assert status == 0 and result["max_abs_diff_vs_torch"] <= result["tolerance"]["atol"]
+    quantized = result["quantized"]
+    assert quantized["digits_accuracy_int8"] >= quantized["digits_accuracy_fp32"] - 0.02
+    assert 0 <= quantized["top1_agreement_on_photos"] <= 1
+
+
+def test_bench_reports_both_backends_and_the_ratio(capsys, tiny_models):
+    status, out, _ = run_cli(capsys, "bench", "classification", "--model", tiny_models["vit"], "--repeats", "3")
+    result = json.loads(out)
+    assert status == 0 and [row["batch_size"] for row in result["results"]] == [1, 8]
+    for row in result["results"]:
+        assert row["torch"]["median_ms"] > 0 and row["onnx"]["median_ms"] > 0
+        assert row["onnx_speedup"] == pytest.approx(row["torch"]["median_ms"] / row["onnx"]["median_ms"], rel=0.01)
+
+
+def test_the_installed_command_exits_1_without_a_traceback():
+    done = subprocess.run([sys.executable, "-m", "shared.cli", "predict", "classification", "--image", "nope.png"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == ["demohub: The image file could not be found: check the path, "
+                                                "or upload it again."]

@@ -1,0 +1,115 @@
+"""Every bad or unusual upload either decodes to upright 8-bit RGB or gets a sentence naming the
+problem; nothing else escapes `decode_image`."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.errors import UserError
+from shared.examples import PHOTOS
+from shared.images import MAX_SIDE, MAX_UPLOAD_BYTES, decode_image
+
+
+def encode(image: Image.Image, fmt: str, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
+
+
+def refused(source, *words: str) -> str:
+    with pytest.raises(UserError) as caught:
+        decode_image(source)
+    message = str(caught.value)
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def test_real_photo_decodes_unchanged():
+    decoded = decode_image(PHOTOS["cat"])
+    original = Image.open(PHOTOS["cat"])
+    assert decoded.image.mode == "RGB" and decoded.image.size == original.size and decoded.notes == []
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(original.convert("RGB")))
+
+
+@pytest.mark.parametrize("source", [None, ""])
+def test_no_image(source):
+    refused(source, "No image")
+
+
+def test_empty_file():
+    refused(b"", "empty", "0 bytes")
+
+
+def test_missing_path(tmp_path):
+    refused(str(tmp_path / "gone.png"), "could not be found")
+
+
+def test_text_file_is_not_an_image(tmp_path):
+    fake = tmp_path / "notes.jpg"  # the name lies; the bytes decide
+    fake.write_text("hello, I am not a JPEG")
+    refused(str(fake), "not an image", "JPEG, PNG")
+
+
+def test_svg_and_eps_are_refused():
+    refused(b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "not an image")
+    refused(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not an image")
+
+
+def test_truncated_png():
+    data = encode(Image.open(PHOTOS["coffee"]), "PNG")
+    refused(data[: len(data) // 2], "damaged or truncated")
+
+
+def test_decompression_bomb_refused_from_header():
+    bomb = encode(Image.new("1", (7000, 7000)), "PNG")  # 49 MP, a few KB on disk
+    assert len(bomb) < 100_000
+    refused(bomb, "7000x7000", "megapixels")
+
+
+def test_huge_side_refused():
+    refused(encode(Image.new("L", (1, MAX_SIDE + 1)), "PNG"), f"1x{MAX_SIDE + 1}", f"{MAX_SIDE} px a side")
+
+
+def test_too_small_refused():
+    refused(encode(Image.new("RGB", (1, 1)), "PNG"), "1x1", "at least")
+
+
+def test_upload_over_size_limit(tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (MAX_UPLOAD_BYTES + 1))
+    refused(str(big), "the limit is 10 MB")
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "CMYK", "LA", "RGBA"])
+def test_modes_become_rgb(mode):
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    decoded = decode_image(encode(Image.open(PHOTOS["coffee"]).convert(mode), fmt))
+    assert decoded.image.mode == "RGB" and decoded.image.size == (600, 400)
+
+
+def test_transparency_is_laid_on_white():
+    clear = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
+    assert decode_image(encode(clear, "PNG")).image.getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_16_bit_grayscale_keeps_its_contrast():
+    ramp = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (64, 1))
+    pixels = np.asarray(decode_image(encode(Image.fromarray(ramp, mode="I;16"), "PNG")).image)
+    assert pixels[0, 0, 0] == 0 and pixels[0, -1, 0] == 255  # not clipped to white
+
+
+def test_exif_rotation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    rotated = decode_image(encode(Image.new("RGB", (40, 20)), "JPEG", exif=exif))
+    assert rotated.image.size == (20, 40)
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (16, 16), colour) for colour in [(255, 0, 0), (0, 0, 255)]]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    decoded = decode_image(data)
+    assert decoded.image.getpixel((0, 0))[0] > 200 and "first of its 2 frames" in decoded.notes[0]

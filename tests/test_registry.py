@@ -1,0 +1,59 @@
+import tomllib
+
+import pytest
+
+from shared import registry
+from shared.errors import UserError
+
+HUB_ROW = dict(name="org/model", task="classification", source="hub", repo_id="org/model",
+               revision="0123456789abcdef0123456789abcdef01234567", files=["model.safetensors"],
+               license="Apache-2.0", commercial_use=True, input_size=224)
+EMBEDDED_ROW = dict(name="tiny", task="classification", source="embedded", path="classification/tiny",
+                    license="MIT", commercial_use=True, input_size=32, default=True)
+
+
+def test_the_real_registry_is_valid():
+    entries = registry.parse(tomllib.loads(registry.REGISTRY_FILE.read_text()))
+    classifiers = [e for e in entries.values() if e.task == "classification"]
+    assert len(classifiers) >= 3
+    assert all(e.source != "hub" or len(e.revision) == 40 for e in entries.values())
+    default = registry.default("classification")
+    assert default.source == "embedded" and default.commercial_use
+    assert (default.local_dir / "model.safetensors").is_file()
+
+
+def test_duplicate_names_are_an_error():
+    with pytest.raises(ValueError, match="duplicate"):
+        registry.parse({"models": [EMBEDDED_ROW, EMBEDDED_ROW]})
+
+
+def test_non_commercial_model_cannot_be_default():
+    row = {**HUB_ROW, "commercial_use": False, "default": True}
+    with pytest.raises(ValueError, match="commercial"):
+        registry.parse({"models": [row]})
+
+
+@pytest.mark.parametrize("change", [{"revision": "main"}, {"revision": "0123abc"}, {"files": ["pytorch_model.bin"]}])
+def test_hub_rows_need_pinned_safetensors(change):
+    with pytest.raises(ValueError):
+        registry.parse({"models": [EMBEDDED_ROW, {**HUB_ROW, **change}]})
+
+
+def test_each_task_has_one_default():
+    with pytest.raises(ValueError, match="exactly one default"):
+        registry.parse({"models": [HUB_ROW]})
+
+
+def test_unknown_model_lists_the_choices():
+    with pytest.raises(UserError, match="digits-convnext"):
+        registry.get("classification", "no-such-model")
+
+
+def test_resolve_refuses_unpinned_hub_models():
+    with pytest.raises(UserError, match="40-hex"):
+        registry.resolve("classification", "google/vit-base-patch16-224@main")
+
+
+def test_local_folder_needs_a_config(tmp_path):
+    with pytest.raises(UserError, match="config.json"):
+        registry.add_local("classification", tmp_path)

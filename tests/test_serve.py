@@ -1,0 +1,87 @@
+"""`demohub serve` end to end, through gradio_client as an API user drives it."""
+
+import io
+import json
+import urllib.request
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from shared.examples import PHOTOS
+from tests.conftest import DIGIT_EXAMPLES, REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(hub_url):
+    return Client(f"{hub_url}/classification/", verbose=False)
+
+
+def classify(client, path, model="digits-convnext", backend="torch", top_k=5):
+    return client.predict(image=handle_file(str(path)), model=model, backend=backend, top_k=top_k,
+                          api_name="/classification")
+
+
+def test_health_routes_and_landing_page(hub_url):
+    assert json.load(urllib.request.urlopen(f"{hub_url}/healthz")) == {"status": "ok"}
+    assert json.load(urllib.request.urlopen(f"{hub_url}/readyz")) == {"ready": True}
+    assert 'href="/classification/"' in urllib.request.urlopen(f"{hub_url}/").read().decode()
+
+
+def test_one_public_endpoint(client):
+    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/classification"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_served_answer(client, backend):
+    labels, served = classify(client, DIGIT_EXAMPLES / "digit_7.png", backend=backend)
+    assert labels["label"] == "7" and len(labels["confidences"]) == 5
+    assert f"on **{backend}**" in served and "digits-convnext" in served and "Apache-2.0" in served and " ms" in served
+
+
+def test_offline_hub_model_falls_back_and_says_so(client):
+    labels, served = classify(client, PHOTOS["cat"], model="google/vit-base-patch16-224")
+    assert "Served by **digits-convnext**" in served
+    assert "google/vit-base-patch16-224 is not in the local Hugging Face cache" in served
+
+
+def bad_uploads(tmp_path):
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes((PHOTOS["coffee"]).read_bytes()[:5000])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (7000, 7000)).save(bomb)
+    return [(REPO / "pyproject.toml", "not an image"), (truncated, "damaged or truncated"),
+            (empty, "empty"), (bomb, "megapixels")]
+
+
+def test_bad_uploads_get_a_sentence_and_the_server_keeps_serving(client, tmp_path):
+    for path, words in bad_uploads(tmp_path):
+        with pytest.raises(Exception) as caught:
+            classify(client, path)
+        assert words in str(caught.value), (path, caught.value)
+    labels, _ = classify(client, DIGIT_EXAMPLES / "digit_3.png")
+    assert labels["label"] == "3"
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"top_k": 500}, "greater than maximum value 20"),  # gradio 6 checks the slider's range
+    ({"backend": "tensorflow"}, "tensorflow"),
+    ({"model": "/etc/passwd"}, "not in the list of choices"),
+])
+def test_limits_are_checked_on_the_server(client, settings, words):
+    with pytest.raises(Exception) as caught:
+        classify(client, PHOTOS["cat"], **settings)
+    assert words in str(caught.value)
+
+
+def test_rgba_upload_is_answered(client, tmp_path):
+    rgba = tmp_path / "rgba.png"
+    buffer = io.BytesIO()
+    Image.open(PHOTOS["astronaut"]).convert("RGBA").save(buffer, format="PNG")
+    rgba.write_bytes(buffer.getvalue())
+    labels, served = classify(client, rgba, top_k=2)
+    assert len(labels["confidences"]) == 2
