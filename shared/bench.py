@@ -8,7 +8,11 @@ spread. One-time costs (load, export, session) are reported apart from steady st
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
 
 import numpy as np
@@ -60,3 +64,27 @@ def bench(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int], Fee
         "repeats": repeats, "warmup": warmup, "export_s": round(export_s, 2),
         "export_cached": report.cached, "session_s": round(session_s, 3), "results": results,
     }
+
+
+def cold_start(app: str, request: dict, timeout_s: float = 120) -> float:
+    """Seconds from starting `demohub serve` to the first answer of `app` to `request`."""
+    from gradio_client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - started < timeout_s:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        Client(f"http://127.0.0.1:{port}/{app}/", verbose=False).predict(**request, api_name=f"/{app}")
+        return round(time.perf_counter() - started, 2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -4,7 +4,7 @@
     demohub predict classification --image PATH [--model M] [--backend torch|onnx] [--top-k K]
     demohub export classification [--model M] [--quantize]
     demohub finetune classification --data DIR --out DIR [--model M] [--freeze-backbone] [--epochs N]
-    demohub bench classification [--model M] [--repeats N]
+    demohub bench classification [--model M] [--repeats N] [--cold-start]
     demohub data digits --out DIR
 
 Results are printed as JSON. A bad input or setting exits with status 1 and one line on
@@ -43,8 +43,11 @@ def _bench(args) -> dict:
     task = _app_module(args.app, "task")
     entry = registry.resolve(args.app, args.model)
     loaded = loader.load_model(args.app, entry.name)
-    return bench.bench(loaded, task.ONNX_SPEC, lambda n: task.sample_feeds(loaded, n),
-                       batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
+    result = bench.bench(loaded, task.ONNX_SPEC, lambda n: task.sample_feeds(loaded, n),
+                         batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
+    if args.cold_start:
+        result["cold_start_s"] = bench.cold_start(args.app, task.cold_start_request())
+    return result
 
 
 def _finetune(args) -> dict:
@@ -93,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
             if verb == "bench":
                 sub.add_argument("--repeats", type=int, default=30)
                 sub.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+                sub.add_argument("--cold-start", action="store_true",
+                                 help="Also time `demohub serve` to the first answer on the default model.")
 
     data = commands.add_parser("data", help="Write the datasets the embedded models learn from.")
     data.add_argument("dataset", choices=["digits"])

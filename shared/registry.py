@@ -11,9 +11,10 @@ so the UI and the CLI treat them like any other model.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from shared.errors import UserError
 

@@ -27,7 +27,6 @@ SAFE_SETTINGS = dict(
     ssr_mode=False,
 )
 
-from gradio.events import Dependency
 
 class ImageInput(gr.Image):
     """`gr.Image` in the browser, but hands the server the raw upload, unopened.
@@ -48,7 +47,9 @@ class ImageInput(gr.Image):
             except ValueError:
                 return b""
         return payload.path
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

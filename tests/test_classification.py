@@ -75,3 +75,21 @@ def test_export_refuses_a_graph_that_does_not_match_torch():
     assert export.compare(reference, [reference[0] + 5e-5], spec) == pytest.approx(5e-5)
     with pytest.raises(ExportMismatch, match="max \\|onnx - torch\\|"):
         export.compare(reference, [reference[0] + 1e-2], spec)
+
+
+@pytest.mark.gpu
+def test_gpu_half_precision_and_onnx_cuda_match_cpu():
+    import torch
+
+    from shared import backends
+
+    cpu = loader.load_model("classification", device=torch.device("cpu"))
+    gpu = loader.load_model("classification", device=torch.device("cuda"))
+    assert gpu.dtype in (torch.float16, torch.bfloat16)
+    feeds = task.sample_feeds(cpu, 8)
+    reference = backends.TorchRunner(cpu, task.ONNX_SPEC)(feeds)["logits"]
+    half = backends.TorchRunner(gpu, task.ONNX_SPEC)(feeds)["logits"]
+    assert (half.argmax(-1) == reference.argmax(-1)).mean() >= 0.875
+    onnx_cuda = backends.runner(gpu, "onnx", task.ONNX_SPEC, lambda n: task.sample_feeds(cpu, n))
+    assert onnx_cuda.on_cuda  # CUDA (or TensorRT) provider with IO binding
+    np.testing.assert_allclose(onnx_cuda(feeds)["logits"], reference, atol=1e-3, rtol=1e-3)

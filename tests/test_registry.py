@@ -1,6 +1,5 @@
-import tomllib
-
 import pytest
+import tomllib
 
 from shared import registry
 from shared.errors import UserError

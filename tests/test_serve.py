@@ -85,3 +85,31 @@ def test_rgba_upload_is_answered(client, tmp_path):
     rgba.write_bytes(buffer.getvalue())
     labels, served = classify(client, rgba, top_k=2)
     assert len(labels["confidences"]) == 2
+
+
+def test_the_app_runs_alone_as_a_space_does(tmp_path):
+    """`python apps/classification/app.py`, the Space's app_file, serves the same endpoint."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    app = subprocess.Popen([sys.executable, "apps/classification/app.py"], cwd=REPO, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                standalone = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.5)
+        labels, served = classify(standalone, DIGIT_EXAMPLES / "digit_7.png", backend="onnx")
+        assert labels["label"] == "7" and "on **onnx**" in served
+    finally:
+        app.terminate()
+        app.wait(timeout=20)

@@ -12,8 +12,16 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import (ConvNextConfig, ConvNextForImageClassification, ConvNextImageProcessor, ResNetConfig,
-                          ResNetForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessor)
+from transformers import (
+    ConvNextConfig,
+    ConvNextForImageClassification,
+    ConvNextImageProcessor,
+    ResNetConfig,
+    ResNetForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessor,
+)
 
 LABELS = ["tabby cat", "espresso", "space shuttle", "military uniform", "teapot", "volcano", "golden retriever",
           "pizza", "rocket", "banana", "castle", "umbrella"]

@@ -33,8 +33,16 @@ import numpy as np
 import torch
 from datasets import DatasetDict, load_dataset
 from torchvision.transforms import v2
-from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageClassification, EarlyStoppingCallback,
-                          HfArgumentParser, Trainer, TrainingArguments, set_seed)
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    EarlyStoppingCallback,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 
 from shared import loader, registry
 from shared.errors import UserError
@@ -134,13 +142,17 @@ def accuracy(prediction) -> dict[str, float]:
 
 
 def model_card(out: Path, args: FinetuneArguments, metrics: dict, labels: list[str], argv: list[str]) -> str:
-    command = "demohub finetune classification " + shlex.join(argv)
-    held_out = metrics.get("test_accuracy", metrics.get("eval_accuracy"))
-    return (f"# {out.name}\n\nImage classifier fine-tuned by `apps/classification/finetune.py` from "
-            f"`{args.model}`{' (from scratch)' if args.from_scratch else ''}.\n\n"
-            f"- Labels ({len(labels)}): {', '.join(labels)}\n"
-            f"- Held-out accuracy: **{held_out:.4f}** (split: {'test' if 'test_accuracy' in metrics else 'validation'})\n"
-            f"- All metrics: `metrics.json`\n\nRebuild:\n\n```\n{command}\n```\n")
+    split_name = "test" if "test_accuracy" in metrics else "validation"
+    origin = f"`{args.model}`" + (" (architecture only, trained from scratch)" if args.from_scratch else "")
+    return "\n".join([
+        f"# {out.name}", "",
+        f"Image classifier trained by `apps/classification/finetune.py` from {origin}",
+        f"on `{args.data or args.dataset}`.", "",
+        f"- Labels ({len(labels)}): {', '.join(labels)}",
+        f"- Held-out accuracy ({split_name} split): **{metrics[f'{split_name}_accuracy']:.4f}**",
+        "- All metrics: `metrics.json`; arguments: `finetune_args.json`", "",
+        "Rebuild:", "", "```", "demohub finetune classification " + shlex.join(argv), "```", "",
+    ])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -175,7 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
         logging_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="accuracy",
         save_total_limit=2, seed=args.seed, remove_unused_columns=False, report_to=[],
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
-        dataloader_num_workers=0, push_to_hub=bool(args.push_to_hub), hub_model_id=args.push_to_hub,
+        dataloader_num_workers=0, dataloader_pin_memory=cuda,
+        push_to_hub=bool(args.push_to_hub), hub_model_id=args.push_to_hub,
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
                       eval_dataset=splits["validation"], data_collator=collate, compute_metrics=accuracy,

@@ -33,6 +33,13 @@ ONNX_SPEC = OnnxSpec(
 )
 
 
+def cold_start_request() -> dict:
+    """What `demohub bench --cold-start` sends as the first request to a fresh server."""
+    from gradio_client import handle_file
+
+    return {"image": handle_file(str(PHOTOS["cat"]))}
+
+
 def preprocess(loaded: LoadedModel, images: list[Image.Image]) -> Feeds:
     pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
     return {"pixel_values": pixels.float().numpy()}
