@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     ("finetune", _finetune, "Fine-tune a model on your data.")]:
         per_app = commands.add_parser(verb, help=helptext).add_subparsers(dest="app", required=True)
         for app in APPS:
-            sub = per_app.add_parser(app)
+            # finetune passes --help on to finetune.py's own parser
+            sub = per_app.add_parser(app, add_help=verb != "finetune")
             sub.set_defaults(handler=handler)
             if verb == "predict":
                 _app_module(app, "cli").add_predict_arguments(sub)

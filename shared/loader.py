@@ -59,12 +59,13 @@ def best_device() -> torch.device:
     return torch.device("cpu")
 
 
-def best_dtype(device: torch.device) -> torch.dtype:
-    """fp32 everywhere but CUDA, where bf16 (or fp16 on older cards) halves memory and time.
+def best_dtype(device: torch.device, half_precision: bool = True) -> torch.dtype:
+    """fp32 everywhere but CUDA, where bf16 (or fp16 on older cards) halves memory and time
+    for models whose registry entry allows it.
 
     `DEMOHUB_PRECISION=fp32` keeps full precision on a GPU too.
     """
-    if device.type != "cuda" or os.environ.get("DEMOHUB_PRECISION") == "fp32":
+    if device.type != "cuda" or not half_precision or os.environ.get("DEMOHUB_PRECISION") == "fp32":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -79,7 +80,7 @@ def model_folder(entry: ModelEntry) -> Path:
 def _load(entry: ModelEntry, device: torch.device) -> LoadedModel:
     model_class, processor_class = AUTO_CLASSES[entry.task]
     folder = model_folder(entry)
-    dtype = best_dtype(device)
+    dtype = best_dtype(device, entry.half_precision)
     remote = entry.trust_remote_code
     try:
         processor = processor_class.from_pretrained(folder, trust_remote_code=remote)

@@ -33,6 +33,7 @@ class ModelEntry:
     commercial_use: bool
     input_size: int
     onnx: bool = True
+    half_precision: bool = True
     default: bool = False
     description: str = ""
     path: str = ""

@@ -47,9 +47,7 @@ class ImageInput(gr.Image):
             except ValueError:
                 return b""
         return payload.path
-    from collections.abc import Callable, Sequence
-    from typing import TYPE_CHECKING, Any, Literal
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

@@ -45,7 +45,7 @@ def test_linear_probe_from_the_embedded_model_learns_and_loads(tmp_path):
 
 def test_full_finetune_of_a_hub_architecture_resumes(tmp_path):
     data = digits_folder(tmp_path / "data", per_class=12)
-    source = make_tiny_classifier("vit", tmp_path / "tiny-vit")
+    source = make_tiny_classifier("vit", tmp_path / "source-vit")
     out = tmp_path / "vit"
     common = ["--data", str(data), "--out", str(out), "--model", str(source), "--batch-size", "8",
               "--keep-checkpoints", "true"]

@@ -21,6 +21,7 @@ in the app and the CLI like any other model (`--model DIR`, `demohub serve --add
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shlex
@@ -118,12 +119,12 @@ def build_model(folder: Path, labels: list[str], args: FinetuneArguments):
     id2label = dict(enumerate(labels))
     label2id = {label: i for i, label in id2label.items()}
     if args.from_scratch:
-        config = AutoConfig.from_pretrained(folder, num_labels=len(labels), id2label=id2label, label2id=label2id)
+        config = AutoConfig.from_pretrained(folder, id2label=id2label, label2id=label2id)
         return AutoModelForImageClassification.from_config(config)
     if not any(folder.glob("*.safetensors")):
         raise UserError(f"{folder} has no safetensors weights; add --from-scratch to train its config from scratch.")
     return AutoModelForImageClassification.from_pretrained(
-        folder, num_labels=len(labels), id2label=id2label, label2id=label2id,
+        folder, id2label=id2label, label2id=label2id,
         ignore_mismatched_sizes=True, use_safetensors=True)
 
 
@@ -142,14 +143,14 @@ def accuracy(prediction) -> dict[str, float]:
 
 
 def model_card(out: Path, args: FinetuneArguments, metrics: dict, labels: list[str], argv: list[str]) -> str:
-    split_name = "test" if "test_accuracy" in metrics else "validation"
+    split_name, key = ("test", "test_accuracy") if "test_accuracy" in metrics else ("validation", "eval_accuracy")
     origin = f"`{args.model}`" + (" (architecture only, trained from scratch)" if args.from_scratch else "")
     return "\n".join([
         f"# {out.name}", "",
         f"Image classifier trained by `apps/classification/finetune.py` from {origin}",
         f"on `{args.data or args.dataset}`.", "",
         f"- Labels ({len(labels)}): {', '.join(labels)}",
-        f"- Held-out accuracy ({split_name} split): **{metrics[f'{split_name}_accuracy']:.4f}**",
+        f"- Held-out accuracy ({split_name} split): **{metrics[key]:.4f}**",
         "- All metrics: `metrics.json`; arguments: `finetune_args.json`", "",
         "Rebuild:", "", "```", "demohub finetune classification " + shlex.join(argv), "```", "",
     ])
@@ -157,7 +158,9 @@ def model_card(out: Path, args: FinetuneArguments, metrics: dict, labels: list[s
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    (args,) = HfArgumentParser(FinetuneArguments).parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser(FinetuneArguments, prog="demohub finetune classification", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
     set_seed(args.seed)
     out = Path(args.out)
     folder = loader.model_folder(registry.resolve("classification", args.model))
