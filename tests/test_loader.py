@@ -69,3 +69,15 @@ def test_ui_falls_back_to_the_embedded_model_and_says_so(monkeypatch):
     loaded, notice = loader.load_or_fallback("classification", VIT.name)
     assert loaded.entry.name == "digits-convnext"
     assert VIT.name in notice and "instead" in notice
+
+
+def test_a_failed_download_is_one_clear_error(monkeypatch):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def snapshot_download(**kwargs):
+        raise LocalEntryNotFoundError("connection reset")
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "snapshot_download", snapshot_download)
+    with pytest.raises(ModelUnavailable, match="Could not download google/vit-base-patch16-224"):
+        hub.fetch(VIT)
