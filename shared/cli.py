@@ -2,9 +2,11 @@
 
     demohub serve [--port 7860] [--add-model classification=DIR]
     demohub predict classification --image PATH [--model M] [--backend torch|onnx] [--top-k K]
-    demohub export classification [--model M] [--quantize]
-    demohub finetune classification --data DIR --out DIR [--model M] [--freeze-backbone] [--epochs N]
-    demohub bench classification [--model M] [--repeats N] [--cold-start]
+    demohub predict generative --seed S --n N [--label L] --out PNG [--model M] [--backend B]
+    demohub predict adversarial --image PATH --attack pgd --eps E [--target LABEL] [--transfer-model M]
+    demohub export APP [--model M] [--quantize]
+    demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
+    demohub bench APP [--model M] [--repeats N] [--cold-start]
     demohub data digits --out DIR
 
 Results are printed as JSON. A bad input or setting exits with status 1 and one line on
@@ -14,36 +16,50 @@ stderr; so does any other failure (set DEMOHUB_DEBUG=1 to see its traceback).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
 import sys
 
+from shared import apps
 from shared.errors import ModelUnavailable, UserError
 
-APPS = ("classification",)
 
+def _load(args) -> tuple:
+    """The app's task module and the model `--model` names, loaded."""
+    from shared import loader, registry
 
-def _app_module(app: str, part: str):
-    return importlib.import_module(f"apps.{app}.{part}")
+    task = apps.part(args.app, "task")
+    entry = registry.resolve(apps.model_task(args.app), args.model)
+    return task, loader.load_model(entry.task, entry.name)
 
 
 def _predict(args) -> dict:
-    return _app_module(args.app, "cli").predict(args)
+    return apps.part(args.app, "cli").predict(args)
 
 
 def _export(args) -> dict:
-    return _app_module(args.app, "cli").export_model(args)
+    from shared import export
+
+    task, loaded = _load(args)
+    spec = task.onnx_spec(loaded)
+    report = export.export(loaded, spec, task.sample_feeds(loaded, 2))
+    result = {"model": loaded.entry.name, "path": str(report.path), "seconds": round(report.seconds, 2),
+              "cached": report.cached, "max_abs_diff_vs_torch": report.max_abs_diff,
+              "tolerance": {"atol": spec.atol, "rtol": spec.rtol}}
+    if args.quantize:
+        app_cli = apps.part(args.app, "cli")
+        if not hasattr(app_cli, "quantization_report"):
+            raise UserError(f"--quantize is not offered for {args.app}: its models gain little from int8.")
+        result["quantized"] = app_cli.quantization_report(loaded, report.path, export.quantize(report.path))
+    return result
 
 
 def _bench(args) -> dict:
-    from shared import bench, loader, registry
+    from shared import bench
 
-    task = _app_module(args.app, "task")
-    entry = registry.resolve(args.app, args.model)
-    loaded = loader.load_model(args.app, entry.name)
-    result = bench.bench(loaded, task.ONNX_SPEC, lambda n: task.sample_feeds(loaded, n),
+    task, loaded = _load(args)
+    result = bench.bench(loaded, task.onnx_spec(loaded), lambda n: task.sample_feeds(loaded, n),
                          batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
     if args.cold_start:
         result["cold_start_s"] = bench.cold_start(args.app, task.cold_start_request())
@@ -51,13 +67,13 @@ def _bench(args) -> dict:
 
 
 def _finetune(args) -> dict:
-    return _app_module(args.app, "finetune").main(args.finetune_args)
+    return apps.part(args.app, "finetune").main(args.finetune_args)
 
 
 def _serve(args) -> None:
     from shared import server
 
-    server.serve(APPS, host=args.host, port=args.port, extra_models=args.add_model)
+    server.serve(apps.APPS, host=args.host, port=args.port, extra_models=args.add_model)
 
 
 def _data(args) -> dict:
@@ -82,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     ("bench", _bench, "torch vs ONNX latency, same inputs, one run."),
                                     ("finetune", _finetune, "Fine-tune a model on your data.")]:
         per_app = commands.add_parser(verb, help=helptext).add_subparsers(dest="app", required=True)
-        for app in APPS:
+        for app in apps.APPS:
             # finetune passes --help on to finetune.py's own parser
             sub = per_app.add_parser(app, add_help=verb != "finetune")
             sub.set_defaults(handler=handler)
             if verb == "predict":
-                _app_module(app, "cli").add_predict_arguments(sub)
+                apps.part(app, "cli").add_predict_arguments(sub)
             elif verb == "finetune":
                 sub.description = f"Takes the arguments of apps/{app}/finetune.py (see its --help)."
             else:

@@ -46,6 +46,7 @@ class OnnxSpec:
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     atol: float = 1e-4
     rtol: float = 1e-3
+    module: str = ""  # export this submodule (a VAE's decoder, say) instead of the whole model
 
 
 class ExportMismatch(RuntimeError):
@@ -57,7 +58,8 @@ class _NamedOutputs(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, spec: OnnxSpec):
         super().__init__()
-        self.model, self.spec = model, spec
+        self.model = getattr(model, spec.module) if spec.module else model
+        self.spec = spec
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.model(**dict(zip(self.spec.input_names, inputs, strict=True)))

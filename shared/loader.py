@@ -9,6 +9,7 @@ and two requests for the same model load it once.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -29,10 +30,32 @@ from shared.registry import ModelEntry
 log = logging.getLogger(__name__)
 transformers_logging.disable_progress_bar()  # a bar per load is noise in the CLI and server logs
 
-# Which transformers Auto classes build each task's model and processor.
-AUTO_CLASSES = {
-    "classification": (AutoModelForImageClassification, AutoImageProcessor),
+def transformers_loader(model_class, processor_class) -> Callable:
+    """Build a task's model and processor with transformers' Auto classes, from safetensors."""
+
+    def load(folder: Path, entry: ModelEntry, dtype: torch.dtype):
+        remote = entry.trust_remote_code
+        processor = processor_class.from_pretrained(folder, trust_remote_code=remote)
+        model = model_class.from_pretrained(folder, dtype=dtype, use_safetensors=True, trust_remote_code=remote)
+        return model, processor
+
+    return load
+
+
+# How each task's models are built from their folder: transformers' Auto classes, or the app's
+# own `from_pretrained(folder, entry, dtype) -> (model, processor)` named as "module:function".
+TASK_LOADERS: dict[str, Callable | str] = {
+    "classification": transformers_loader(AutoModelForImageClassification, AutoImageProcessor),
+    "generative": "apps.generative.models:from_pretrained",
 }
+
+
+def task_loader(task: str) -> Callable:
+    load = TASK_LOADERS[task]
+    if isinstance(load, str):
+        module, function = load.split(":")
+        load = getattr(importlib.import_module(module), function)
+    return load
 
 
 @dataclass
@@ -78,13 +101,10 @@ def model_folder(entry: ModelEntry) -> Path:
 
 
 def _load(entry: ModelEntry, device: torch.device) -> LoadedModel:
-    model_class, processor_class = AUTO_CLASSES[entry.task]
     folder = model_folder(entry)
     dtype = best_dtype(device, entry.half_precision)
-    remote = entry.trust_remote_code
     try:
-        processor = processor_class.from_pretrained(folder, trust_remote_code=remote)
-        model = model_class.from_pretrained(folder, dtype=dtype, use_safetensors=True, trust_remote_code=remote)
+        model, processor = task_loader(entry.task)(folder, entry, dtype)
     except (OSError, ValueError) as err:
         raise ModelUnavailable(f"{entry.name}: could not load from {folder}: {err}") from err
     model.to(device).eval()

@@ -11,7 +11,6 @@ Apps are mounted on FastAPI with the safe settings of `shared.ui` and a bounded 
 from __future__ import annotations
 
 import html
-import importlib
 import logging
 import threading
 
@@ -21,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from shared import loader, registry, ui
+from shared.apps import model_task, part
 from shared.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,11 @@ def _landing_page(demos: dict[str, gr.Blocks]) -> str:
             f"<p>Pretrained deep-learning apps.</p><ul>{items}</ul></body></html>")
 
 
-def build_hub(apps: tuple[str, ...], extra_models: list[str] = ()) -> FastAPI:
+def build_hub(app_names: tuple[str, ...], extra_models: list[str] = ()) -> FastAPI:
     add_local_models(list(extra_models))
     hub = FastAPI(title="demohub")
     ready = threading.Event()
-    demos = {name: importlib.import_module(f"apps.{name}.app").demo for name in apps}
+    demos = {name: part(name, "app").demo for name in app_names}
 
     @hub.get("/healthz")
     def healthz():
@@ -63,15 +63,16 @@ def build_hub(apps: tuple[str, ...], extra_models: list[str] = ()) -> FastAPI:
         gr.mount_gradio_app(hub, ui.configure_queue(demo), path=f"/{name}", **ui.SAFE_SETTINGS)
 
     def preload():
-        for name in apps:
-            loader.load_model(name)
+        for name in app_names:
+            loader.load_model(model_task(name))
         ready.set()
 
     threading.Thread(target=preload, name="preload", daemon=True).start()
     return hub
 
 
-def serve(apps: tuple[str, ...], host: str = "127.0.0.1", port: int = 7860, extra_models: list[str] = ()) -> None:
-    hub = build_hub(apps, extra_models)
-    print(f"demohub: serving {', '.join(apps)} at http://{host}:{port}/", flush=True)
+def serve(app_names: tuple[str, ...], host: str = "127.0.0.1", port: int = 7860,
+          extra_models: list[str] = ()) -> None:
+    hub = build_hub(app_names, extra_models)
+    print(f"demohub: serving {', '.join(app_names)} at http://{host}:{port}/", flush=True)
     uvicorn.run(hub, host=host, port=port, log_level="warning")

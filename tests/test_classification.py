@@ -8,6 +8,7 @@ from transformers import pipeline
 from apps.classification import task
 from shared import export, loader
 from shared.digits import digit_image, split
+from shared.errors import UserError
 from shared.examples import PHOTOS
 from shared.export import ExportMismatch
 from tests.conftest import DIGIT_EXAMPLES
@@ -65,7 +66,7 @@ def test_embedded_model_reads_the_example_digits(digit):
 
 def test_top_k_is_checked_on_the_server():
     for bad in (0, 21, 2.5, -1):
-        with pytest.raises(task.UserError, match="top_k"):
+        with pytest.raises(UserError, match="top_k"):
             task.classify(PHOTO_PATHS[0], top_k=bad)
 
 

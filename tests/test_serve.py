@@ -27,7 +27,8 @@ def classify(client, path, model="digits-convnext", backend="torch", top_k=5):
 def test_health_routes_and_landing_page(hub_url):
     assert json.load(urllib.request.urlopen(f"{hub_url}/healthz")) == {"status": "ok"}
     assert json.load(urllib.request.urlopen(f"{hub_url}/readyz")) == {"ready": True}
-    assert 'href="/classification/"' in urllib.request.urlopen(f"{hub_url}/").read().decode()
+    landing = urllib.request.urlopen(f"{hub_url}/").read().decode()
+    assert all(f'href="/{app}/"' in landing for app in ("classification", "generative", "adversarial"))
 
 
 def test_one_public_endpoint(client):
@@ -113,3 +114,26 @@ def test_the_app_runs_alone_as_a_space_does(tmp_path):
     finally:
         app.terminate()
         app.wait(timeout=20)
+
+
+def test_generative_endpoint_draws_a_grid(hub_url):
+    generative = Client(f"{hub_url}/generative/", verbose=False)
+    grid, served = generative.predict(seed=3, n=9, label="5", truncation=1.0, model="digits-gan", backend="onnx",
+                                      api_name="/generative")
+    assert Image.open(grid).size == (3 * 34 * 4, 3 * 34 * 4) and "digits-gan" in served and "onnx" in served
+    with pytest.raises(Exception, match="less than minimum value 0"):  # gr.Number checks its range
+        generative.predict(seed=-5, n=9, label="5", truncation=1.0, model="digits-gan", backend="torch",
+                           api_name="/generative")
+
+
+def test_adversarial_endpoint_fools_and_reports(hub_url):
+    adversarial = Client(f"{hub_url}/adversarial/", verbose=False)
+    original, perturbation, adversarial_image, before, after, summary = adversarial.predict(
+        image=handle_file(str(DIGIT_EXAMPLES / "digit_7.png")), model="digits-convnext", attack="pgd", eps=0.1,
+        steps=10, step_size=0, target="none", transfer_model="digits-convnext-robust", api_name="/adversarial")
+    assert before["label"] == "7" and after["label"] != "7" and "**fooled**" in summary
+    assert "ONNX backend" in summary and "digits-convnext-robust" in summary
+    with pytest.raises(Exception, match="less than minimum value 1"):  # gradio checks the slider's range
+        adversarial.predict(image=handle_file(str(DIGIT_EXAMPLES / "digit_7.png")), model="digits-convnext",
+                            attack="pgd", eps=0.1, steps=0, step_size=0, target="none",
+                            transfer_model="digits-convnext-robust", api_name="/adversarial")

@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 
 from apps.classification import task
-from shared import backends, export, loader, registry
+from shared import backends, loader, registry
 from shared.digits import digit_image, split
 
 
@@ -52,15 +52,3 @@ def quantization_report(loaded: loader.LoadedModel, fp32_path, int8_path) -> dic
         report["digits_accuracy_fp32"] = accuracy_fp32
         report["digits_accuracy_int8"] = _digits_accuracy(loaded, int8)
     return report
-
-
-def export_model(args: argparse.Namespace) -> dict:
-    entry = registry.resolve(task.TASK, args.model)
-    loaded = loader.load_model(task.TASK, entry.name)
-    report = export.export(loaded, task.ONNX_SPEC, task.sample_feeds(loaded, 2))
-    result = {"model": entry.name, "path": str(report.path), "seconds": round(report.seconds, 2),
-              "cached": report.cached, "max_abs_diff_vs_torch": report.max_abs_diff,
-              "tolerance": {"atol": task.ONNX_SPEC.atol, "rtol": task.ONNX_SPEC.rtol}}
-    if args.quantize:
-        result["quantized"] = quantization_report(loaded, report.path, export.quantize(report.path))
-    return result

@@ -156,18 +156,21 @@ def model_card(out: Path, args: FinetuneArguments, metrics: dict, labels: list[s
     ])
 
 
-def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(FinetuneArguments, prog="demohub finetune classification", description=__doc__,
+def parse(argv: list[str], arguments_class=FinetuneArguments, prog: str = "demohub finetune classification",
+          description: str = __doc__):
+    parser = HfArgumentParser(arguments_class, prog=prog, description=description,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     (args,) = parser.parse_args_into_dataclasses(args=argv)
+    return args
+
+
+def train(args: FinetuneArguments, trainer_class=Trainer):
+    """Fine-tune as `args` say; returns the trainer (its model the best one), processor, splits, metrics."""
     set_seed(args.seed)
-    out = Path(args.out)
     folder = loader.model_folder(registry.resolve("classification", args.model))
     processor = AutoImageProcessor.from_pretrained(folder)
     splits = load_splits(args)
-    labels = splits["train"].features["label"].names
-    model = build_model(folder, labels, args)
+    model = build_model(folder, splits["train"].features["label"].names, args)
     if args.freeze_backbone:
         freeze_backbone(model)
 
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.epochs * math.ceil(len(splits["train"]) / args.batch_size)
     cuda = torch.cuda.is_available()
     training_args = TrainingArguments(
-        output_dir=str(out / "checkpoints"), num_train_epochs=args.epochs,
+        output_dir=str(Path(args.out) / "checkpoints"), num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
         learning_rate=args.learning_rate, weight_decay=args.weight_decay, lr_scheduler_type="cosine",
         warmup_steps=int(args.warmup_fraction * steps), eval_strategy="epoch", save_strategy="epoch",
@@ -193,9 +196,9 @@ def main(argv: list[str] | None = None) -> dict:
         dataloader_num_workers=0, dataloader_pin_memory=cuda,
         push_to_hub=bool(args.push_to_hub), hub_model_id=args.push_to_hub,
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=splits["train"],
-                      eval_dataset=splits["validation"], data_collator=collate, compute_metrics=accuracy,
-                      callbacks=[EarlyStoppingCallback(early_stopping_patience=args.patience)])
+    trainer = trainer_class(model=model, args=training_args, train_dataset=splits["train"],
+                            eval_dataset=splits["validation"], data_collator=collate, compute_metrics=accuracy,
+                            callbacks=[EarlyStoppingCallback(early_stopping_patience=args.patience)])
     train_result = trainer.train(resume_from_checkpoint=True if args.resume else None)
 
     metrics = {"train_loss": train_result.training_loss, "epochs_run": trainer.state.epoch}
@@ -203,17 +206,30 @@ def main(argv: list[str] | None = None) -> dict:
     if "test" in splits:
         metrics.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
     metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
+    return trainer, processor, splits, metrics
 
+
+def save(trainer, processor, args: FinetuneArguments, metrics: dict, card: str) -> None:
+    """The model, processor, metrics, arguments and card into args.out; then push and tidy up."""
+    out = Path(args.out)
     trainer.save_model(str(out))
     processor.save_pretrained(out)
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; finetune_args.json says the same
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "finetune_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
-    (out / "README.md").write_text(model_card(out, args, metrics, labels, argv))
+    (out / "README.md").write_text(card)
     if args.push_to_hub:
         trainer.push_to_hub()
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    trainer, processor, splits, metrics = train(args)
+    labels = splits["train"].features["label"].names
+    save(trainer, processor, args, metrics, model_card(Path(args.out), args, metrics, labels, argv))
     return metrics
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from shared import backends, loader
-from shared.errors import UserError
+from shared.checks import whole_number
 from shared.examples import PHOTOS
 from shared.export import Feeds, OnnxSpec
 from shared.images import decode_image
@@ -31,6 +31,10 @@ ONNX_SPEC = OnnxSpec(
     atol=1e-4,
     rtol=1e-3,
 )
+
+
+def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
+    return ONNX_SPEC
 
 
 def cold_start_request() -> dict:
@@ -62,10 +66,8 @@ def top_k_labels(loaded: LoadedModel, logits: np.ndarray, top_k: int) -> list[li
     ]
 
 
-def check_top_k(top_k: int | float) -> int:
-    if top_k is None or int(top_k) != top_k or not 1 <= top_k <= MAX_TOP_K:
-        raise UserError(f"top_k must be a whole number from 1 to {MAX_TOP_K}; got {top_k!r}.")
-    return int(top_k)
+def check_top_k(top_k) -> int:
+    return whole_number("top_k", top_k, 1, MAX_TOP_K)
 
 
 def run(loaded: LoadedModel, images: list[Image.Image], backend: str, top_k: int) -> tuple[list, float]:
@@ -86,7 +88,7 @@ def classify(image, model: str | None = None, backend: str = "torch", top_k: int
     and the notes say so (the UI's choice; the CLI fails instead).
     """
     decoded = decode_image(image)
-    check_top_k(top_k)
+    top_k = check_top_k(top_k)
     loaded, notice = loader.load_or_fallback(TASK, model) if fallback else (loader.load_model(TASK, model), "")
     labels, latency_ms = run(loaded, [decoded.image], backend, top_k)
     return {"labels": labels[0], "model": loaded.entry.name, "backend": backend,

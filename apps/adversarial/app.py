@@ -1,0 +1,87 @@
+"""Adversarial examples: perturb an image until a classifier changes its mind, and see whether
+the attack survives the ONNX backend and transfers to a second model.
+
+    python apps/adversarial/app.py             # this app alone, as a Space runs it
+    demohub serve                              # with every other app, at /adversarial
+
+API: `Client(url).predict(image=handle_file(path), model=..., attack="pgd", eps=0.03, steps=10,
+step_size=0, target="none", transfer_model=..., api_name="/adversarial")`.
+"""
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from apps.adversarial import task
+from shared import registry, ui
+from shared.examples import PHOTOS
+
+EXAMPLES = [*sorted((Path(__file__).parent.parent / "classification" / "examples").glob("*.png")),
+            PHOTOS["cat"]]
+CLASSIFIERS = [e.name for e in registry.entries(task.MODEL_TASK)]
+
+
+def _labels(rows: list[dict]) -> dict:
+    return {row["label"]: row["score"] for row in rows}
+
+
+@ui.user_errors
+def adversarial(image, model, attack, eps, steps, step_size, target, transfer_model):
+    result = task.attack(image, model=model, attack=attack, eps=eps, steps=steps, step_size=step_size,
+                         target=target, transfer_model=transfer_model)
+    images = result["images"]
+    verdict = "fooled" if result["success"] else "not fooled"
+    lines = [f"**{verdict}** · L-inf {result['linf']:.4f} · L2 {result['l2']:.3f} · {result['steps_run']} steps"]
+    if "onnx_after" in result:
+        lines.append(f"ONNX backend on the adversarial image: **{result['onnx_after']['label']}**")
+    if "transfer" in result:
+        t = result["transfer"]
+        lines.append(f"{t['model']}: **{t['before']['label']}** on the original, **{t['after']['label']}** "
+                     f"on the adversarial image ({'transfers' if t['fooled'] else 'does not transfer'})")
+    summary = "\n\n".join(lines) + "\n\n" + ui.served_line(task.MODEL_TASK, result)
+    return (images["original"], images["perturbation"], images["adversarial"], _labels(result["before"]),
+            _labels(result["after"]), summary)
+
+
+@ui.user_errors
+def robustness(model, attack, eps):
+    curve = task.robustness_curve(model=model, attack=attack, max_eps=max(float(eps), 0.01) * 2)
+    return pd.DataFrame(curve)
+
+
+with gr.Blocks(title="Adversarial examples") as demo:
+    gr.Markdown("# Adversarial examples\nA small, targeted change of the pixels that changes a classifier's answer. "
+                "Sizes are in pixel units: 1.0 is the full range of a channel.")
+    with gr.Row():
+        with gr.Column():
+            image = ui.ImageInput(label="Image")
+            model = gr.Dropdown(CLASSIFIERS, value=CLASSIFIERS[0], label="Classifier to attack")
+            attack = gr.Radio(list(task.ATTACKS), value="pgd", label="Attack")
+            eps = gr.Slider(0.0, 0.3, value=0.03, step=0.005, label="Epsilon (L-inf; for pgd-l2 the L2 radius)")
+            steps = gr.Slider(1, task.MAX_STEPS, value=10, step=1, label="Steps")
+            step_size = gr.Slider(0.0, 0.1, value=0.0, step=0.001, label="Step size (0: 2.5 x eps / steps)")
+            target = gr.Textbox("none", label="Target label (none: untargeted)", max_lines=1, max_length=100)
+            transfer = gr.Dropdown(CLASSIFIERS, value=CLASSIFIERS[-1], label="Second model (transfer)")
+            run = gr.Button("Attack", variant="primary")
+        with gr.Column():
+            with gr.Row():
+                original = gr.Image(label="Original (model input)", type="pil", format="png")
+                perturbation = gr.Image(label="Perturbation (amplified)", type="pil", format="png")
+                adversarial_image = gr.Image(label="Adversarial", type="pil", format="png")
+            with gr.Row():
+                before = gr.Label(label="Before", num_top_classes=5)
+                after = gr.Label(label="After", num_top_classes=5)
+            summary = gr.Markdown()
+    with gr.Accordion("Robustness curve: accuracy against epsilon on 100 held-out digits", open=False):
+        curve_button = gr.Button("Compute for this model and attack (up to 2 x epsilon)")
+        curve = gr.LinePlot(x="eps", y="accuracy", y_lim=[0, 1], label="Accuracy")
+    gr.Examples([[str(p)] for p in EXAMPLES], inputs=[image])
+
+    run.click(adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
+              [original, perturbation, adversarial_image, before, after, summary], api_name="adversarial")
+    curve_button.click(robustness, [model, attack, eps], curve, api_name="robustness", api_visibility="undocumented")
+
+
+if __name__ == "__main__":
+    ui.launch(demo)

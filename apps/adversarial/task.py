@@ -1,0 +1,186 @@
+"""Adversarial examples, the recipe: image -> [0, 1] pixels at the model's input size -> attack
+-> the adversarial image, checked on torch, on the ONNX backend and on a second model.
+
+    from apps.adversarial.task import attack
+    attack("cat.png", model="digits-convnext", attack="pgd", eps=0.03, steps=10)
+
+Any classifier the classification app loads can be attacked; its normalisation runs inside the
+attacked model, so perturbations and their sizes are in pixel units (1.0 = full range).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from apps.adversarial import attacks
+from apps.classification import task as classification
+from shared import backends, loader
+from shared.checks import number_in, whole_number
+from shared.digits import digit_image, split
+from shared.errors import ModelUnavailable, UserError
+from shared.images import decode_image
+from shared.loader import LoadedModel
+
+TASK = "adversarial"
+MODEL_TASK = "classification"  # the models this app attacks
+ATTACKS = ("fgsm", "pgd", "pgd-l2", "deepfool")
+MAX_EPS = {"linf": 0.5, "l2": 20.0}
+MAX_STEPS = 100
+TIME_LIMIT_S = 20.0  # a request never holds the CPU longer than this
+sample_feeds = classification.sample_feeds
+
+
+def onnx_spec(loaded: LoadedModel):
+    return classification.ONNX_SPEC
+
+
+def cold_start_request() -> dict:
+    return classification.cold_start_request()
+
+
+def norm_of(name: str) -> str:
+    return "l2" if name in ("pgd-l2", "deepfool") else "linf"
+
+
+def classifier_of(loaded: LoadedModel) -> attacks.PixelSpaceClassifier:
+    processor = loaded.processor
+    return attacks.PixelSpaceClassifier(loaded.model, processor.image_mean, processor.image_std).to(loaded.device)
+
+
+def pixels_of(loaded: LoadedModel, images: list[Image.Image]) -> torch.Tensor:
+    """Images resized and cropped as the model expects, left in [0, 1] (not normalised)."""
+    pixels = loaded.processor(images=images, do_normalize=False, return_tensors="pt")["pixel_values"]
+    return pixels.to(loaded.device, torch.float32)
+
+
+def top_k(loaded: LoadedModel, classifier, pixels: torch.Tensor, k: int) -> list[list[dict]]:
+    with torch.inference_mode():
+        logits = classifier(pixels).float().cpu().numpy()
+    return classification.top_k_labels(loaded, logits, k)
+
+
+def run_attack(classifier, pixels, labels, name: str, eps: float, steps: int, step_size: float,
+               targeted: bool, deadline: float) -> tuple[torch.Tensor, int]:
+    if name == "fgsm":
+        return attacks.fgsm(classifier, pixels, labels, eps, targeted), 1
+    if name in ("pgd", "pgd-l2"):
+        return attacks.pgd(classifier, pixels, labels, eps, steps, step_size, targeted, norm_of(name), deadline)
+    return attacks.deepfool(classifier, pixels, steps=steps, deadline=deadline)
+
+
+def check_settings(loaded: LoadedModel, name: str, eps, steps, step_size, target) -> tuple:
+    if name not in ATTACKS:
+        raise UserError(f"Unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}.")
+    eps = number_in("eps", eps, 0.0, MAX_EPS[norm_of(name)])
+    steps = whole_number("steps", steps, 1, MAX_STEPS)
+    step_size = number_in("step_size", step_size or 2.5 * eps / steps, 0.0, MAX_EPS[norm_of(name)])
+    labels = list(loaded.model.config.id2label.values())
+    if target not in (None, "", "none") and target not in labels:
+        raise UserError(f"{loaded.entry.name} has no label {target!r}; pick one of its labels, e.g. "
+                        f"{', '.join(labels[:10])}.")
+    if target not in (None, "", "none") and name == "deepfool":
+        raise UserError("DeepFool is untargeted; choose FGSM or PGD for a targeted attack.")
+    return eps, steps, step_size, None if target in (None, "", "none") else target
+
+
+def as_image(pixels: torch.Tensor) -> Image.Image:
+    array = (pixels[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.03, steps: int = 10,
+           step_size: float = 0.0, target: str | None = None, transfer_model: str | None = None,
+           top: int = 5) -> dict:
+    """Attack one image; returns the top-k before and after, the perturbation's sizes, success,
+    the answers of the ONNX backend and of `transfer_model` on the adversarial image, and images."""
+    decoded = decode_image(image)
+    top = classification.check_top_k(top)
+    loaded = loader.load_model(MODEL_TASK, model)
+    eps, steps, step_size, target = check_settings(loaded, attack, eps, steps, step_size, target)
+    classifier = classifier_of(loaded)
+    pixels = pixels_of(loaded, [decoded.image])
+    before = top_k(loaded, classifier, pixels, top)[0]
+    label2id = {v: k for k, v in loaded.model.config.id2label.items()}
+    wanted = torch.tensor([label2id[target or before[0]["label"]]], device=pixels.device)
+
+    started = time.monotonic()
+    adversarial, steps_run = run_attack(classifier, pixels, wanted, attack, eps, steps, step_size,
+                                        targeted=target is not None, deadline=started + TIME_LIMIT_S)
+    seconds = time.monotonic() - started
+    after = top_k(loaded, classifier, adversarial, top)[0]
+    delta = adversarial - pixels
+    success = after[0]["label"] == target if target else after[0]["label"] != before[0]["label"]
+    notes = list(decoded.notes)
+    if steps_run < steps and attack != "deepfool":
+        notes.append(f"stopped after {steps_run} of {steps} steps at the {TIME_LIMIT_S:.0f} s time limit")
+
+    result = {"before": before, "after": after, "linf": float(delta.abs().max()),
+              "l2": float(delta.flatten().norm()), "success": bool(success), "attack": attack,
+              "target": target, "steps_run": steps_run, "seconds": round(seconds, 3),
+              "model": loaded.entry.name, "backend": "torch", "latency_ms": round(seconds * 1e3, 1), "notes": notes,
+              "images": {"original": as_image(pixels), "adversarial": as_image(adversarial),
+                         "perturbation": as_image(0.5 + delta / (2 * max(float(delta.abs().max()), 1e-8)))}}
+    if loaded.entry.onnx:
+        run = backends.runner(loaded, "onnx", classification.ONNX_SPEC, lambda n: sample_feeds(loaded, n))
+        onnx_logits = run(classification.preprocess(loaded, [result["images"]["adversarial"]]))["logits"]
+        result["onnx_after"] = classification.top_k_labels(loaded, onnx_logits, 1)[0][0]
+    if transfer_model:
+        try:
+            other = classification.classify(result["images"]["adversarial"], model=transfer_model, top_k=1)
+            clean = classification.classify(result["images"]["original"], model=transfer_model, top_k=1)
+        except ModelUnavailable as err:  # the attack itself stands; say why the transfer check is missing
+            notes.append(f"transfer not checked: {err}")
+        else:
+            result["transfer"] = {"model": other["model"], "before": clean["labels"][0],
+                                  "after": other["labels"][0],
+                                  "fooled": other["labels"][0]["label"] != clean["labels"][0]["label"]}
+    return result
+
+
+def digits_evaluation_set(loaded: LoadedModel, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` held-out digits as pixels and label ids, for models that know the digits."""
+    names = sorted(loaded.model.config.id2label.values())
+    if names != [str(d) for d in range(10)]:
+        raise UserError(f"{loaded.entry.name} does not classify digits; offline, the held-out digits are the "
+                        "only labelled evaluation set, so the robustness curve needs a digits model.")
+    images, labels = split()["test"]
+    label2id = {v: k for k, v in loaded.model.config.id2label.items()}
+    pixels = pixels_of(loaded, [digit_image(p).convert("RGB") for p in images[:n]])
+    return pixels, torch.tensor([label2id[str(lab)] for lab in labels[:n]], device=pixels.device)
+
+
+def robust_accuracy(loaded: LoadedModel, pixels: torch.Tensor, labels: torch.Tensor, name: str, eps: float,
+                    steps: int = 10, deadline: float | None = None) -> float | None:
+    """Accuracy on untargeted adversarial versions of `pixels` (eps 0: clean accuracy), or None
+    if the attack did not finish by `deadline`."""
+    classifier = classifier_of(loaded)
+    if eps > 0:
+        pixels, steps_run = run_attack(classifier, pixels, labels, name, eps, steps, 2.5 * eps / steps, False,
+                                       deadline or time.monotonic() + 3600)
+        if name != "fgsm" and steps_run < steps:
+            return None
+    with torch.inference_mode():
+        return float((classifier(pixels).argmax(1) == labels).float().mean())
+
+
+def robustness_curve(model: str | None = None, attack: str = "pgd", max_eps: float = 0.1, points: int = 6,
+                     n: int = 100, steps: int = 10) -> list[dict]:
+    """Accuracy against epsilon on `n` held-out digits; the points that fit in the time limit."""
+    if attack == "deepfool":
+        raise UserError("The robustness curve sweeps epsilon; DeepFool has none. Choose FGSM or PGD.")
+    loaded = loader.load_model(MODEL_TASK, model)
+    max_eps, steps, _, _ = check_settings(loaded, attack, max_eps, steps, 0, None)
+    points = whole_number("points", points, 2, 11)
+    pixels, labels = digits_evaluation_set(loaded, whole_number("n", n, 10, 360))
+    deadline = time.monotonic() + TIME_LIMIT_S
+    curve = []
+    for eps in np.linspace(0, max_eps, points):
+        accuracy = robust_accuracy(loaded, pixels, labels, attack, float(eps), steps, deadline)
+        if accuracy is None:
+            break
+        curve.append({"eps": round(float(eps), 4), "accuracy": accuracy, "model": loaded.entry.name})
+    return curve

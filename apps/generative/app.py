@@ -1,0 +1,80 @@
+"""GAN/VAE sampling: digit grids from a seed, latent walks, and VAE reconstructions.
+
+    python apps/generative/app.py              # this app alone, as a Space runs it
+    demohub serve                              # with every other app, at /generative
+
+API: `Client(url).predict(seed=0, n=16, label="any", truncation=1.0, model="digits-gan",
+backend="torch", api_name="/generative")` returns the grid image and the "served by" line.
+"""
+
+import gradio as gr
+
+from apps.generative import task
+from shared import registry, ui
+
+LABELS = ["any", *[str(d) for d in range(10)]]
+VAES = [e.name for e in registry.entries(task.TASK) if "vae" in e.name]
+
+
+@ui.user_errors
+def generative(seed, n, label, truncation, model, backend):
+    result = task.generate(model=model, seed=seed, n=n, label=label, truncation=truncation, backend=backend)
+    return result["grid"], ui.served_line(task.TASK, result)
+
+
+@ui.user_errors
+def interpolation(seed, seed_b, steps, label, truncation, model, backend):
+    result = task.interpolate(model=model, seed=seed, seed_b=seed_b, steps=steps, label=label,
+                              truncation=truncation, backend=backend)
+    return result["strip"], ui.served_line(task.TASK, result)
+
+
+@ui.user_errors
+def reconstruction(image, vae, seed, truncation, backend):
+    result = task.reconstruct(image, model=vae, seed=seed, n=8, truncation=truncation, backend=backend)
+    return result["input"], result["reconstruction"], result["neighbours"], ui.served_line(task.TASK, result)
+
+
+with gr.Blocks(title="GAN/VAE sampling") as demo:
+    gr.Markdown("# GAN/VAE sampling\nDigits drawn by the embedded class-conditional GAN and VAE. "
+                "The same seed always gives the same grid.")
+    with gr.Row():
+        model = ui.model_dropdown(task.TASK)
+        backend = ui.backend_radio()
+    model_card = gr.Markdown(ui.model_card_line(task.TASK, model.value))
+    with gr.Row():
+        seed = gr.Number(0, precision=0, minimum=0, maximum=task.MAX_SEED, label="Seed")
+        label = gr.Dropdown(LABELS, value="any", label="Class (GAN)")
+        truncation = gr.Slider(*task.TRUNCATION_RANGE, value=1.0, step=0.05,
+                               label="Truncation (GAN) / temperature (VAE)")
+    with gr.Tab("Samples"):
+        n = gr.Slider(1, task.MAX_SAMPLES, value=16, step=1, label="Samples")
+        sample = gr.Button("Sample", variant="primary")
+        samples = gr.Image(label="Samples", type="pil", format="png")
+    with gr.Tab("Interpolation"):
+        with gr.Row():
+            seed_b = gr.Number(1, precision=0, minimum=0, maximum=task.MAX_SEED, label="Second seed")
+            steps = gr.Slider(2, task.MAX_INTERPOLATION_STEPS, value=8, step=1, label="Steps")
+        walk = gr.Button("Interpolate", variant="primary")
+        strip = gr.Image(label="From the first seed to the second", type="pil", format="png")
+    with gr.Tab("VAE: encode an image"):
+        with gr.Row():
+            image = ui.ImageInput(label="A digit (dark on light)")
+            vae = gr.Dropdown(VAES, value=VAES[0], label="VAE")
+        encode = gr.Button("Encode and decode", variant="primary")
+        with gr.Row():
+            seen = gr.Image(label="What the VAE sees (32x32 gray)", type="pil", format="png")
+            rebuilt = gr.Image(label="Reconstruction", type="pil", format="png")
+            around = gr.Image(label="Samples around its code", type="pil", format="png")
+    served = gr.Markdown()
+
+    model.change(lambda name: ui.model_card_line(task.TASK, name), model, model_card, api_visibility="private")
+    sample.click(generative, [seed, n, label, truncation, model, backend], [samples, served], api_name="generative")
+    walk.click(interpolation, [seed, seed_b, steps, label, truncation, model, backend], [strip, served],
+               api_name="interpolation", api_visibility="undocumented")
+    encode.click(reconstruction, [image, vae, seed, truncation, backend], [seen, rebuilt, around, served],
+                 api_name="reconstruction", api_visibility="undocumented")
+
+
+if __name__ == "__main__":
+    ui.launch(demo)

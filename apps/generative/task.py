@@ -1,0 +1,165 @@
+"""GAN/VAE sampling, the recipe: seed -> latents -> generator (or VAE decoder) -> image grid.
+
+    from apps.generative.task import generate
+    generate(model="digits-gan", seed=0, n=16, label="7", truncation=1.0, backend="onnx")
+
+The same seed gives the same grid on either backend. For the GAN, `truncation` is the bound of
+the truncated normal the latents come from (smaller: cleaner, less varied); for the VAE it is
+the temperature that scales prior samples.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.stats import truncnorm
+
+from apps.generative.models import ConditionalGenerator
+from shared import backends, loader
+from shared.checks import number_in, whole_number
+from shared.errors import UserError
+from shared.export import Feeds, OnnxSpec
+from shared.images import decode_image
+from shared.loader import LoadedModel
+
+TASK = "generative"
+MAX_SAMPLES = 64
+MAX_SEED = 2**32 - 1
+TRUNCATION_RANGE = (0.05, 3.0)
+MAX_INTERPOLATION_STEPS = 16
+SHOW_SCALE = 4  # 32x32 digits are shown at 128x128
+
+
+def is_gan(loaded: LoadedModel) -> bool:
+    return isinstance(loaded.model, ConditionalGenerator)
+
+
+def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
+    if is_gan(loaded):
+        return OnnxSpec(("z", "labels"), ("images",), {"z": {0: "batch"}, "labels": {0: "batch"}})
+    return OnnxSpec(("z",), ("images",), {"z": {0: "batch"}}, module="decoder")
+
+
+def check_seed(seed) -> int:
+    return whole_number("seed", seed, 0, MAX_SEED)
+
+
+def check_settings(n, truncation) -> tuple[int, float]:
+    return whole_number("n", n, 1, MAX_SAMPLES), number_in("truncation", truncation, *TRUNCATION_RANGE)
+
+
+def label_ids(loaded: LoadedModel, label: str | None, n: int) -> np.ndarray:
+    """The class of each sample: `label` for all, or every class in turn when None or "any".
+    (The VAE is not conditional: its feeds have no labels, and these zeros go unused.)"""
+    if not is_gan(loaded):
+        return np.zeros(n, dtype=np.int64)
+    labels = loaded.model.labels
+    if label in (None, "", "any"):
+        return np.arange(n, dtype=np.int64) % len(labels)
+    if str(label) not in labels:
+        raise UserError(f"This model has no label {label!r}; its labels are: {', '.join(labels)}.")
+    return np.full(n, labels.index(str(label)), dtype=np.int64)
+
+
+def latents(loaded: LoadedModel, seed: int, n: int, truncation: float) -> np.ndarray:
+    dim = loaded.model.latent_dim
+    if is_gan(loaded):
+        return truncnorm.rvs(-truncation, truncation, size=(n, dim), random_state=seed).astype(np.float32)
+    return (np.random.default_rng(seed).standard_normal((n, dim)) * truncation).astype(np.float32)
+
+
+def feeds_for(loaded: LoadedModel, z: np.ndarray, labels: np.ndarray) -> Feeds:
+    return {"z": z, "labels": labels} if is_gan(loaded) else {"z": z}
+
+
+def sample_feeds(loaded: LoadedModel, batch_size: int) -> Feeds:
+    return feeds_for(loaded, latents(loaded, 0, batch_size, 1.0), label_ids(loaded, None, batch_size))
+
+
+def to_pixels(loaded: LoadedModel, images: np.ndarray) -> np.ndarray:
+    """Model outputs (B, 1, 32, 32) -> uint8 (B, 32, 32), ink dark on white."""
+    unit = (images + 1) / 2 if is_gan(loaded) else images
+    return (np.clip(unit[:, 0], 0, 1) * 255).round().astype(np.uint8)
+
+
+def grid(pixels: np.ndarray, columns: int | None = None) -> Image.Image:
+    """Tiles of (B, H, W) uint8 side by side, `columns` a row, enlarged for the eye."""
+    count, height, width = pixels.shape
+    columns = columns or int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    canvas = np.full((rows * (height + 2), columns * (width + 2)), 160, dtype=np.uint8)
+    for i, tile in enumerate(pixels):
+        top, left = (i // columns) * (height + 2) + 1, (i % columns) * (width + 2) + 1
+        canvas[top: top + height, left: left + width] = tile
+    image = Image.fromarray(canvas, mode="L")
+    return image.resize((image.width * SHOW_SCALE, image.height * SHOW_SCALE), Image.Resampling.NEAREST)
+
+
+def _run(loaded: LoadedModel, backend: str, z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
+    runner = backends.runner(loaded, backend, onnx_spec(loaded), lambda n: sample_feeds(loaded, n))
+    started = time.perf_counter()
+    images = runner(feeds_for(loaded, z, labels))["images"]
+    return to_pixels(loaded, images), (time.perf_counter() - started) * 1e3
+
+
+def generate(model: str | None = None, seed: int = 0, n: int = 16, label: str | None = None,
+             truncation: float = 1.0, backend: str = "torch") -> dict:
+    """A grid of `n` samples from `seed`: {grid (PIL), pixels, model, backend, latency_ms}."""
+    seed, (n, truncation) = check_seed(seed), check_settings(n, truncation)
+    loaded = loader.load_model(TASK, model)
+    labels = label_ids(loaded, label, n)
+    pixels, latency_ms = _run(loaded, backend, latents(loaded, seed, n, truncation), labels)
+    return {"grid": grid(pixels), "pixels": pixels, "model": loaded.entry.name, "backend": backend,
+            "latency_ms": round(latency_ms, 2), "notes": [] if is_gan(loaded) or label in (None, "", "any")
+            else ["the VAE is not class-conditional: the label was not used"]}
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation: stays where Gaussian latents live, unlike a straight line."""
+    omega = np.arccos(np.clip(np.dot(a / np.linalg.norm(a), b / np.linalg.norm(b)), -1, 1))
+    if omega < 1e-6:
+        return (1 - t) * a + t * b
+    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
+def interpolate(model: str | None = None, seed: int = 0, seed_b: int = 1, steps: int = 8, label: str | None = None,
+                truncation: float = 1.0, backend: str = "torch") -> dict:
+    """A strip of `steps` images walking the latent space from `seed` to `seed_b`."""
+    seed, seed_b = check_seed(seed), check_seed(seed_b)
+    steps = whole_number("steps", steps, 2, MAX_INTERPOLATION_STEPS)
+    _, truncation = check_settings(1, truncation)
+    loaded = loader.load_model(TASK, model)
+    a, b = latents(loaded, seed, 1, truncation)[0], latents(loaded, seed_b, 1, truncation)[0]
+    z = np.stack([slerp(a, b, t) for t in np.linspace(0, 1, steps)]).astype(np.float32)
+    labels = label_ids(loaded, label, 1).repeat(steps)
+    pixels, latency_ms = _run(loaded, backend, z, labels)
+    return {"strip": grid(pixels, columns=steps), "model": loaded.entry.name, "backend": backend,
+            "latency_ms": round(latency_ms, 2)}
+
+
+@torch.inference_mode()
+def reconstruct(image, model: str = "digits-vae", seed: int = 0, n: int = 8, truncation: float = 0.5,
+                backend: str = "torch") -> dict:
+    """VAE: an uploaded image, its reconstruction, and `n` samples around its code."""
+    decoded = decode_image(image)
+    seed, (n, truncation) = check_seed(seed), check_settings(n, truncation)
+    loaded = loader.load_model(TASK, model)
+    if is_gan(loaded):
+        raise UserError(f"{loaded.entry.name} is a GAN, which has no encoder; pick a VAE to encode an image.")
+    gray = decoded.image.convert("L").resize((32, 32), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255)[None, None].to(loaded.device, loaded.dtype)
+    mean, _ = loaded.model.encode(pixels)
+    code = mean.float().cpu().numpy()
+    around = code + latents(loaded, seed, n, truncation)
+    decoded_pixels, latency_ms = _run(loaded, backend, np.concatenate([code, around]).astype(np.float32),
+                                      np.zeros(n + 1, dtype=np.int64))
+    return {"input": grid(np.asarray(gray)[None]), "reconstruction": grid(decoded_pixels[:1]),
+            "neighbours": grid(decoded_pixels[1:]), "model": loaded.entry.name, "backend": backend,
+            "latency_ms": round(latency_ms, 2), "notes": decoded.notes}
+
+
+def cold_start_request() -> dict:
+    return {"seed": 0}

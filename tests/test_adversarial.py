@@ -1,0 +1,113 @@
+"""The adversarial app: attacks equal the Adversarial Robustness Toolbox's, results mean what
+they say, limits hold, and the robust embedded model earns its card."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescentPyTorch
+from art.estimators.classification import PyTorchClassifier
+
+from apps.adversarial import attacks, task
+from shared import loader, registry
+from shared.errors import UserError
+from tests.conftest import DIGIT_EXAMPLES
+
+SEVEN = DIGIT_EXAMPLES / "digit_7.png"
+
+
+def digits_batch(name: str = "digits-convnext", n: int = 16):
+    loaded = loader.load_model("classification", name)
+    pixels, labels = task.digits_evaluation_set(loaded, n)
+    return loaded, task.classifier_of(loaded), pixels, labels
+
+
+def art_classifier(classifier, pixels):
+    return PyTorchClassifier(model=classifier, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(pixels.shape[1:]),
+                             nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_fgsm_equals_art(targeted):
+    _, classifier, pixels, labels = digits_batch()
+    wanted = (labels + 1) % 10 if targeted else labels
+    ours = attacks.fgsm(classifier, pixels, wanted, eps=0.05, targeted=targeted)
+    theirs = FastGradientMethod(art_classifier(classifier, pixels), norm=np.inf, eps=0.05, targeted=targeted,
+                                num_random_init=0).generate(pixels.numpy(), y=wanted.numpy())
+    np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm, eps, targeted", [("linf", 0.05, False), ("linf", 0.05, True), ("l2", 1.0, False),
+                                                 ("l2", 1.0, True)])
+def test_pgd_equals_art(norm, eps, targeted):
+    _, classifier, pixels, labels = digits_batch()
+    wanted = (labels + 3) % 10 if targeted else labels
+    steps, step_size = 5, 2.5 * eps / 5
+    ours, steps_run = attacks.pgd(classifier, pixels, wanted, eps, steps, step_size, targeted, norm)
+    art_attack = ProjectedGradientDescentPyTorch(
+        art_classifier(classifier, pixels), norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=step_size,
+        max_iter=steps, targeted=targeted, num_random_init=0, batch_size=len(pixels), verbose=False)
+    theirs = art_attack.generate(pixels.numpy(), y=wanted.numpy())
+    assert steps_run == steps
+    # L2 steps divide by the gradient's norm, which is tiny for confidently classified digits, so
+    # float32 rounding in that norm shows at ~1e-5 of a pixel; L-inf steps use its sign only.
+    np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-5 if norm == "linf" else 1e-4)
+
+
+def test_untargeted_pgd_fools_the_model_within_its_budget():
+    result = task.attack(SEVEN, attack="pgd", eps=0.1, steps=10, transfer_model="digits-convnext-robust")
+    assert result["before"][0]["label"] == "7" and result["success"] and result["after"][0]["label"] != "7"
+    assert result["linf"] <= 0.1 + 1e-6 and result["l2"] > 0
+    assert result["onnx_after"]["label"] == result["after"][0]["label"]  # the attack survives the ONNX backend
+    assert result["transfer"]["model"] == "digits-convnext-robust" and result["transfer"]["before"]["label"] == "7"
+
+
+def test_targeted_pgd_reaches_its_target():
+    result = task.attack(SEVEN, attack="pgd", eps=0.2, steps=20, target="1")
+    assert result["success"] and result["after"][0]["label"] == "1"
+
+
+def test_l2_attacks_respect_their_radius_and_deepfool_is_small():
+    pgd_l2 = task.attack(SEVEN, attack="pgd-l2", eps=1.5, steps=10)
+    assert pgd_l2["l2"] <= 1.5 + 1e-4
+    deepfool = task.attack(SEVEN, attack="deepfool", eps=0.0, steps=50)
+    assert deepfool["success"] and deepfool["l2"] < pgd_l2["l2"] * 2
+
+
+def test_the_time_limit_stops_an_attack(monkeypatch):
+    monkeypatch.setattr(task, "TIME_LIMIT_S", 0.0)
+    result = task.attack(SEVEN, attack="pgd", eps=0.1, steps=100)
+    assert result["steps_run"] < 100 and "time limit" in result["notes"][-1]
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"eps": 0.9}, "eps must be a number from 0.0 to 0.5"),
+    ({"eps": float("nan")}, "eps must be a number"),
+    ({"steps": 0}, "steps must be a whole number from 1 to 100"),
+    ({"steps": 10_000}, "steps must be a whole number from 1 to 100"),
+    ({"target": "cat"}, "has no label 'cat'"),
+    ({"attack": "cw"}, "Unknown attack"),
+    ({"attack": "deepfool", "target": "3"}, "DeepFool is untargeted"),
+])
+def test_bad_settings_are_refused(settings, words):
+    with pytest.raises(UserError, match=words):
+        task.attack(SEVEN, **{"attack": "pgd", "eps": 0.05, "steps": 5, **settings})
+
+
+def test_robustness_curve_starts_at_clean_accuracy_and_falls():
+    curve = task.robustness_curve(attack="pgd", max_eps=0.1, points=3, n=50, steps=5)
+    assert [p["eps"] for p in curve] == [0.0, 0.05, 0.1]
+    assert curve[0]["accuracy"] >= 0.9 and curve[-1]["accuracy"] < curve[0]["accuracy"]
+
+
+def test_robust_model_is_at_least_three_times_as_robust():
+    card = json.loads((registry.get("classification", "digits-convnext-robust").local_dir / "metrics.json").read_text())
+    assert card["after_robust_accuracy"] >= 3 * card["before_robust_accuracy"]
+    assert card["after_clean_accuracy"] >= 0.9
+    loaded_plain, _, pixels, labels = digits_batch("digits-convnext", 100)
+    loaded_robust = loader.load_model("classification", "digits-convnext-robust")
+    eps = json.loads((loaded_robust.folder / "finetune_args.json").read_text())["eps"]
+    plain = task.robust_accuracy(loaded_plain, pixels, labels, "pgd", eps, steps=10)
+    robust = task.robust_accuracy(loaded_robust, pixels, labels, "pgd", eps, steps=10)
+    assert robust >= 3 * plain and robust > 0.3

@@ -1,0 +1,121 @@
+"""The GAN/VAE app: seeds reproduce, ONNX matches torch, labels are honoured, limits hold, and
+the fine-tuning script trains, resumes and writes what it promises."""
+
+import json
+
+import numpy as np
+import pytest
+
+from apps.generative import finetune, models, quality, task
+from shared import loader, registry
+from shared.errors import UserError
+from tests.conftest import DIGIT_EXAMPLES
+from tests.test_finetune import digits_folder
+
+
+def test_same_seed_same_grid_and_onnx_matches_torch():
+    first = task.generate(seed=7, n=8, backend="torch")
+    again = task.generate(seed=7, n=8, backend="torch")
+    other = task.generate(seed=8, n=8, backend="torch")
+    on_onnx = task.generate(seed=7, n=8, backend="onnx")
+    assert np.array_equal(first["pixels"], again["pixels"]) and not np.array_equal(first["pixels"], other["pixels"])
+    assert np.abs(first["pixels"].astype(int) - on_onnx["pixels"].astype(int)).max() <= 1  # rounding of 8-bit
+    assert first["grid"].size == (3 * 34 * task.SHOW_SCALE, 3 * 34 * task.SHOW_SCALE)
+
+
+@pytest.mark.parametrize("label", ["3", "7"])
+def test_the_judge_reads_the_requested_digit(label):
+    pixels = task.generate(seed=1, n=32, label=label)["pixels"]
+    _, predicted = quality.judge(torch_images(pixels))
+    assert quality.class_accuracy(predicted, [label] * 32) >= 0.8
+
+
+def torch_images(pixels):
+    import torch
+
+    return torch.from_numpy(pixels.astype(np.float32) / 255)[:, None]
+
+
+def test_gan_card_meets_the_bar():
+    metrics = json.loads((registry.get("generative", "digits-gan").local_dir / "metrics.json").read_text())
+    assert metrics["class_accuracy"] >= 0.9 and metrics["frechet_distance"] > 0
+    vae = json.loads((registry.get("generative", "digits-vae").local_dir / "metrics.json").read_text())
+    assert vae["elbo_nats"] < 0 and vae["reconstruction_mse"] < 0.05
+
+
+def test_interpolation_walks_from_one_seed_to_the_other():
+    strip = task.interpolate(seed=3, seed_b=4, steps=5, label="2")
+    assert strip["strip"].size == (5 * 34 * task.SHOW_SCALE, 34 * task.SHOW_SCALE)
+
+
+def test_vae_reconstructs_an_uploaded_digit():
+    result = task.reconstruct(DIGIT_EXAMPLES / "digit_3.png", model="digits-vae", n=4)
+    assert result["model"] == "digits-vae" and result["neighbours"].size[0] == 2 * 34 * task.SHOW_SCALE
+    loaded = loader.load_model("generative", "digits-vae")
+    assert not task.is_gan(loaded)
+
+
+def test_vae_samples_on_onnx_match_torch():
+    torch_grid = task.generate(model="digits-vae", seed=2, n=4, truncation=0.8)["pixels"]
+    onnx_grid = task.generate(model="digits-vae", seed=2, n=4, truncation=0.8, backend="onnx")["pixels"]
+    assert np.abs(torch_grid.astype(int) - onnx_grid.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"seed": "abc"}, "seed must be a whole number"),
+    ({"seed": 1.5}, "seed must be a whole number"),
+    ({"seed": -1}, "seed must be a whole number"),
+    ({"seed": 2**40}, "seed must be a whole number"),
+    ({"n": 0}, "n must be a whole number from 1 to 64"),
+    ({"n": 1000}, "n must be a whole number from 1 to 64"),
+    ({"label": "cat"}, "has no label 'cat'"),
+    ({"truncation": 0.0}, "truncation must be a number"),
+])
+def test_bad_settings_are_refused(settings, words):
+    with pytest.raises(UserError, match=words):
+        task.generate(**{"seed": 0, "n": 4, **settings})
+
+
+def test_a_gan_cannot_encode():
+    with pytest.raises(UserError, match="no encoder"):
+        task.reconstruct(DIGIT_EXAMPLES / "digit_3.png", model="digits-gan")
+
+
+def test_models_round_trip_through_the_hub_format(tmp_path):
+    import torch
+
+    vae = models.ConvVAE(latent_dim=4, width=32).eval()
+    models.save(vae, tmp_path)
+    loaded, _ = models.from_pretrained(tmp_path, None, torch.float32)
+    z = torch.randn(2, 4)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "demohub-vae"
+    assert torch.equal(vae.decoder(z)["images"], loaded.eval().decoder(z)["images"])
+
+
+@pytest.mark.slow
+def test_finetune_trains_resumes_and_continues_from_the_embedded_gan(tmp_path):
+    data = digits_folder(tmp_path / "data", per_class=16)
+    out = tmp_path / "gan"
+    common = ["--family", "gan", "--data", str(data), "--out", str(out), "--batch-size", "16",
+              "--samples-per-class", "10", "--keep-checkpoints", "true"]
+    finetune.main([*common, "--epochs", "1"])
+    metrics = finetune.main([*common, "--epochs", "2", "--resume", "true"])
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [2]  # epoch 1 came from the checkpoint
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    assert {"class_accuracy", "frechet_distance"} <= set(metrics)
+
+    transfer = finetune.main(["--family", "gan", "--model", "digits-gan", "--data", str(data), "--out",
+                              str(tmp_path / "transfer"), "--epochs", "1", "--batch-size", "16",
+                              "--samples-per-class", "10"])
+    assert transfer["class_accuracy"] >= 0.5  # starts from a trained generator, not from noise
+    entry = registry.add_local("generative", tmp_path / "transfer")
+    assert task.generate(model=entry.name, seed=0, n=3)["pixels"].shape == (3, 32, 32)
+
+
+@pytest.mark.slow
+def test_vae_finetune_reports_held_out_elbo(tmp_path):
+    data = digits_folder(tmp_path / "data", per_class=8)
+    metrics = finetune.main(["--family", "vae", "--data", str(data), "--out", str(tmp_path / "vae"),
+                             "--epochs", "1", "--batch-size", "8"])
+    assert metrics["elbo_nats"] < 0 and "reconstruction_mse" in metrics
