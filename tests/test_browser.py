@@ -46,3 +46,20 @@ def test_a_corrupt_upload_shows_the_reason(page, hub_url, tmp_path):
     page.locator("input[type=file]").first.set_input_files(str(fake))
     page.get_by_role("button", name="Classify").click()
     page.get_by_text("not an image this app can read").first.wait_for(timeout=30_000)
+
+
+def test_generative_page_draws_a_grid(page, hub_url):
+    page.goto(f"{hub_url}/generative/")
+    page.get_by_role("button", name="Sample").click()
+    page.get_by_text("Served by").wait_for(timeout=30_000)
+    assert "digits-gan" in page.locator("body").inner_text()
+    assert page.locator("img[src*='.png']").count() >= 1  # the grid arrived as an image
+
+
+def test_adversarial_page_attacks_and_plots(page, hub_url):
+    page.goto(f"{hub_url}/adversarial/")
+    page.locator("input[type=file]").first.set_input_files(str(DIGIT_EXAMPLES / "digit_7.png"))
+    page.get_by_role("button", name="Attack").click()
+    page.get_by_text("Served by").wait_for(timeout=60_000)
+    text = page.locator("body").inner_text()
+    assert "fooled" in text and "ONNX backend on the adversarial image" in text

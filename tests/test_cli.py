@@ -75,3 +75,35 @@ def test_the_installed_command_exits_1_without_a_traceback():
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == ["demohub: The image file could not be found: check the path, "
                                                 "or upload it again."]
+
+
+def test_predict_generative_writes_the_grid(capsys, tmp_path):
+    out = tmp_path / "grid.png"
+    status, stdout, _ = run_cli(capsys, "predict", "generative", "--seed", "4", "--n", "6", "--label", "3",
+                                "--out", str(out), "--backend", "onnx")
+    result = json.loads(stdout)
+    assert status == 0 and out.is_file() and result["n"] == 6 and result["model"] == "digits-gan"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--seed", "seven"], "seed must be a whole number"),
+    (["--seed", "1", "--n", "0"], "n must be a whole number"),
+    (["--seed", "1", "--label", "12"], "has no label '12'"),
+])
+def test_predict_generative_bad_settings(capsys, tmp_path, argv, words):
+    status, out, err = run_cli(capsys, "predict", "generative", *argv, "--out", str(tmp_path / "g.png"))
+    assert status == 1 and out == "" and words in err and err.count("\n") == 1
+
+
+def test_predict_adversarial_prints_the_promised_json(capsys):
+    status, out, _ = run_cli(capsys, "predict", "adversarial", "--image", str(DIGIT_EXAMPLES / "digit_3.png"),
+                             "--attack", "pgd", "--eps", "0.1", "--target", "8")
+    result = json.loads(out)
+    assert status == 0 and set(result) >= {"before", "after", "linf", "l2", "success"}
+    assert result["before"][0]["label"] == "3" and result["success"] == (result["after"][0]["label"] == "8")
+    assert result["linf"] <= 0.1 + 1e-6
+
+
+def test_predict_adversarial_refuses_an_unknown_target(capsys):
+    status, _, err = run_cli(capsys, "predict", "adversarial", "--image", CAT, "--eps", "0.05", "--target", "dog")
+    assert status == 1 and "has no label 'dog'" in err

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from apps.adversarial import task
 from shared import registry, ui
@@ -24,6 +25,12 @@ CLASSIFIERS = [e.name for e in registry.entries(task.MODEL_TASK)]
 
 def _labels(rows: list[dict]) -> dict:
     return {row["label"]: row["score"] for row in rows}
+
+
+def _enlarged(image: Image.Image, side: int = 224) -> Image.Image:
+    """Model inputs can be 32 px: show them at `side` px, pixels kept sharp."""
+    scale = max(1, side // max(image.size))
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
 @ui.user_errors
@@ -40,7 +47,7 @@ def adversarial(image, model, attack, eps, steps, step_size, target, transfer_mo
         lines.append(f"{t['model']}: **{t['before']['label']}** on the original, **{t['after']['label']}** "
                      f"on the adversarial image ({'transfers' if t['fooled'] else 'does not transfer'})")
     summary = "\n\n".join(lines) + "\n\n" + ui.served_line(task.MODEL_TASK, result)
-    return (images["original"], images["perturbation"], images["adversarial"], _labels(result["before"]),
+    return (*(_enlarged(images[k]) for k in ("original", "perturbation", "adversarial")), _labels(result["before"]),
             _labels(result["after"]), summary)
 
 
@@ -62,13 +69,13 @@ with gr.Blocks(title="Adversarial examples") as demo:
             steps = gr.Slider(1, task.MAX_STEPS, value=10, step=1, label="Steps")
             step_size = gr.Slider(0.0, 0.1, value=0.0, step=0.001, label="Step size (0: 2.5 x eps / steps)")
             target = gr.Textbox("none", label="Target label (none: untargeted)", max_lines=1, max_length=100)
-            transfer = gr.Dropdown(CLASSIFIERS, value=CLASSIFIERS[-1], label="Second model (transfer)")
+            transfer = gr.Dropdown(CLASSIFIERS, value="digits-convnext-robust", label="Second model (transfer)")
             run = gr.Button("Attack", variant="primary")
         with gr.Column():
             with gr.Row():
-                original = gr.Image(label="Original (model input)", type="pil", format="png")
-                perturbation = gr.Image(label="Perturbation (amplified)", type="pil", format="png")
-                adversarial_image = gr.Image(label="Adversarial", type="pil", format="png")
+                original = gr.Image(label="Original (model input)", type="pil", format="png", height=240)
+                perturbation = gr.Image(label="Perturbation (amplified)", type="pil", format="png", height=240)
+                adversarial_image = gr.Image(label="Adversarial", type="pil", format="png", height=240)
             with gr.Row():
                 before = gr.Label(label="Before", num_top_classes=5)
                 after = gr.Label(label="After", num_top_classes=5)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_model
 from torch import nn
 from torch.nn.utils import spectral_norm
 
@@ -124,6 +125,7 @@ def from_pretrained(folder: Path, entry, dtype: torch.dtype):
         return AutoencoderTiny.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True), None
     if model_type not in MODEL_TYPES:
         raise ModelUnavailable(f"{entry.name}: unknown generative model_type {model_type!r} in {folder}.")
-    model_class = MODEL_TYPES[model_type]
-    kwargs = {k: v for k, v in config.items() if k != "model_type"}
-    return model_class.from_pretrained(folder, **kwargs).to(dtype), None
+    # What PyTorchModelHubMixin.from_pretrained does for a local folder, minus its print().
+    model = MODEL_TYPES[model_type](**{k: v for k, v in config.items() if k != "model_type"})
+    load_model(model, str(folder / "model.safetensors"), strict=True)
+    return model.to(dtype), None
