@@ -119,3 +119,27 @@ def test_vae_finetune_reports_held_out_elbo(tmp_path):
     metrics = finetune.main(["--family", "vae", "--data", str(data), "--out", str(tmp_path / "vae"),
                              "--epochs", "1", "--batch-size", "8"])
     assert metrics["elbo_nats"] < 0 and "reconstruction_mse" in metrics
+
+
+def test_photo_autoencoder_through_diffusers(tmp_path):
+    """The optional madebyollin/taesd path, on a tiny random AutoencoderTiny of the same class."""
+    from diffusers import AutoencoderTiny
+
+    from shared.examples import PHOTOS
+
+    tiny = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                           num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
+    tiny.save_pretrained(tmp_path / "tiny-taesd")
+    entry = registry.add_local("generative", tmp_path / "tiny-taesd")
+    result = task.reconstruct(PHOTOS["coffee"], model=entry.name, n=4)
+    assert result["input"].size == (512, 344) and result["reconstruction"].size == (512, 344)
+    with pytest.raises(UserError, match="cannot sample"):
+        task.generate(model=entry.name, seed=0, n=4)
+    with pytest.raises(UserError, match="torch backend only"):
+        task.reconstruct(PHOTOS["coffee"], model=entry.name, backend="onnx")
+
+
+def test_taesd_offline_is_one_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(Exception, match="cannot be reached"):
+        task.reconstruct(DIGIT_EXAMPLES / "digit_3.png", model="madebyollin/taesd")

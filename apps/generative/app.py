@@ -13,7 +13,8 @@ from apps.generative import task
 from shared import registry, ui
 
 LABELS = ["any", *[str(d) for d in range(10)]]
-VAES = [e.name for e in registry.entries(task.TASK) if "vae" in e.name]
+# Models with an encoder: the VAEs and the photo autoencoder, not the GAN.
+VAES = [e.name for e in registry.entries(task.TASK) if "gan" not in e.name]
 
 
 @ui.user_errors
@@ -59,7 +60,7 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
         strip = gr.Image(label="From the first seed to the second", type="pil", format="png")
     with gr.Tab("VAE: encode an image"):
         with gr.Row():
-            image = ui.ImageInput(label="A digit (dark on light)")
+            image = ui.ImageInput(label="A digit, dark on light (or a photo, for madebyollin/taesd)")
             vae = gr.Dropdown(VAES, value=VAES[0], label="VAE")
         encode = gr.Button("Encode and decode", variant="primary")
         with gr.Row():

@@ -37,6 +37,18 @@ def is_gan(loaded: LoadedModel) -> bool:
     return isinstance(loaded.model, ConditionalGenerator)
 
 
+def is_photo_autoencoder(loaded: LoadedModel) -> bool:
+    """diffusers' AutoencoderTiny (TAESD): encodes and decodes photos, has no prior to sample."""
+    return type(loaded.model).__name__ == "AutoencoderTiny"
+
+
+def load_sampler(model: str | None) -> LoadedModel:
+    loaded = loader.load_model(TASK, model)
+    if is_photo_autoencoder(loaded):
+        raise UserError(f"{loaded.entry.name} reconstructs photos and cannot sample: use it to encode an image.")
+    return loaded
+
+
 def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
     if is_gan(loaded):
         return OnnxSpec(("z", "labels"), ("images",), {"z": {0: "batch"}, "labels": {0: "batch"}})
@@ -109,7 +121,7 @@ def generate(model: str | None = None, seed: int = 0, n: int = 16, label: str | 
              truncation: float = 1.0, backend: str = "torch") -> dict:
     """A grid of `n` samples from `seed`: {grid (PIL), pixels, model, backend, latency_ms}."""
     seed, (n, truncation) = check_seed(seed), check_settings(n, truncation)
-    loaded = loader.load_model(TASK, model)
+    loaded = load_sampler(model)
     labels = label_ids(loaded, label, n)
     pixels, latency_ms = _run(loaded, backend, latents(loaded, seed, n, truncation), labels)
     return {"grid": grid(pixels), "pixels": pixels, "model": loaded.entry.name, "backend": backend,
@@ -131,7 +143,7 @@ def interpolate(model: str | None = None, seed: int = 0, seed_b: int = 1, steps:
     seed, seed_b = check_seed(seed), check_seed(seed_b)
     steps = whole_number("steps", steps, 2, MAX_INTERPOLATION_STEPS)
     _, truncation = check_settings(1, truncation)
-    loaded = loader.load_model(TASK, model)
+    loaded = load_sampler(model)
     a, b = latents(loaded, seed, 1, truncation)[0], latents(loaded, seed_b, 1, truncation)[0]
     z = np.stack([slerp(a, b, t) for t in np.linspace(0, 1, steps)]).astype(np.float32)
     labels = label_ids(loaded, label, 1).repeat(steps)
@@ -149,6 +161,8 @@ def reconstruct(image, model: str = "digits-vae", seed: int = 0, n: int = 8, tru
     loaded = loader.load_model(TASK, model)
     if is_gan(loaded):
         raise UserError(f"{loaded.entry.name} is a GAN, which has no encoder; pick a VAE to encode an image.")
+    if is_photo_autoencoder(loaded):
+        return reconstruct_photo(loaded, decoded, seed, n, truncation, backend)
     gray = decoded.image.convert("L").resize((32, 32), Image.Resampling.BICUBIC)
     pixels = torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255)[None, None].to(loaded.device, loaded.dtype)
     mean, _ = loaded.model.encode(pixels)
@@ -159,6 +173,40 @@ def reconstruct(image, model: str = "digits-vae", seed: int = 0, n: int = 8, tru
     return {"input": grid(np.asarray(gray)[None]), "reconstruction": grid(decoded_pixels[:1]),
             "neighbours": grid(decoded_pixels[1:]), "model": loaded.entry.name, "backend": backend,
             "latency_ms": round(latency_ms, 2), "notes": decoded.notes}
+
+
+PHOTO_SIDE = 512  # TAESD works at any multiple of 8; this keeps a CPU request near a second
+
+
+def reconstruct_photo(loaded: LoadedModel, decoded, seed: int, n: int, truncation: float, backend: str) -> dict:
+    """TAESD: a photo through the Stable Diffusion latent space and back, and variations around it."""
+    if backend != "torch":
+        raise UserError(f"{loaded.entry.name} runs on the torch backend only.")
+    photo = decoded.image
+    scale = min(1.0, PHOTO_SIDE / max(photo.size))
+    width, height = (max(8, round(side * scale / 8) * 8) for side in photo.size)
+    photo = photo.resize((width, height), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(photo, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    started = time.perf_counter()
+    latent = loaded.model.encode(pixels.to(loaded.device, loaded.dtype)).latents
+    noise = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, *latent.shape[1:]), dtype=np.float32))
+    codes = torch.cat([latent, latent + truncation * noise.to(latent.device, latent.dtype)])
+    images = torch.cat([loaded.model.decode(code[None]).sample for code in codes])
+    latency_ms = (time.perf_counter() - started) * 1e3
+    frames = [Image.fromarray(((im.permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8))
+              for im in images]
+    return {"input": photo, "reconstruction": frames[0], "neighbours": photo_grid(frames[1:]),
+            "model": loaded.entry.name, "backend": backend, "latency_ms": round(latency_ms, 2),
+            "notes": decoded.notes}
+
+
+def photo_grid(frames: list[Image.Image], columns: int = 4) -> Image.Image:
+    width, height = frames[0].size
+    rows = -(-len(frames) // columns)
+    canvas = Image.new("RGB", (columns * width, rows * height), (160, 160, 160))
+    for i, frame in enumerate(frames):
+        canvas.paste(frame, ((i % columns) * width, (i // columns) * height))
+    return canvas.resize((canvas.width // 2, canvas.height // 2), Image.Resampling.BILINEAR)
 
 
 def cold_start_request() -> dict:
