@@ -8,6 +8,7 @@
     demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
     demohub bench APP [--model M] [--repeats N] [--cold-start]
     demohub data digits --out DIR
+    demohub data synth --out DIR --n N --seed S
 
 Results are printed as JSON. A bad input or setting exits with status 1 and one line on
 stderr; so does any other failure (set DEMOHUB_DEBUG=1 to see its traceback).
@@ -77,9 +78,13 @@ def _serve(args) -> None:
 
 
 def _data(args) -> dict:
-    from shared import digits
+    from shared import digits, scenes
+    from shared.checks import whole_number
 
-    return {"written": str(digits.write_imagefolder(args.out))}
+    if args.dataset == "digits":
+        return {"written": str(digits.write_imagefolder(args.out))}
+    n, seed = whole_number("--n", args.n, 1, 1_000_000), whole_number("--seed", args.seed, 0, 2**32 - 1)
+    return scenes.write_datasets(args.out, n, seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,8 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="Also time `demohub serve` to the first answer on the default model.")
 
     data = commands.add_parser("data", help="Write the datasets the embedded models learn from.")
-    data.add_argument("dataset", choices=["digits"])
+    data.add_argument("dataset", choices=["digits", "synth"],
+                      help="digits: scikit-learn's digits as an image folder; synth: synthetic scenes")
     data.add_argument("--out", required=True)
+    data.add_argument("--n", type=int, default=1000, help="synth: how many scenes")
+    data.add_argument("--seed", type=int, default=0, help="synth: scenes of another seed are held out")
     data.set_defaults(handler=_data)
     return parser
 
