@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-APPS = ("classification", "generative", "adversarial")
+APPS = ("classification", "detection", "segmentation", "generative", "adversarial")
 
 
 def part(app: str, name: str) -> ModuleType:

@@ -75,8 +75,15 @@ class OnnxRunner:
         self.path, self.spec = path, spec
         self.session = ort_session(path, device)
         self.on_cuda = self.session.get_providers()[0] != "CPUExecutionProvider"
+        batch = self.session.get_inputs()[0].shape[0]
+        self.static_batch = batch if isinstance(batch, int) else None
 
     def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        size = len(feeds[self.spec.input_names[0]])
+        if self.static_batch and size != self.static_batch:  # a graph exported at a fixed batch: run it in slices
+            step = self.static_batch
+            parts = [self({n: feeds[n][i:i + step] for n in self.spec.input_names}) for i in range(0, size, step)]
+            return {name: np.concatenate([p[name] for p in parts]) for name in self.spec.output_names}
         inputs = {name: feeds[name] for name in self.spec.input_names}
         if not self.on_cuda:
             outputs = self.session.run(list(self.spec.output_names), inputs)

@@ -33,7 +33,7 @@ def bench(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int], Fee
     threads = backends.threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    report = export.export(loaded, spec, sample_feeds(2))
+    report = export.export(loaded, spec, sample_feeds(spec.example_batch))
     export_s = time.perf_counter() - started
     started = time.perf_counter()
     runners = {"torch": backends.TorchRunner(loaded, spec),

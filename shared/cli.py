@@ -44,7 +44,7 @@ def _export(args) -> dict:
 
     task, loaded = _load(args)
     spec = task.onnx_spec(loaded)
-    report = export.export(loaded, spec, task.sample_feeds(loaded, 2))
+    report = export.export(loaded, spec, task.sample_feeds(loaded, spec.example_batch))
     result = {"model": loaded.entry.name, "path": str(report.path), "seconds": round(report.seconds, 2),
               "cached": report.cached, "max_abs_diff_vs_torch": report.max_abs_diff,
               "tolerance": {"atol": spec.atol, "rtol": spec.rtol}}

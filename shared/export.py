@@ -47,6 +47,7 @@ class OnnxSpec:
     atol: float = 1e-4
     rtol: float = 1e-3
     module: str = ""  # export this submodule (a VAE's decoder, say) instead of the whole model
+    example_batch: int = 2  # batch of the example inputs; with 1, the exporter fixes the batch axis
 
 
 class ExportMismatch(RuntimeError):
@@ -122,7 +123,7 @@ class ExportReport:
 def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds) -> ExportReport:
     """Export (or reuse) the fp32 ONNX file of `loaded` and check it on `sample_feeds`.
 
-    `sample_feeds` should have a batch of 2 or more: with batch 1 the exporter fixes the axis.
+    `sample_feeds` should have `spec.example_batch` rows.
     """
     from shared.backends import ort_session
 
@@ -139,6 +140,7 @@ def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds) -> ExportRe
     reference = torch_outputs(model, spec, sample_feeds)
     if not cached:
         _write_onnx(model, spec, sample_feeds, path)
+        _check_dynamic_axes(path, spec)
     session = ort_session(path, torch.device("cpu"))
     got = session.run(list(spec.output_names), {n: sample_feeds[n] for n in spec.input_names})
     try:
@@ -176,6 +178,20 @@ def _write_onnx(model: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, pat
     log.info("exported %s", path)
 
 
+def _check_dynamic_axes(path: Path, spec: OnnxSpec) -> None:
+    """Refuse a graph in which the exporter fixed an axis the spec asked to keep dynamic (it
+    may fall back to a specialising strategy when a model does not export dynamically)."""
+    import onnx
+
+    inputs = {i.name: i.type.tensor_type.shape.dim for i in onnx.load(str(path), load_external_data=False).graph.input}
+    for name, axes in spec.dynamic_axes.items():
+        fixed = [axis for axis in axes if inputs[name][axis].HasField("dim_value")]
+        if fixed:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise ExportMismatch(f"the exporter fixed axes {fixed} of {name}: this model does not export with "
+                                 "them dynamic; declare them static in its OnnxSpec")
+
+
 def quantize(fp32_path: Path) -> Path:
     """Dynamic int8 weights for MatMul/Gemm (where it pays; CNN convolutions stay fp32)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -193,4 +209,4 @@ def ensure_onnx(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int
     path = onnx_path(loaded, spec)
     if path.is_file():
         return path
-    return export(loaded, spec, sample_feeds(2)).path
+    return export(loaded, spec, sample_feeds(spec.example_batch)).path

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForObjectDetection,
+    AutoModelForSemanticSegmentation,
+)
 from transformers.utils import logging as transformers_logging
 
 from shared import hub, registry
@@ -46,6 +51,8 @@ def transformers_loader(model_class, processor_class) -> Callable:
 # own `from_pretrained(folder, entry, dtype) -> (model, processor)` named as "module:function".
 TASK_LOADERS: dict[str, Callable | str] = {
     "classification": transformers_loader(AutoModelForImageClassification, AutoImageProcessor),
+    "detection": transformers_loader(AutoModelForObjectDetection, AutoImageProcessor),
+    "segmentation": transformers_loader(AutoModelForSemanticSegmentation, AutoImageProcessor),
     "generative": "apps.generative.models:from_pretrained",
 }
 

@@ -84,7 +84,8 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (UserError, ModelUnavailable) as err:
-            raise gr.Error(html.escape(str(err)), print_exception=False) from None
+            # escape markup (gr.Error renders HTML); quotes are harmless in text and read better to API clients
+            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
         except gr.Error:
             raise
         except Exception:

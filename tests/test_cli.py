@@ -107,3 +107,26 @@ def test_predict_adversarial_prints_the_promised_json(capsys):
 def test_predict_adversarial_refuses_an_unknown_target(capsys):
     status, _, err = run_cli(capsys, "predict", "adversarial", "--image", CAT, "--eps", "0.05", "--target", "dog")
     assert status == 1 and "has no label 'dog'" in err
+
+
+def test_predict_detection_prints_boxes_in_input_pixels(capsys):
+    scene = REPO / "apps" / "detection" / "examples" / "scene_0.png"
+    status, out, _ = run_cli(capsys, "predict", "detection", "--image", str(scene), "--threshold", "0.5")
+    result = json.loads(out)
+    assert status == 0 and result["detections"] and result["model"] == "digits-rtdetr"
+    for row in result["detections"]:
+        assert set(row) == {"label", "score", "box"} and row["score"] >= 0.5
+        assert 0 <= row["box"][0] < row["box"][2] <= 128 and 0 <= row["box"][1] < row["box"][3] <= 128
+
+
+def test_predict_segmentation_writes_the_mask(capsys, tmp_path):
+    scene = REPO / "apps" / "detection" / "examples" / "scene_0.png"
+    status, out, _ = run_cli(capsys, "predict", "segmentation", "--image", str(scene), "--out-mask",
+                             str(tmp_path / "mask.png"))
+    result = json.loads(out)
+    from PIL import Image
+
+    mask = Image.open(tmp_path / "mask.png")
+    assert status == 0 and mask.size == (128, 128)
+    assert {s["label"] for s in result["segments"]} >= {"background"}
+    assert abs(sum(s["area_fraction"] for s in result["segments"]) - 1) < 1e-3

@@ -28,7 +28,8 @@ def test_captions_in_english_and_german():
     red3 = SceneObject(3, "red", [10, 40, 30, 70])
     blue7 = SceneObject(7, "blue", [80, 40, 100, 70])
     green1 = SceneObject(1, "green", [40, 0, 60, 30])
-    assert caption([red3, blue7]) == {"en": "a red 3 to the left of a blue 7", "de": "eine rote 3 links von einer blauen 7"}
+    assert caption([red3, blue7]) == {"en": "a red 3 to the left of a blue 7",
+                                      "de": "eine rote 3 links von einer blauen 7"}
     assert caption([blue7, red3])["en"] == "a blue 7 to the right of a red 3"
     assert caption([green1, red3])["en"] == "a green 1 above a red 3"  # further apart vertically
     assert caption([green1, SceneObject(2, "yellow", [40, 90, 60, 120])])["de"] == "eine grüne 1 über einer gelben 2"

@@ -137,3 +137,25 @@ def test_adversarial_endpoint_fools_and_reports(hub_url):
         adversarial.predict(image=handle_file(str(DIGIT_EXAMPLES / "digit_7.png")), model="digits-convnext",
                             attack="pgd", eps=0.1, steps=0, step_size=0, target="none",
                             transfer_model="digits-convnext-robust", api_name="/adversarial")
+
+
+def test_detection_endpoint_draws_boxes(hub_url):
+    detection = Client(f"{hub_url}/detection/", verbose=False)
+    scene = REPO / "apps" / "detection" / "examples" / "scene_0.png"
+    annotated, table, served = detection.predict(image=handle_file(str(scene)), model="digits-rtdetr",
+                                                 backend="onnx", threshold=0.5, classes="", max_detections=20,
+                                                 api_name="/detection")
+    assert annotated["annotations"] and len(table["data"]) == len(annotated["annotations"])
+    assert "digits-rtdetr" in served and "onnx" in served
+    with pytest.raises(Exception, match="no class 'dog'"):
+        detection.predict(image=handle_file(str(scene)), model="digits-rtdetr", backend="torch", threshold=0.5,
+                          classes="dog", max_detections=20, api_name="/detection")
+
+
+def test_segmentation_endpoint_overlays_classes(hub_url):
+    segmentation = Client(f"{hub_url}/segmentation/", verbose=False)
+    scene = REPO / "apps" / "detection" / "examples" / "scene_0.png"
+    picture, legend, table, served = segmentation.predict(image=handle_file(str(scene)), model="digits-upernet",
+                                                          backend="torch", opacity=0.6, api_name="/segmentation")
+    assert Image.open(picture).size == (128, 128) and "background" in legend
+    assert table["data"][0][0] == "background" and "digits-upernet" in served

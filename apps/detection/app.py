@@ -1,0 +1,58 @@
+"""Object detection: labelled boxes on a photo, from the embedded digits detector or Hub detectors.
+
+    python apps/detection/app.py               # this app alone, as a Space runs it
+    demohub serve                              # with every other app, at /detection
+
+API: `Client(url).predict(image=handle_file(path), model=..., backend="torch", threshold=0.5,
+classes="", max_detections=20, api_name="/detection")` returns the annotated image, the table
+of boxes and the "served by" line.
+"""
+
+from pathlib import Path
+
+import gradio as gr
+
+from apps.detection import task
+from shared import ui
+from shared.examples import PHOTOS
+
+# Held-out synthetic scenes (seed 1, never trained on) and a real photo.
+EXAMPLES = [*sorted(Path(__file__).parent.glob("examples/*.png")), PHOTOS["coffee"]]
+
+
+@ui.user_errors
+def detection(image, model, backend, threshold, classes, max_detections):
+    wanted = [c.strip() for c in (classes or "").split(",") if c.strip()] or None
+    result = task.detect(image, model=model, backend=backend, threshold=threshold, classes=wanted,
+                         max_detections=max_detections, fallback=True)
+    boxes = [(tuple(d["box"]), f"{d['label']} {d['score']:.2f}") for d in result["detections"]]
+    table = [[d["label"], round(d["score"], 3), *d["box"]] for d in result["detections"]]
+    return (result["image"], boxes), table, ui.served_line(task.TASK, result)
+
+
+with gr.Blocks(title="Object detection") as demo:
+    gr.Markdown("# Object detection\nBoxes around what the model knows: the embedded detector finds the ten "
+                "digits in scenes; the Hub detectors find the 80 COCO object classes.")
+    with gr.Row():
+        with gr.Column():
+            image = ui.ImageInput(label="Image")
+            model = ui.model_dropdown(task.TASK)
+            model_card = gr.Markdown(ui.model_card_line(task.TASK, model.value))
+            backend = ui.backend_radio()
+            threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Score threshold")
+            classes = gr.Textbox("", label="Only these classes (comma-separated; empty: all)", max_length=500)
+            max_detections = gr.Slider(1, task.MAX_DETECTIONS, value=20, step=1, label="Max detections")
+            submit = gr.Button("Detect", variant="primary")
+        with gr.Column():
+            annotated = gr.AnnotatedImage(label="Detections")
+            table = gr.Dataframe(headers=["label", "score", "xmin", "ymin", "xmax", "ymax"], label="Boxes")
+            served = gr.Markdown()
+    gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image])
+
+    model.change(lambda name: ui.model_card_line(task.TASK, name), model, model_card, api_visibility="private")
+    submit.click(detection, [image, model, backend, threshold, classes, max_detections], [annotated, table, served],
+                 api_name="detection")
+
+
+if __name__ == "__main__":
+    ui.launch(demo)

@@ -1,0 +1,125 @@
+"""Object detection, the recipe: image -> pixel_values -> logits and boxes -> labelled boxes.
+
+    from apps.detection.task import detect
+    detect("street.jpg", model="hustvl/yolos-tiny", threshold=0.5, backend="onnx")
+
+Post-processing is the model's own image processor's `post_process_object_detection`, as in
+`transformers.pipeline("object-detection")`, so both give the same boxes; boxes are
+[xmin, ymin, xmax, ymax] in pixels of the input image.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers.utils import ModelOutput
+
+from shared import backends, loader
+from shared.checks import number_in, whole_number
+from shared.errors import UserError
+from shared.examples import PHOTOS
+from shared.export import Feeds, OnnxSpec
+from shared.images import decode_image
+from shared.loader import LoadedModel
+from shared.scenes import make_scene
+
+TASK = "detection"
+MAX_DETECTIONS = 100
+# DETR-style processors keep the aspect ratio, so batch, height and width stay dynamic; RT-DETR
+# (fixed 640x640 or 128x128 inputs) is exported at batch 1, the demo's size: its query selection
+# does not export with a dynamic batch, so larger batches run one image at a time.
+ONNX_SPEC = OnnxSpec(("pixel_values",), ("logits", "pred_boxes"),
+                     {"pixel_values": {0: "batch", 2: "height", 3: "width"}}, atol=1e-4, rtol=1e-3)
+FIXED_SIZE_SPEC = OnnxSpec(("pixel_values",), ("logits", "pred_boxes"), atol=1e-4, rtol=1e-3, example_batch=1)
+
+
+def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
+    return FIXED_SIZE_SPEC if loaded.model.config.model_type.startswith("rt_detr") else ONNX_SPEC
+
+
+def preprocess(loaded: LoadedModel, images: list[Image.Image]) -> Feeds:
+    return {"pixel_values": loaded.processor(images=images, return_tensors="pt")["pixel_values"].float().numpy()}
+
+
+def sample_images() -> list[Image.Image]:
+    """Held-out synthetic scenes (seed 1) and the real photos."""
+    return [make_scene(1, i).image for i in range(4)] + [decode_image(p).image for p in PHOTOS.values()]
+
+
+def sample_feeds(loaded: LoadedModel, batch_size: int) -> Feeds:
+    return preprocess(loaded, list(itertools.islice(itertools.cycle(sample_images()), batch_size)))
+
+
+def cold_start_request() -> dict:
+    from gradio_client import handle_file
+
+    return {"image": handle_file(str(PHOTOS["coffee"]))}
+
+
+def postprocess(loaded: LoadedModel, outputs: dict[str, np.ndarray], sizes: list[tuple[int, int]],
+                threshold: float) -> list[list[dict]]:
+    """Per image, detections {label, score, box} at or above `threshold`, best first."""
+    raw = ModelOutput(logits=torch.from_numpy(outputs["logits"]), pred_boxes=torch.from_numpy(outputs["pred_boxes"]))
+    results = loaded.processor.post_process_object_detection(raw, threshold=threshold, target_sizes=sizes)
+    id2label = loaded.model.config.id2label
+    detections = []
+    for result in results:
+        rows = [{"label": id2label[int(label)], "score": float(score), "box": [int(v) for v in box.tolist()]}
+                for score, label, box in zip(result["scores"], result["labels"], result["boxes"], strict=True)]
+        detections.append(sorted(rows, key=lambda row: -row["score"]))
+    return detections
+
+
+def run(loaded: LoadedModel, images: list[Image.Image], backend: str, threshold: float) -> tuple[list, float]:
+    runner = backends.runner(loaded, backend, onnx_spec(loaded), lambda n: sample_feeds(loaded, n))
+    started = time.perf_counter()
+    outputs = runner(preprocess(loaded, images))
+    detections = postprocess(loaded, outputs, [(im.height, im.width) for im in images], threshold)
+    return detections, (time.perf_counter() - started) * 1e3
+
+
+def detect(image, model: str | None = None, backend: str = "torch", threshold: float = 0.5,
+           classes: list[str] | None = None, max_detections: int = 20, fallback: bool = False) -> dict:
+    """One image -> {detections, model, backend, latency_ms, notes, image (the decoded input)};
+    `classes` keeps only those labels."""
+    decoded = decode_image(image)
+    threshold = number_in("threshold", threshold, 0.0, 1.0)
+    max_detections = whole_number("max_detections", max_detections, 1, MAX_DETECTIONS)
+    loaded, notice = loader.load_or_fallback(TASK, model) if fallback else (loader.load_model(TASK, model), "")
+    known = set(loaded.model.config.id2label.values())
+    unknown = sorted(set(classes or ()) - known)
+    if unknown:
+        raise UserError(f"{loaded.entry.name} has no class {', '.join(map(repr, unknown))}; "
+                        f"its classes include {', '.join(sorted(known)[:12])}.")
+    (detections,), latency_ms = run(loaded, [decoded.image], backend, threshold)
+    if classes:
+        detections = [d for d in detections if d["label"] in classes]
+    return {"detections": detections[:max_detections], "model": loaded.entry.name, "backend": backend,
+            "latency_ms": round(latency_ms, 2), "notes": [n for n in (notice, *decoded.notes) if n],
+            "image": decoded.image}
+
+
+def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | None = None, batch_size: int = 16,
+                           backend: str = "torch") -> dict[str, float]:
+    """COCO mAP and mAP@0.5 (torchmetrics) of `loaded` on a CocoFolder, whose names match its labels."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    label2id = {v: k for k, v in loaded.model.config.id2label.items()}
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
+    indices = list(range(len(dataset))) if indices is None else indices
+    for start in range(0, len(indices), batch_size):
+        batch = [dataset.target(i) for i in indices[start:start + batch_size]]
+        detections, _ = run(loaded, [image for image, _, _ in batch], backend, threshold=0.01)
+        predictions = [{"boxes": torch.tensor([d["box"] for d in found], dtype=torch.float32).reshape(-1, 4),
+                        "scores": torch.tensor([d["score"] for d in found]),
+                        "labels": torch.tensor([label2id[d["label"]] for d in found], dtype=torch.int64)}
+                       for found in detections]
+        targets = [{"boxes": boxes, "labels": torch.tensor([label2id[n] for n in names], dtype=torch.int64)}
+                   for _, boxes, names in batch]
+        metric.update(predictions, targets)
+    result = metric.compute()
+    return {"map": round(float(result["map"]), 4), "map_50": round(float(result["map_50"]), 4)}

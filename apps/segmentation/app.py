@@ -1,0 +1,64 @@
+"""Semantic segmentation: a class for every pixel, shown as a coloured overlay with a legend.
+
+    python apps/segmentation/app.py            # this app alone, as a Space runs it
+    demohub serve                              # with every other app, at /segmentation
+
+API: `Client(url).predict(image=handle_file(path), model=..., backend="torch", opacity=0.5,
+api_name="/segmentation")` returns the overlay, the table of classes and the "served by" line.
+"""
+
+import html
+from pathlib import Path
+
+import gradio as gr
+
+from apps.segmentation import task
+from shared import ui
+from shared.checks import number_in
+from shared.examples import PHOTOS
+
+EXAMPLES = [*sorted((Path(__file__).parent.parent / "detection" / "examples").glob("*.png")), PHOTOS["astronaut"]]
+
+
+SWATCH = '<span style="display:inline-block;width:1em;height:1em;background:rgb{}"></span>'
+
+
+def legend(rows: list[dict]) -> str:
+    items = "".join(f"<li>{SWATCH.format(task.colour_of(r['id']))} {html.escape(r['label'])}: "
+                    f"{100 * r['area_fraction']:.1f}%</li>" for r in rows)
+    return f'<ul style="list-style:none;padding:0">{items}</ul>'
+
+
+@ui.user_errors
+def segmentation(image, model, backend, opacity):
+    opacity = number_in("opacity", opacity, 0.0, 1.0)
+    result = task.segment(image, model=model, backend=backend, fallback=True)
+    picture = task.overlay(result["image"], result["mask"], opacity, task.clear_ids(result["model"]))
+    table = [[r["label"], round(100 * r["area_fraction"], 2)] for r in result["segments"]]
+    return picture, legend(result["segments"]), table, ui.served_line(task.TASK, result)
+
+
+with gr.Blocks(title="Semantic segmentation") as demo:
+    gr.Markdown("# Semantic segmentation\nEvery pixel gets a class: the embedded model knows the ten digits "
+                "and the background of synthetic scenes; the Hub models know the 150 ADE20K classes.")
+    with gr.Row():
+        with gr.Column():
+            image = ui.ImageInput(label="Image")
+            model = ui.model_dropdown(task.TASK)
+            model_card = gr.Markdown(ui.model_card_line(task.TASK, model.value))
+            backend = ui.backend_radio()
+            opacity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Overlay opacity")
+            submit = gr.Button("Segment", variant="primary")
+        with gr.Column():
+            picture = gr.Image(label="Classes", type="pil", format="png")
+            key = gr.HTML(label="Legend")
+            table = gr.Dataframe(headers=["class", "area %"], label="Area by class")
+            served = gr.Markdown()
+    gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image])
+
+    model.change(lambda name: ui.model_card_line(task.TASK, name), model, model_card, api_visibility="private")
+    submit.click(segmentation, [image, model, backend, opacity], [picture, key, table, served], api_name="segmentation")
+
+
+if __name__ == "__main__":
+    ui.launch(demo)

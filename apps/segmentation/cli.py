@@ -1,0 +1,35 @@
+"""`demohub predict segmentation`: the classes present as JSON, and the mask as a PNG."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from apps.segmentation import task
+from shared import backends, registry
+from shared.errors import UserError
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--model", help="Registry name, local model folder, or repo_id@revision.")
+    parser.add_argument("--backend", choices=backends.BACKENDS, default="torch")
+    parser.add_argument("--out-mask", help="PNG file for the mask of class ids (16-bit when there are over 256).")
+
+
+def predict(args: argparse.Namespace) -> dict:
+    entry = registry.resolve(task.TASK, args.model)
+    result = task.segment(args.image, model=entry.name, backend=args.backend)
+    output = {k: result[k] for k in ("segments", "model", "backend", "latency_ms", "notes")}
+    if args.out_mask:
+        out = Path(args.out_mask)
+        if out.suffix.lower() != ".png":
+            raise UserError(f"--out-mask must name a .png file; got {args.out_mask}.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        mask = result["mask"]
+        Image.fromarray(mask.astype(np.uint8 if mask.max() < 256 else np.uint16)).save(out)
+        output["mask"] = str(out)
+    return output

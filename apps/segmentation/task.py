@@ -1,0 +1,109 @@
+"""Semantic segmentation, the recipe: image -> pixel_values -> class logits -> a class per pixel.
+
+    from apps.segmentation.task import segment
+    segment("street.jpg", model="openmmlab/upernet-convnext-tiny", backend="onnx")
+
+Post-processing is the model's own image processor's `post_process_semantic_segmentation`
+(logits resized to the input image, then argmax), as in `pipeline("image-segmentation")`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers.utils import ModelOutput
+
+from shared import backends, loader
+from shared.examples import PHOTOS
+from shared.export import Feeds, OnnxSpec
+from shared.images import decode_image
+from shared.loader import LoadedModel
+from shared.scenes import make_scene
+
+TASK = "segmentation"
+ONNX_SPEC = OnnxSpec(("pixel_values",), ("logits",), {"pixel_values": {0: "batch"}}, atol=1e-4, rtol=1e-3)
+
+
+def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
+    return ONNX_SPEC
+
+
+def preprocess(loaded: LoadedModel, images: list[Image.Image]) -> Feeds:
+    return {"pixel_values": loaded.processor(images=images, return_tensors="pt")["pixel_values"].float().numpy()}
+
+
+def sample_feeds(loaded: LoadedModel, batch_size: int) -> Feeds:
+    images = [make_scene(1, i).image for i in range(4)] + [decode_image(p).image for p in PHOTOS.values()]
+    return preprocess(loaded, list(itertools.islice(itertools.cycle(images), batch_size)))
+
+
+def cold_start_request() -> dict:
+    from gradio_client import handle_file
+
+    return {"image": handle_file(str(PHOTOS["astronaut"]))}
+
+
+def class_map(loaded: LoadedModel, logits: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """(B, C, h, w) logits -> one (H, W) array of class ids per image, at the image's size."""
+    raw = ModelOutput(logits=torch.from_numpy(logits))
+    return [m.numpy() for m in loaded.processor.post_process_semantic_segmentation(raw, target_sizes=sizes)]
+
+
+def segments(loaded: LoadedModel, classes: np.ndarray) -> list[dict]:
+    """The classes present, largest first: {label, area_fraction}."""
+    ids, counts = np.unique(classes, return_counts=True)
+    id2label = loaded.model.config.id2label
+    rows = [{"label": id2label[int(i)], "id": int(i), "area_fraction": round(float(c) / classes.size, 4)}
+            for i, c in zip(ids, counts, strict=True)]
+    return sorted(rows, key=lambda row: -row["area_fraction"])
+
+
+def segment(image, model: str | None = None, backend: str = "torch", fallback: bool = False) -> dict:
+    """One image -> {segments, mask (H, W class ids), image, model, backend, latency_ms, notes}."""
+    decoded = decode_image(image)
+    loaded, notice = loader.load_or_fallback(TASK, model) if fallback else (loader.load_model(TASK, model), "")
+    runner = backends.runner(loaded, backend, ONNX_SPEC, lambda n: sample_feeds(loaded, n))
+    started = time.perf_counter()
+    logits = runner(preprocess(loaded, [decoded.image]))["logits"]
+    (classes,) = class_map(loaded, logits, [(decoded.image.height, decoded.image.width)])
+    latency_ms = (time.perf_counter() - started) * 1e3
+    return {"segments": segments(loaded, classes), "mask": classes.astype(np.int32), "image": decoded.image,
+            "model": loaded.entry.name, "backend": backend, "latency_ms": round(latency_ms, 2),
+            "notes": [n for n in (notice, *decoded.notes) if n]}
+
+
+def mean_iou(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+    """Mean over classes present in either map of intersection over union (torchmetrics)."""
+    from torchmetrics.functional.segmentation import mean_iou as iou
+
+    per_class = iou(predicted.reshape(1, -1), labels.reshape(1, -1), num_classes=num_classes, input_format="index",
+                    per_class=True)[0]
+    present = torch.bincount(torch.cat([predicted.flatten(), labels.flatten()]), minlength=num_classes) > 0
+    return round(float(per_class[present].mean()), 4)
+
+
+PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+                    [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0]], dtype=np.uint8)
+
+
+def colour_of(class_id: int) -> tuple[int, int, int]:
+    return tuple(int(v) for v in PALETTE[class_id % len(PALETTE)])
+
+
+def clear_ids(model: str) -> list[int]:
+    """Classes left untinted: those named background (ADE's class 0 is "wall", not background)."""
+    id2label = loader.load_model(TASK, model).model.config.id2label
+    return [i for i, name in id2label.items() if name.lower() in ("background", "unlabeled")]
+
+
+def overlay(image: Image.Image, classes: np.ndarray, opacity: float, clear: list[int] = ()) -> Image.Image:
+    """The image with each class's pixels tinted by its colour, `clear` classes left as they are."""
+    colours = PALETTE[classes % len(PALETTE)].astype(np.float32)
+    alpha = np.where(np.isin(classes, list(clear)), 0.0, opacity)[..., None]
+    pixels = np.asarray(image, dtype=np.float32) * (1 - alpha) + colours * alpha
+    return Image.fromarray(pixels.round().astype(np.uint8))

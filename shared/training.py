@@ -1,0 +1,109 @@
+"""What every fine-tuning script shares: the common arguments, the Trainer settings, and how a
+run is saved. Each app's finetune.py adds its data, its model head and its metric.
+
+The settings are the same everywhere: AdamW with linear warm-up and cosine decay, evaluation
+and a checkpoint each epoch, early stopping on the app's metric, bf16/fp16 on a GPU, a
+progress bar, metrics.json, a model card, and `--push-to-hub REPO`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser, TrainingArguments
+
+from shared.errors import UserError
+
+
+@dataclass
+class TrainingOptions:
+    out: str = field(metadata={"help": "Folder for the fine-tuned model, its card and metrics.json."})
+    model: str = field(default="", metadata={"help": "Registry name, local model folder, or repo_id@revision."})
+    from_scratch: bool = field(default=False, metadata={"help": "Initialise weights from the config only."})
+    freeze_backbone: bool = field(default=False, metadata={"help": "Train the head only."})
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    patience: int = field(default=5, metadata={"help": "Epochs without a better validation metric before stopping."})
+    validation_fraction: float = 0.1
+    seed: int = 0
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in OUT/checkpoints."})
+    keep_checkpoints: bool = False
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub repo id to push the result to."})
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise UserError("--epochs and --batch-size must be at least 1 and --learning-rate positive.")
+        if not 0 < self.validation_fraction < 1:
+            raise UserError("--validation-fraction must be between 0 and 1.")
+
+
+def parse(argv: list[str], arguments_class, prog: str, description: str):
+    parser = HfArgumentParser(arguments_class, prog=prog, description=description,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    args.check()
+    return args
+
+
+def trainer_arguments(args: TrainingOptions, train_size: int, metric: str, **overrides) -> TrainingArguments:
+    steps = args.epochs * math.ceil(train_size / args.batch_size)
+    cuda = torch.cuda.is_available()
+    settings = dict(
+        output_dir=str(Path(args.out) / "checkpoints"), num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
+        learning_rate=args.learning_rate, weight_decay=args.weight_decay, lr_scheduler_type="cosine",
+        warmup_steps=int(args.warmup_fraction * steps), eval_strategy="epoch", save_strategy="epoch",
+        logging_strategy="epoch", load_best_model_at_end=True, metric_for_best_model=metric,
+        save_total_limit=2, seed=args.seed, remove_unused_columns=False, report_to=[],
+        bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0, dataloader_pin_memory=cuda,
+        push_to_hub=bool(args.push_to_hub), hub_model_id=args.push_to_hub,
+    )
+    return TrainingArguments(**{**settings, **overrides})
+
+
+def reload_best(trainer, model_class) -> None:
+    """Load the best checkpoint again with `from_pretrained`.
+
+    With transformers 5.23 the Trainer's own load_best_model_at_end skips the checkpoint-key
+    conversion that some models need (RT-DETR's encoder and decoder MLPs come back "unexpected"
+    and keep their last-epoch weights); from_pretrained converts them.
+    """
+    best = trainer.state.best_model_checkpoint
+    if best:
+        device = next(trainer.model.parameters()).device
+        trainer.model = model_class.from_pretrained(best, use_safetensors=True).to(device)
+        trainer.model_wrapped = trainer.model
+
+
+def freeze_backbone(model) -> None:
+    for parameter in getattr(model, model.base_model_prefix).parameters():
+        parameter.requires_grad = False
+
+
+def rounded(metrics: dict) -> dict:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def save(trainer, processor, args: TrainingOptions, metrics: dict, card: str) -> None:
+    """The model, processor, metrics, arguments and card into args.out; then push and tidy up."""
+    out = Path(args.out)
+    trainer.save_model(str(out))
+    processor.save_pretrained(out)
+    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; finetune_args.json says the same
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "finetune_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
+    (out / "README.md").write_text(card)
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    if not args.keep_checkpoints:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)

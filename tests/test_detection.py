@@ -1,0 +1,93 @@
+"""The detection app against transformers' pipeline, ONNX against torch, and its held-out mAP."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessor, pipeline
+
+from apps.detection import finetune, task
+from apps.detection.data import CocoFolder, train_transform
+from shared import loader, registry
+from shared.errors import UserError
+from shared.examples import PHOTOS
+from shared.scenes import make_scene, write_datasets
+
+SCENES = [make_scene(1, i).image for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def tiny_yolos(tmp_path_factory):
+    """A tiny random copy of hustvl/yolos-tiny's architecture (code paths only)."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("yolos") / "tiny-yolos"
+    labels = {i: name for i, name in enumerate(["person", "cup", "rocket", "cat"])}
+    config = YolosConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                         image_size=[64, 64], patch_size=16, num_detection_tokens=10, id2label=labels,
+                         label2id={v: k for k, v in labels.items()})
+    YolosForObjectDetection(config).save_pretrained(folder)
+    YolosImageProcessor(size={"shortest_edge": 64, "longest_edge": 64}).save_pretrained(folder)
+    return registry.add_local("detection", folder).name
+
+
+def test_boxes_equal_the_transformers_pipeline(tiny_yolos):
+    for name, threshold in [("digits-rtdetr", 0.3), (tiny_yolos, 0.0)]:
+        loaded = loader.load_model("detection", name)
+        peer = pipeline("object-detection", model=loaded.model, image_processor=loaded.processor)
+        for image in [*SCENES, PHOTOS["coffee"]]:
+            ours = task.detect(image, model=name, threshold=threshold, max_detections=100)["detections"]
+            theirs = sorted(peer(str(image) if not hasattr(image, "size") else image, threshold=threshold),
+                            key=lambda d: -d["score"])
+            assert [d["label"] for d in ours] == [d["label"] for d in theirs]
+            assert [d["box"] for d in ours] == [[d["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for d in theirs]
+            np.testing.assert_allclose([d["score"] for d in ours], [d["score"] for d in theirs], atol=1e-5)
+
+
+def test_onnx_detections_match_torch():
+    for image in SCENES:
+        on_torch = task.detect(image, threshold=0.3)["detections"]
+        on_onnx = task.detect(image, threshold=0.3, backend="onnx")["detections"]
+        assert [d["label"] for d in on_onnx] == [d["label"] for d in on_torch]
+        assert np.abs(np.array([d["box"] for d in on_onnx]) - np.array([d["box"] for d in on_torch])).max() <= 1
+        np.testing.assert_allclose([d["score"] for d in on_onnx], [d["score"] for d in on_torch], atol=1e-3)
+
+
+def test_embedded_detector_finds_the_digits_of_held_out_scenes(tmp_path):
+    write_datasets(tmp_path, n=60, seed=1)  # seed 1: never trained on
+    result = task.mean_average_precision(loader.load_model("detection"), CocoFolder(tmp_path))
+    assert result["map_50"] >= 0.8
+
+
+def test_filters_and_limits():
+    scene = make_scene(1, 3)
+    digits = {str(o.digit) for o in scene.objects}
+    keep = sorted(digits)[:1]
+    found = task.detect(scene.image, threshold=0.3, classes=keep)["detections"]
+    assert found and {d["label"] for d in found} == set(keep)
+    assert len(task.detect(scene.image, threshold=0.0, max_detections=2)["detections"]) == 2
+    with pytest.raises(UserError, match="no class 'cat'"):
+        task.detect(scene.image, classes=["cat"])
+    with pytest.raises(UserError, match="threshold must be a number from 0.0 to 1.0"):
+        task.detect(scene.image, threshold=1.5)
+    with pytest.raises(UserError, match="max_detections"):
+        task.detect(scene.image, max_detections=0)
+
+
+def test_augmentation_keeps_boxes_with_their_labels(tmp_path):
+    write_datasets(tmp_path, n=8, seed=5)
+    dataset = CocoFolder(tmp_path, transform=train_transform())
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        assert len(sample["boxes"]) == len(sample["labels"])
+        assert (sample["boxes"][:, 2:] <= 128).all() and (sample["boxes"][:, :2] >= 0).all()
+
+
+@pytest.mark.slow
+def test_finetune_from_the_embedded_detector(tmp_path):
+    write_datasets(tmp_path / "train", n=24, seed=7)
+    write_datasets(tmp_path / "test", n=8, seed=8)
+    metrics = finetune.main(["--data", str(tmp_path / "train"), "--eval-data", str(tmp_path / "test"),
+                             "--out", str(tmp_path / "det-out"), "--model", "digits-rtdetr", "--epochs", "1",
+                             "--batch-size", "8", "--freeze-backbone", "true", "--learning-rate", "1e-5"])
+    assert metrics["test_map_50"] >= 0.5  # starts from a trained detector
+    entry = registry.add_local("detection", tmp_path / "det-out")
+    assert task.detect(SCENES[0], model=entry.name, threshold=0.3)["detections"]

@@ -1,0 +1,74 @@
+"""The segmentation app against transformers' pipeline, ONNX against torch, and its held-out mIoU."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from apps.segmentation import finetune, task
+from apps.segmentation.data import MaskFolder
+from shared import loader, registry
+from shared.errors import UserError
+from shared.examples import PHOTOS
+from shared.scenes import make_scene, write_datasets
+
+SCENES = [make_scene(1, i) for i in range(3)]
+
+
+def test_masks_equal_the_transformers_pipeline():
+    loaded = loader.load_model("segmentation")
+    peer = pipeline("image-segmentation", model=loaded.model, image_processor=loaded.processor)
+    for image in [*(s.image for s in SCENES), str(PHOTOS["astronaut"])]:
+        ours = task.segment(image)
+        theirs = peer(image)
+        assert {s["label"] for s in ours["segments"]} == {s["label"] for s in theirs}
+        label2id = {v: k for k, v in loaded.model.config.id2label.items()}
+        for segment in theirs:
+            assert np.array_equal(np.asarray(segment["mask"]) > 0, ours["mask"] == label2id[segment["label"]])
+
+
+def test_onnx_class_map_matches_torch():
+    for scene in SCENES:
+        on_torch, on_onnx = task.segment(scene.image)["mask"], task.segment(scene.image, backend="onnx")["mask"]
+        assert (on_torch == on_onnx).mean() > 0.999
+
+
+def test_embedded_segmenter_reaches_its_card_on_held_out_scenes(tmp_path):
+    write_datasets(tmp_path, n=300, seed=1)  # the card's held-out scenes
+    held_out = MaskFolder(tmp_path)
+    loaded = loader.load_model("segmentation")
+    predicted, truth = [], []
+    for index in range(len(held_out)):
+        image, mask = held_out.pair(index)
+        predicted.append(torch.from_numpy(task.segment(image)["mask"]).long())
+        truth.append(torch.from_numpy(mask.astype(np.int64)))
+    assert task.mean_iou(torch.stack(predicted), torch.stack(truth), len(loaded.model.config.id2label)) >= 0.75
+
+
+def test_segments_report_area_and_the_overlay_keeps_background():
+    result = task.segment(SCENES[0].image)
+    assert abs(sum(s["area_fraction"] for s in result["segments"]) - 1) < 1e-3
+    assert result["segments"][0]["label"] == "background"
+    picture = task.overlay(result["image"], result["mask"], 1.0, task.clear_ids("digits-upernet"))
+    background = result["mask"] == 0
+    assert np.array_equal(np.asarray(picture)[background], np.asarray(result["image"])[background])
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(UserError, match="No image"):
+        task.segment(None)
+
+
+@pytest.mark.slow
+def test_finetune_from_the_embedded_segmenter(tmp_path):
+    write_datasets(tmp_path / "train", n=24, seed=7)
+    write_datasets(tmp_path / "test", n=8, seed=8)
+    metrics = finetune.main(["--data", str(tmp_path / "train"), "--eval-data", str(tmp_path / "test"),
+                             "--out", str(tmp_path / "seg-out"), "--model", "digits-upernet", "--epochs", "1",
+                             "--batch-size", "8", "--learning-rate", "1e-5"])
+    assert metrics["test_mean_iou"] >= 0.5
+    assert json.loads((tmp_path / "seg-out" / "config.json").read_text())["id2label"]["0"] == "background"
+    entry = registry.add_local("segmentation", tmp_path / "seg-out")
+    assert task.segment(SCENES[0].image, model=entry.name)["segments"]
