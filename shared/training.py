@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import AutoConfig, HfArgumentParser, TrainingArguments
 
 from shared.errors import UserError
 
@@ -69,6 +69,19 @@ def trainer_arguments(args: TrainingOptions, train_size: int, metric: str, **ove
         push_to_hub=bool(args.push_to_hub), hub_model_id=args.push_to_hub,
     )
     return TrainingArguments(**{**settings, **overrides})
+
+
+def build_model(auto_class, folder: Path, id2label: dict[int, str], from_scratch: bool):
+    """The task's model with the dataset's labels: from the folder's config alone (`--from-scratch`),
+    or from its weights with a new head where the labels differ."""
+    label2id = {name: i for i, name in id2label.items()}
+    if from_scratch:
+        config = AutoConfig.from_pretrained(folder, id2label=id2label, label2id=label2id)
+        return auto_class.from_config(config)
+    if not any(folder.glob("*.safetensors")):
+        raise UserError(f"{folder} has no safetensors weights; add --from-scratch to train its config from scratch.")
+    return auto_class.from_pretrained(folder, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True,
+                                      use_safetensors=True)
 
 
 def reload_best(trainer, model_class) -> None:

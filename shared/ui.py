@@ -63,6 +63,14 @@ def model_card_line(task: str, name: str | None) -> str:
     return f"**Licence:** {entry.licence_line} · {where} · {entry.description}"
 
 
+def model_picker(task: str) -> gr.Dropdown:
+    """The model dropdown with its licence line below it, kept in step by a private event."""
+    model = model_dropdown(task)
+    card = gr.Markdown(model_card_line(task, model.value))
+    model.change(lambda name: model_card_line(task, name), model, card, api_visibility="private")
+    return model
+
+
 def backend_radio() -> gr.Radio:
     return gr.Radio(list(BACKENDS), value="torch", label="Backend",
                     info="onnx: exported on first use, then run with onnxruntime")

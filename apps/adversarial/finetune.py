@@ -22,7 +22,7 @@ from transformers import Trainer
 
 from apps.adversarial import attacks
 from apps.classification import finetune
-from shared import loader, registry
+from shared import loader, registry, training
 
 
 @dataclass
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     after = held_out_accuracy(trainer.model, processor, splits, args)
     metrics.update({f"before_{k}": v for k, v in before.items()})
     metrics.update({f"after_{k}": v for k, v in after.items()})
-    finetune.save(trainer, processor, args, metrics, model_card(Path(args.out), args, before, after, argv))
+    training.save(trainer, processor, args, metrics, model_card(Path(args.out), args, before, after, argv))
     return metrics
 
 

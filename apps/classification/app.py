@@ -31,8 +31,7 @@ with gr.Blocks(title="Image classification") as demo:
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
-            model = ui.model_dropdown(task.TASK)
-            model_card = gr.Markdown(ui.model_card_line(task.TASK, model.value))
+            model = ui.model_picker(task.TASK)
             backend = ui.backend_radio()
             top_k = gr.Slider(1, task.MAX_TOP_K, value=5, step=1, label="Top k")
             submit = gr.Button("Classify", variant="primary")
@@ -41,7 +40,6 @@ with gr.Blocks(title="Image classification") as demo:
             served = gr.Markdown()
     gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image])
 
-    model.change(lambda name: ui.model_card_line(task.TASK, name), model, model_card, api_visibility="private")
     submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification")
 
 

@@ -21,13 +21,10 @@ in the app and the CLI like any other model (`--model DIR`, `demohub serve --add
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import shlex
-import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,54 +32,35 @@ import torch
 from datasets import DatasetDict, load_dataset
 from torchvision.transforms import v2
 from transformers import (
-    AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
     EarlyStoppingCallback,
-    HfArgumentParser,
     Trainer,
-    TrainingArguments,
     set_seed,
 )
 
-from shared import loader, registry
+from shared import loader, registry, training
 from shared.errors import UserError
 
 
 @dataclass
-class FinetuneArguments:
-    out: str = field(metadata={"help": "Folder for the fine-tuned model, its card and metrics.json."})
+class FinetuneArguments(training.TrainingOptions):
     data: str | None = field(default=None, metadata={"help": "Image folder: one subfolder per class."})
     dataset: str | None = field(default=None, metadata={"help": "A `datasets` dataset name or path instead."})
     image_column: str = "image"
     label_column: str = "label"
     model: str = field(default="digits-convnext",
                        metadata={"help": "Registry name, local model folder, or repo_id@40-hex-revision."})
-    from_scratch: bool = field(default=False, metadata={"help": "Initialise weights from the config only."})
-    freeze_backbone: bool = field(default=False, metadata={"help": "Linear probe: train the head only."})
-    epochs: int = 10
     batch_size: int = 32
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.1
-    patience: int = field(default=5, metadata={"help": "Epochs without better validation accuracy before stopping."})
-    validation_fraction: float = 0.1
     augment: bool = field(default=True, metadata={"help": "Random resized crops and colour jitter."})
     hflip: bool = field(default=False, metadata={"help": "Also flip horizontally (not for digits or text)."})
-    seed: int = 0
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in OUT/checkpoints."})
-    keep_checkpoints: bool = False
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub repo id to push the result to."})
 
-    def __post_init__(self):
+    def check(self) -> None:
+        super().check()
         if (self.data is None) == (self.dataset is None):
             raise UserError("Give exactly one of --data DIR or --dataset NAME.")
         if self.data is not None and not Path(self.data).is_dir():
             raise UserError(f"--data {self.data}: no such folder.")
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            raise UserError("--epochs and --batch-size must be at least 1 and --learning-rate positive.")
-        if not 0 < self.validation_fraction < 1:
-            raise UserError("--validation-fraction must be between 0 and 1.")
 
 
 def load_splits(args: FinetuneArguments) -> DatasetDict:
@@ -115,24 +93,6 @@ def train_transform(processor, args: FinetuneArguments) -> v2.Compose:
     ])
 
 
-def build_model(folder: Path, labels: list[str], args: FinetuneArguments):
-    id2label = dict(enumerate(labels))
-    label2id = {label: i for i, label in id2label.items()}
-    if args.from_scratch:
-        config = AutoConfig.from_pretrained(folder, id2label=id2label, label2id=label2id)
-        return AutoModelForImageClassification.from_config(config)
-    if not any(folder.glob("*.safetensors")):
-        raise UserError(f"{folder} has no safetensors weights; add --from-scratch to train its config from scratch.")
-    return AutoModelForImageClassification.from_pretrained(
-        folder, id2label=id2label, label2id=label2id,
-        ignore_mismatched_sizes=True, use_safetensors=True)
-
-
-def freeze_backbone(model) -> None:
-    for parameter in getattr(model, model.base_model_prefix).parameters():
-        parameter.requires_grad = False
-
-
 def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
     return {"pixel_values": torch.stack([row["pixel_values"] for row in batch]),
             "labels": torch.tensor([row["label"] for row in batch])}
@@ -158,10 +118,7 @@ def model_card(out: Path, args: FinetuneArguments, metrics: dict, labels: list[s
 
 def parse(argv: list[str], arguments_class=FinetuneArguments, prog: str = "demohub finetune classification",
           description: str = __doc__):
-    parser = HfArgumentParser(arguments_class, prog=prog, description=description,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    return args
+    return training.parse(argv, arguments_class, prog, description)
 
 
 def train(args: FinetuneArguments, trainer_class=Trainer):
@@ -170,9 +127,10 @@ def train(args: FinetuneArguments, trainer_class=Trainer):
     folder = loader.model_folder(registry.resolve("classification", args.model))
     processor = AutoImageProcessor.from_pretrained(folder)
     splits = load_splits(args)
-    model = build_model(folder, splits["train"].features["label"].names, args)
+    labels = splits["train"].features["label"].names
+    model = training.build_model(AutoModelForImageClassification, folder, dict(enumerate(labels)), args.from_scratch)
     if args.freeze_backbone:
-        freeze_backbone(model)
+        training.freeze_backbone(model)
 
     augment = train_transform(processor, args)
     splits["train"].set_transform(lambda b: {"pixel_values": [augment(im.convert("RGB")) for im in b["image"]],
@@ -183,20 +141,8 @@ def train(args: FinetuneArguments, trainer_class=Trainer):
                                            return_tensors="pt")["pixel_values"]),
             "label": b["label"]})
 
-    steps = args.epochs * math.ceil(len(splits["train"]) / args.batch_size)
-    cuda = torch.cuda.is_available()
-    training_args = TrainingArguments(
-        output_dir=str(Path(args.out) / "checkpoints"), num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size,
-        learning_rate=args.learning_rate, weight_decay=args.weight_decay, lr_scheduler_type="cosine",
-        warmup_steps=int(args.warmup_fraction * steps), eval_strategy="epoch", save_strategy="epoch",
-        logging_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="accuracy",
-        save_total_limit=2, seed=args.seed, remove_unused_columns=False, report_to=[],
-        bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
-        dataloader_num_workers=0, dataloader_pin_memory=cuda,
-        push_to_hub=bool(args.push_to_hub), hub_model_id=args.push_to_hub,
-    )
-    trainer = trainer_class(model=model, args=training_args, train_dataset=splits["train"],
+    trainer = trainer_class(model=model, args=training.trainer_arguments(args, len(splits["train"]), "accuracy"),
+                            train_dataset=splits["train"],
                             eval_dataset=splits["validation"], data_collator=collate, compute_metrics=accuracy,
                             callbacks=[EarlyStoppingCallback(early_stopping_patience=args.patience)])
     train_result = trainer.train(resume_from_checkpoint=True if args.resume else None)
@@ -205,23 +151,7 @@ def train(args: FinetuneArguments, trainer_class=Trainer):
     metrics.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
     if "test" in splits:
         metrics.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
-    metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
-    return trainer, processor, splits, metrics
-
-
-def save(trainer, processor, args: FinetuneArguments, metrics: dict, card: str) -> None:
-    """The model, processor, metrics, arguments and card into args.out; then push and tidy up."""
-    out = Path(args.out)
-    trainer.save_model(str(out))
-    processor.save_pretrained(out)
-    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; finetune_args.json says the same
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "finetune_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
-    (out / "README.md").write_text(card)
-    if args.push_to_hub:
-        trainer.push_to_hub()
-    if not args.keep_checkpoints:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return trainer, processor, splits, training.rounded(metrics)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -229,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     trainer, processor, splits, metrics = train(args)
     labels = splits["train"].features["label"].names
-    save(trainer, processor, args, metrics, model_card(Path(args.out), args, metrics, labels, argv))
+    training.save(trainer, processor, args, metrics, model_card(Path(args.out), args, metrics, labels, argv))
     return metrics
 
 

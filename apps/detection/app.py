@@ -36,8 +36,7 @@ with gr.Blocks(title="Object detection") as demo:
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
-            model = ui.model_dropdown(task.TASK)
-            model_card = gr.Markdown(ui.model_card_line(task.TASK, model.value))
+            model = ui.model_picker(task.TASK)
             backend = ui.backend_radio()
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Score threshold")
             classes = gr.Textbox("", label="Only these classes (comma-separated; empty: all)", max_length=500)
@@ -49,7 +48,6 @@ with gr.Blocks(title="Object detection") as demo:
             served = gr.Markdown()
     gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image])
 
-    model.change(lambda name: ui.model_card_line(task.TASK, name), model, model_card, api_visibility="private")
     submit.click(detection, [image, model, backend, threshold, classes, max_detections], [annotated, table, served],
                  api_name="detection")
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoImageProcessor,
     AutoModelForObjectDetection,
     EarlyStoppingCallback,
@@ -51,18 +50,6 @@ class DetectionArguments(training.TrainingOptions):
         super().check()
         if not self.data or not Path(self.data).is_dir():
             raise UserError(f"--data {self.data!r}: no such folder.")
-
-
-def build_model(folder: Path, labels: list[str], args: DetectionArguments):
-    id2label = dict(enumerate(labels))
-    label2id = {name: i for i, name in id2label.items()}
-    if args.from_scratch:
-        config = AutoConfig.from_pretrained(folder, id2label=id2label, label2id=label2id)
-        return AutoModelForObjectDetection.from_config(config)
-    if not any(folder.glob("*.safetensors")):
-        raise UserError(f"{folder} has no safetensors weights; add --from-scratch to train its config from scratch.")
-    return AutoModelForObjectDetection.from_pretrained(folder, id2label=id2label, label2id=label2id,
-                                                       ignore_mismatched_sizes=True, use_safetensors=True)
 
 
 def freeze_backbone(model) -> None:
@@ -101,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     augmented = CocoFolder(args.data, args.annotations, train_transform())
     plain = CocoFolder(args.data, args.annotations)
     train_ids, validation_ids = split(plain, args.validation_fraction, args.seed)
-    model = build_model(folder, plain.label_names, args)
+    model = training.build_model(AutoModelForObjectDetection, folder, dict(enumerate(plain.label_names)),
+                                 args.from_scratch)
     if args.freeze_backbone:
         freeze_backbone(model)
 

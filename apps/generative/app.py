@@ -40,9 +40,9 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
     gr.Markdown("# GAN/VAE sampling\nDigits drawn by the embedded class-conditional GAN and VAE. "
                 "The same seed always gives the same grid.")
     with gr.Row():
-        model = ui.model_dropdown(task.TASK)
+        with gr.Column():
+            model = ui.model_picker(task.TASK)
         backend = ui.backend_radio()
-    model_card = gr.Markdown(ui.model_card_line(task.TASK, model.value))
     with gr.Row():
         seed = gr.Number(0, precision=0, minimum=0, maximum=task.MAX_SEED, label="Seed")
         label = gr.Dropdown(LABELS, value="any", label="Class (GAN)")
@@ -69,7 +69,6 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
             around = gr.Image(label="Samples around its code", type="pil", format="png")
     served = gr.Markdown()
 
-    model.change(lambda name: ui.model_card_line(task.TASK, name), model, model_card, api_visibility="private")
     sample.click(generative, [seed, n, label, truncation, model, backend], [samples, served], api_name="generative")
     walk.click(interpolation, [seed, seed_b, steps, label, truncation, model, backend], [strip, served],
                api_name="interpolation", api_visibility="undocumented")

@@ -44,8 +44,7 @@ with gr.Blocks(title="Semantic segmentation") as demo:
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
-            model = ui.model_dropdown(task.TASK)
-            model_card = gr.Markdown(ui.model_card_line(task.TASK, model.value))
+            model = ui.model_picker(task.TASK)
             backend = ui.backend_radio()
             opacity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Overlay opacity")
             submit = gr.Button("Segment", variant="primary")
@@ -56,7 +55,6 @@ with gr.Blocks(title="Semantic segmentation") as demo:
             served = gr.Markdown()
     gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image])
 
-    model.change(lambda name: ui.model_card_line(task.TASK, name), model, model_card, api_visibility="private")
     submit.click(segmentation, [image, model, backend, opacity], [picture, key, table, served], api_name="segmentation")
 
 

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import (
-    AutoConfig,
     AutoImageProcessor,
     AutoModelForSemanticSegmentation,
     EarlyStoppingCallback,
@@ -51,17 +50,6 @@ class SegmentationArguments(training.TrainingOptions):
         super().check()
         if not self.data or not Path(self.data).is_dir():
             raise UserError(f"--data {self.data!r}: no such folder.")
-
-
-def build_model(folder: Path, id2label: dict[int, str], args: SegmentationArguments):
-    label2id = {name: i for i, name in id2label.items()}
-    if args.from_scratch:
-        config = AutoConfig.from_pretrained(folder, id2label=id2label, label2id=label2id)
-        return AutoModelForSemanticSegmentation.from_config(config)
-    if not any(folder.glob("*.safetensors")):
-        raise UserError(f"{folder} has no safetensors weights; add --from-scratch to train its config from scratch.")
-    return AutoModelForSemanticSegmentation.from_pretrained(folder, id2label=id2label, label2id=label2id,
-                                                            ignore_mismatched_sizes=True, use_safetensors=True)
 
 
 def class_weights(dataset: MaskFolder, num_classes: int, sample: int = 300) -> torch.Tensor:
@@ -122,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     augmented, plain = MaskFolder(args.data, train_transform()), MaskFolder(args.data)
     order = torch.randperm(len(plain), generator=torch.Generator().manual_seed(args.seed)).tolist()
     cut = max(1, int(len(order) * args.validation_fraction))
-    model = build_model(folder, plain.id2label, args)
+    model = training.build_model(AutoModelForSemanticSegmentation, folder, plain.id2label, args.from_scratch)
     if args.freeze_backbone:
         training.freeze_backbone(model)
 
