@@ -72,3 +72,23 @@ def test_finetune_from_the_embedded_segmenter(tmp_path):
     assert json.loads((tmp_path / "seg-out" / "config.json").read_text())["id2label"]["0"] == "background"
     entry = registry.add_local("segmentation", tmp_path / "seg-out")
     assert task.segment(SCENES[0].image, model=entry.name)["segments"]
+
+
+@pytest.mark.slow
+def test_finetune_reads_a_datasets_dataset(tmp_path):
+    from datasets import Dataset
+    from datasets import Image as ImageFeature
+
+    scenes = [make_scene(11, i) for i in range(12)]
+    from PIL import Image
+
+    rows = {"picture": [s.image for s in scenes], "classes": [Image.fromarray(s.semantic_mask) for s in scenes]}
+    dataset = Dataset.from_dict(rows).cast_column("picture", ImageFeature()).cast_column("classes", ImageFeature())
+    (tmp_path / "ds").mkdir()
+    dataset.to_parquet(tmp_path / "ds" / "train.parquet")
+    (tmp_path / "labels.json").write_text(json.dumps(dict(enumerate(["background", *map(str, range(10))]))))
+    metrics = finetune.main(["--dataset", str(tmp_path / "ds"), "--image-column", "picture", "--mask-column",
+                             "classes", "--labels", str(tmp_path / "labels.json"), "--out", str(tmp_path / "seg-ds"),
+                             "--model", "digits-upernet", "--epochs", "1", "--batch-size", "4",
+                             "--learning-rate", "1e-5"])
+    assert metrics["eval_mean_iou"] >= 0.5  # a trained segmenter, checked on the dataset's own validation split

@@ -1,7 +1,8 @@
-"""Image/mask folders: the segmentation data users bring and `demohub data synth` writes.
+"""Segmentation data: image/mask folders (what `demohub data synth` writes) or a `datasets` dataset.
 
 A folder holds `images/` and `masks/` with the same file names; a mask is a single-channel
-PNG of class ids. `labels.json` ({"0": "background", ...}) names the ids.
+PNG of class ids. `labels.json` ({"0": "background", ...}) names the ids; for a `datasets`
+dataset, `--labels FILE` does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,41 @@ from torchvision.transforms import v2
 from shared.errors import UserError
 
 
-class MaskFolder(torch.utils.data.Dataset):
+class MaskPairs(torch.utils.data.Dataset):
+    """Image/mask pairs by index; subclasses say where they come from (`pair`)."""
+
+    id2label: dict[int, str]
+    transform = None
+
+    def pair(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        image, mask = self.pair(index)
+        sample = {"image": tv_tensors.Image(torch.from_numpy(np.array(image)).permute(2, 0, 1)),
+                  "mask": tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))}
+        return self.transform(sample) if self.transform is not None else sample
+
+
+class MaskRows(MaskPairs):
+    """A split of a `datasets` dataset with an image column and a mask column."""
+
+    def __init__(self, rows, id2label: dict[int, str], image_column: str = "image", mask_column: str = "mask",
+                 transform=None):
+        missing = {image_column, mask_column} - set(rows.column_names)
+        if missing:
+            raise UserError(f"The dataset has no column {sorted(missing)}; it has {rows.column_names}.")
+        self.rows, self.columns, self.id2label, self.transform = rows, (image_column, mask_column), id2label, transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def pair(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        row = self.rows[index]
+        return row[self.columns[0]].convert("RGB"), np.asarray(row[self.columns[1]])
+
+
+class MaskFolder(MaskPairs):
     def __init__(self, folder: str | Path, transform=None):
         self.folder = Path(folder)
         images = (self.folder / "images").glob("*")
@@ -38,12 +73,6 @@ class MaskFolder(torch.utils.data.Dataset):
         name = self.names[index]
         image = Image.open(self.folder / "images" / name).convert("RGB")
         return image, np.asarray(Image.open(self.folder / "masks" / name))
-
-    def __getitem__(self, index: int) -> dict:
-        image, mask = self.pair(index)
-        sample = {"image": tv_tensors.Image(torch.from_numpy(np.array(image)).permute(2, 0, 1)),
-                  "mask": tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))}
-        return self.transform(sample) if self.transform is not None else sample
 
 
 def train_transform() -> v2.Compose:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from datasets import load_dataset
 from transformers import (
     AutoImageProcessor,
     AutoModelForSemanticSegmentation,
@@ -34,7 +35,7 @@ from transformers import (
 )
 
 from apps.segmentation import task
-from apps.segmentation.data import MaskFolder, train_transform
+from apps.segmentation.data import MaskFolder, MaskPairs, MaskRows, train_transform
 from shared import loader, registry, training
 from shared.errors import UserError
 
@@ -43,13 +44,35 @@ from shared.errors import UserError
 class SegmentationArguments(training.TrainingOptions):
     data: str = field(default="", metadata={"help": "Folder with images/, masks/ and labels.json."})
     eval_data: str | None = field(default=None, metadata={"help": "A held-out folder for the final mIoU."})
+    dataset: str | None = field(default=None, metadata={"help": "A `datasets` dataset instead of --data; its "
+                                                                "test (or validation) split is the held-out one."})
+    image_column: str = "image"
+    mask_column: str = "mask"
+    labels: str | None = field(default=None, metadata={"help": "With --dataset: a labels.json naming mask ids."})
     balance_classes: bool = field(default=False, metadata={"help": "Weight the loss by 1/sqrt(class frequency): "
                                                                     "for small objects on a large background."})
 
     def check(self) -> None:
         super().check()
-        if not self.data or not Path(self.data).is_dir():
-            raise UserError(f"--data {self.data!r}: no such folder.")
+        if self.dataset:
+            if not self.labels or not Path(self.labels).is_file():
+                raise UserError("--dataset needs --labels FILE: a JSON object naming the mask ids.")
+        elif not self.data or not Path(self.data).is_dir():
+            raise UserError(f"--data {self.data!r}: no such folder (or give --dataset NAME).")
+
+
+def load_data(args: SegmentationArguments) -> tuple[MaskPairs, MaskPairs, MaskPairs | None]:
+    """(augmented train, plain train, held-out) from a folder or a `datasets` dataset."""
+    if not args.dataset:
+        held_out = MaskFolder(args.eval_data) if args.eval_data else None
+        return MaskFolder(args.data, train_transform()), MaskFolder(args.data), held_out
+    splits = load_dataset(args.dataset)
+    id2label = {int(k): v for k, v in json.loads(Path(args.labels).read_text()).items()}
+    columns = dict(image_column=args.image_column, mask_column=args.mask_column)
+    held_name = next((name for name in ("test", "validation") if name in splits), None)
+    held_out = MaskRows(splits[held_name], id2label, **columns) if held_name else None
+    return (MaskRows(splits["train"], id2label, **columns, transform=train_transform()),
+            MaskRows(splits["train"], id2label, **columns), held_out)
 
 
 def class_weights(dataset: MaskFolder, num_classes: int, sample: int = 300) -> torch.Tensor:
@@ -92,7 +115,8 @@ def model_card(out: Path, args: SegmentationArguments, metrics: dict, argv: list
     origin = f"`{args.model}`" + (" (architecture only, trained from scratch)" if args.from_scratch else "")
     return "\n".join([
         f"# {out.name}", "",
-        f"Semantic segmenter trained by `apps/segmentation/finetune.py` from {origin} on `{args.data}`.", "",
+        f"Semantic segmenter trained by `apps/segmentation/finetune.py` from {origin}",
+        f"on `{args.data or args.dataset}`.", "",
         f"- Held-out mean IoU ({held}: `{args.eval_data or 'validation split'}`): "
         f"**{metrics[f'{held}_mean_iou']:.4f}**",
         f"- Validation mean IoU: {metrics['eval_mean_iou']:.4f}",
@@ -107,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(args.seed)
     folder = loader.model_folder(registry.resolve(task.TASK, args.model or None))
     processor = AutoImageProcessor.from_pretrained(folder)
-    augmented, plain = MaskFolder(args.data, train_transform()), MaskFolder(args.data)
+    augmented, plain, held_out = load_data(args)
     order = torch.randperm(len(plain), generator=torch.Generator().manual_seed(args.seed)).tolist()
     cut = max(1, int(len(order) * args.validation_fraction))
     model = training.build_model(AutoModelForSemanticSegmentation, folder, plain.id2label, args.from_scratch)
@@ -133,8 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     metrics = {"train_loss": result.training_loss, "epochs_run": trainer.state.epoch}
     metrics.update(trainer.evaluate(metric_key_prefix="eval"))
-    if args.eval_data:
-        metrics.update(trainer.evaluate(MaskFolder(args.eval_data), metric_key_prefix="test"))
+    if held_out is not None:
+        metrics.update(trainer.evaluate(held_out, metric_key_prefix="test"))
     metrics = training.rounded(metrics)
     training.save(trainer, processor, args, metrics, model_card(Path(args.out), args, metrics, argv))
     return metrics
