@@ -159,3 +159,16 @@ def test_segmentation_endpoint_overlays_classes(hub_url):
                                                           backend="torch", opacity=0.6, api_name="/segmentation")
     assert Image.open(picture).size == (128, 128) and "background" in legend
     assert table["data"][0][0] == "background" and "digits-upernet" in served
+
+
+@pytest.mark.parametrize("app, settings", [
+    ("detection", {"model": "digits-rtdetr", "backend": "torch", "threshold": 0.5, "classes": "",
+                   "max_detections": 20}),
+    ("segmentation", {"model": "digits-upernet", "backend": "torch", "opacity": 0.5}),
+])
+def test_bad_uploads_get_the_same_sentences_in_every_image_app(hub_url, tmp_path, app, settings):
+    other = Client(f"{hub_url}/{app}/", verbose=False)
+    for path, words in bad_uploads(tmp_path):
+        with pytest.raises(Exception) as caught:
+            other.predict(image=handle_file(str(path)), **settings, api_name=f"/{app}")
+        assert words in str(caught.value), (app, path, caught.value)
