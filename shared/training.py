@@ -99,7 +99,13 @@ def reload_best(trainer, model_class) -> None:
 
 
 def freeze_backbone(model) -> None:
-    for parameter in getattr(model, model.base_model_prefix).parameters():
+    """Freeze the feature extractor, so only the head (and a detector's encoder-decoder) learns:
+    the model's `backbone` where it has one (detectors, UperNet), else its base model (classifiers)."""
+    base = getattr(model, model.base_model_prefix) if model.base_model_prefix else model
+    frozen = getattr(base, "backbone", None) or base
+    if frozen is model:
+        raise UserError(f"{type(model).__name__} has no separate backbone to freeze; drop --freeze-backbone.")
+    for parameter in frozen.parameters():
         parameter.requires_grad = False
 
 

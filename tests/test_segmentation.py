@@ -92,3 +92,14 @@ def test_finetune_reads_a_datasets_dataset(tmp_path):
                              "--model", "digits-upernet", "--epochs", "1", "--batch-size", "4",
                              "--learning-rate", "1e-5"])
     assert metrics["eval_mean_iou"] >= 0.5  # a trained segmenter, checked on the dataset's own validation split
+
+
+def test_freeze_backbone_leaves_the_head_trainable():
+    from transformers import AutoModelForSemanticSegmentation
+
+    from shared import training
+
+    model = AutoModelForSemanticSegmentation.from_pretrained(loader.load_model("segmentation").folder)
+    training.freeze_backbone(model)  # UperNet: no base-model prefix, a `backbone` attribute
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.decode_head.parameters())

@@ -52,13 +52,6 @@ class DetectionArguments(training.TrainingOptions):
             raise UserError(f"--data {self.data!r}: no such folder.")
 
 
-def freeze_backbone(model) -> None:
-    """The convolutional or transformer backbone only; the encoder-decoder and heads still learn."""
-    backbone = getattr(getattr(model, model.base_model_prefix), "backbone", None)
-    for parameter in (backbone or getattr(model, model.base_model_prefix)).parameters():
-        parameter.requires_grad = False
-
-
 def split(dataset: CocoFolder, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     cut = max(1, int(len(order) * fraction))
@@ -91,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = training.build_model(AutoModelForObjectDetection, folder, dict(enumerate(plain.label_names)),
                                  args.from_scratch)
     if args.freeze_backbone:
-        freeze_backbone(model)
+        training.freeze_backbone(model)
 
     def collate(samples: list[dict]) -> dict:
         encoded = processor(images=[s["image"] for s in samples], annotations=[coco_annotations(s) for s in samples],

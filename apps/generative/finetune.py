@@ -82,8 +82,8 @@ def load_images(data: str) -> dict:
 
 def build(args: GenerativeArguments, names: list[str]):
     if args.model:
-        folder = loader.model_folder(registry.resolve("generative", args.model))
-        model, _ = models.from_pretrained(folder, None, torch.float32)
+        entry = registry.resolve("generative", args.model)
+        model, _ = models.from_pretrained(loader.model_folder(entry), entry, torch.float32)
     elif args.family == "gan":
         model = models.ConditionalGenerator(num_classes=len(names), labels=names)
     else:
