@@ -8,7 +8,7 @@
     demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
     demohub bench APP [--model M] [--repeats N] [--cold-start]
     demohub data digits --out DIR
-    demohub data synth --out DIR --n N --seed S
+    demohub data synth --out DIR --n N --seed S [--text-only] [--max-repeats R]
 
 Results are printed as JSON. A bad input or setting exits with status 1 and one line on
 stderr; so does any other failure (set DEMOHUB_DEBUG=1 to see its traceback).
@@ -43,13 +43,17 @@ def _export(args) -> dict:
     from shared import export
 
     task, loaded = _load(args)
+    app_cli = apps.part(args.app, "cli")
+    if hasattr(app_cli, "export"):  # models of several graphs (encoder-decoder) export themselves
+        if args.quantize:
+            raise UserError(f"--quantize is not offered for {args.app} yet; its export is fp32.")
+        return app_cli.export(loaded)
     spec = task.onnx_spec(loaded)
     report = export.export(loaded, spec, task.sample_feeds(loaded, spec.example_batch))
     result = {"model": loaded.entry.name, "path": str(report.path), "seconds": round(report.seconds, 2),
               "cached": report.cached, "max_abs_diff_vs_torch": report.max_abs_diff,
               "tolerance": {"atol": spec.atol, "rtol": spec.rtol}}
     if args.quantize:
-        app_cli = apps.part(args.app, "cli")
         if not hasattr(app_cli, "quantization_report"):
             raise UserError(f"--quantize is not offered for {args.app}: its models gain little from int8.")
         result["quantized"] = app_cli.quantization_report(loaded, report.path, export.quantize(report.path))
@@ -60,8 +64,12 @@ def _bench(args) -> dict:
     from shared import bench
 
     task, loaded = _load(args)
-    result = bench.bench(loaded, task.onnx_spec(loaded), lambda n: task.sample_feeds(loaded, n),
-                         batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
+    app_cli = apps.part(args.app, "cli")
+    if hasattr(app_cli, "run_bench"):  # text generation: tokens per second
+        result = app_cli.run_bench(loaded, tuple(args.batch_sizes), args.repeats)
+    else:
+        result = bench.bench(loaded, task.onnx_spec(loaded), lambda n: task.sample_feeds(loaded, n),
+                             batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
     if args.cold_start:
         result["cold_start_s"] = bench.cold_start(args.app, task.cold_start_request())
     return result
@@ -84,7 +92,8 @@ def _data(args) -> dict:
     if args.dataset == "digits":
         return {"written": str(digits.write_imagefolder(args.out))}
     n, seed = whole_number("--n", args.n, 1, 1_000_000), whole_number("--seed", args.seed, 0, 2**32 - 1)
-    return scenes.write_datasets(args.out, n, seed)
+    max_repeats = whole_number("--max-repeats", args.max_repeats, 1, 1_000_000)
+    return scenes.write_datasets(args.out, n, seed, text_only=args.text_only, max_repeats=max_repeats)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--out", required=True)
     data.add_argument("--n", type=int, default=1000, help="synth: how many scenes")
     data.add_argument("--seed", type=int, default=0, help="synth: scenes of another seed are held out")
+    data.add_argument("--text-only", action="store_true", help="synth: write only the sentence pairs")
+    data.add_argument("--max-repeats", type=int, default=1,
+                      help="synth: write a sentence pair as often as it occurs, up to this many times")
     data.set_defaults(handler=_data)
     return parser
 

@@ -11,15 +11,18 @@
 Deterministic: scene `index` of `seed` is the same everywhere. Digits are scikit-learn's 8x8
 digits, scaled and coloured; backgrounds are the texture photos scikit-image ships (brick,
 grass, gravel) or plain colours; later digits may partly cover earlier ones. `write_datasets`
-writes COCO JSON for detection, image/mask folders for segmentation and a JSONL of captions
-and questions, the formats users bring to the fine-tuning scripts.
+writes COCO JSON for detection, image/mask folders for segmentation, a JSONL of captions
+and questions, and their English/German sentence pairs in the `datasets` translation format:
+the formats users bring to the fine-tuning scripts.
 
     demohub data synth --out data/scenes-train --n 2000 --seed 0
+    demohub data synth --out data/scenes-text --n 12000 --seed 0 --text-only --max-repeats 10
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -196,9 +199,45 @@ def questions(objects: list[SceneObject], rng: np.random.Generator) -> list[dict
     return qa
 
 
-def write_datasets(out: str | Path, n: int, seed: int) -> dict[str, str]:
-    """Scenes 0..n-1 of `seed` as COCO detection JSON, segmentation image/mask folders and captions."""
+def sentence_pairs(scene: Scene) -> list[dict[str, str]]:
+    """The scene's caption, questions and answers as {"en", "de"} pairs."""
+    return [scene.caption, *(qa[part] for qa in scene.qa for part in ("question", "answer"))]
+
+
+def sentence_case(text: str) -> str:
+    """"a red 3" -> "A red 3.": how people type a sentence (questions keep their "?")."""
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith("?") else text + "."
+
+
+def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int = 1) -> Path:
+    """The English/German pairs of scenes 0..n-1 of `seed`, each also in sentence case, as JSONL rows
+    {"translation": {"en": ..., "de": ...}} (the `datasets` translation format).
+
+    A pair is written as often as it occurs, at most `max_repeats` times: for training, frequent
+    questions then weigh more than one-off captions without swamping them; for a held-out set, 1.
+    """
+    path = Path(out) / "translation.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts: Counter[tuple[str, str]] = Counter()
+    for index in range(n):
+        for pair in sentence_pairs(make_scene(seed, index)):
+            counts[pair["en"], pair["de"]] += 1
+            counts[sentence_case(pair["en"]), sentence_case(pair["de"])] += 1
+    with path.open("w", encoding="utf-8") as f:
+        for (en, de), count in counts.items():
+            row = json.dumps({"translation": {"en": en, "de": de}}, ensure_ascii=False) + "\n"
+            f.write(row * min(count, max_repeats))
+    return path
+
+
+def write_datasets(out: str | Path, n: int, seed: int, text_only: bool = False, max_repeats: int = 1) -> dict[str, str]:
+    """Scenes 0..n-1 of `seed` as COCO detection JSON, segmentation image/mask folders, captions
+    and sentence pairs (only the sentence pairs with `text_only`)."""
     out = Path(out)
+    translation = write_translation_pairs(out, n, seed, max_repeats)
+    if text_only:
+        return {"translation": str(translation)}
     for folder in ("images", "masks"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     coco = {"images": [], "annotations": [], "categories": [{"id": d, "name": str(d)} for d in range(10)]}
@@ -220,4 +259,4 @@ def write_datasets(out: str | Path, n: int, seed: int) -> dict[str, str]:
     (out / "labels.json").write_text(json.dumps(dict(enumerate(CLASS_NAMES)), indent=1))
     return {"images": str(out / "images"), "detection": str(out / "detection.json"),
             "segmentation_masks": str(out / "masks"), "labels": str(out / "labels.json"),
-            "text": str(out / "text.jsonl")}
+            "text": str(out / "text.jsonl"), "translation": str(translation)}
