@@ -46,7 +46,13 @@ def providers(device: torch.device) -> list:
     return [*chosen, "CPUExecutionProvider"]
 
 
-def ort_session(path: Path, device: torch.device):
+def ort_session(path: Path, device: torch.device, spinning: bool = True, intra_op_threads: int | None = None):
+    """An onnxruntime session on the best provider, with `threads()` threads unless told otherwise.
+
+    `spinning=False` lets its threads sleep right after each run: where torch works between runs
+    (a generation loop), spinning threads take the cores that torch's own threads wait for
+    (a 4x150 log_softmax went from 0.02 to 4 ms).
+    """
     try:
         import onnxruntime as ort
     except ImportError:
@@ -56,8 +62,10 @@ def ort_session(path: Path, device: torch.device):
         ort.preload_dlls()  # reuse the CUDA libraries that torch already ships
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads()
+    options.intra_op_num_threads = intra_op_threads or threads()
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=providers(device))
 
 

@@ -8,6 +8,7 @@ spread. One-time costs (load, export, session) are reported apart from steady st
 
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 import sys
@@ -88,3 +89,67 @@ def cold_start(app: str, request: dict, timeout_s: float = 120) -> float:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _generated_tokens(token_ids: torch.Tensor, pad_id: int) -> int:
+    """New tokens in `generate()`'s answer: all but the start column, padding excluded."""
+    return int((token_ids[:, 1:] != pad_id).sum())
+
+
+def _time_interleaved(calls: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def bench_generation(loaded: LoadedModel, onnx, inputs: Callable[[int], dict], batch_sizes: tuple[int, ...] = (1, 8),
+                     repeats: int = 20, warmup: int = 3, cache_tokens: int = 64) -> dict:
+    """Tokens per second of torch `generate()` and of the ONNX search (shared/seq2seq.py) on the same
+    inputs, greedy and beam search of 4, after checking that both give the same tokens; then the
+    ONNX search with and without its key/value cache at `cache_tokens` new tokens."""
+    threads = backends.threads()
+    torch.set_num_threads(threads)
+    pad_id = loaded.model.generation_config.pad_token_id
+    results = []
+    for decoding, settings in {"greedy": {"num_beams": 1}, "beam4": {"num_beams": 4}}.items():
+        for batch_size in batch_sizes:
+            feeds = inputs(batch_size)
+            with torch.inference_mode():
+                reference = loaded.model.generate(**feeds, **settings)
+            got = onnx.generate(**feeds, **settings)
+            calls = {"torch": functools.partial(loaded.model.generate, **feeds, **settings),
+                     "onnx": functools.partial(onnx.generate, **feeds, **settings)}
+            with torch.inference_mode():
+                times = _time_interleaved(calls, repeats, warmup)
+            tokens = _generated_tokens(reference, pad_id)
+            row = {"decoding": decoding, "batch_size": batch_size, "new_tokens": tokens,
+                   "tokens_equal": bool(torch.equal(reference, got))}
+            for name in calls:
+                row[name] = {**_percentiles(times[name]),
+                             "tokens_per_s": round(tokens / np.median(times[name]) * 1e3, 1)}
+            row["onnx_speedup"] = round(row["torch"]["median_ms"] / row["onnx"]["median_ms"], 2)
+            results.append(row)
+
+    fixed = {"num_beams": 1, "min_new_tokens": cache_tokens, "max_new_tokens": cache_tokens}
+    cache = []
+    for batch_size in batch_sizes:
+        feeds = inputs(batch_size)
+        calls = {"with_cache": functools.partial(onnx.generate, **feeds, **fixed, use_cache=True),
+                 "without_cache": functools.partial(onnx.generate, **feeds, **fixed, use_cache=False)}
+        times = _time_interleaved(calls, max(5, repeats // 2), 1)
+        row = {"batch_size": batch_size, "new_tokens": cache_tokens,
+               **{name: _percentiles(samples) for name, samples in times.items()}}
+        row["speedup"] = round(row["without_cache"]["median_ms"] / row["with_cache"]["median_ms"], 2)
+        cache.append(row)
+    return {"model": loaded.entry.name, "device": str(loaded.device), "threads": threads,
+            "onnx_threads": {"encoder": threads, "decoder_steps": onnx.decoder_threads},
+            "providers": onnx.sessions["decoder"].get_providers(),
+            "measures": "generate() on tokenized sentences: torch model.generate vs ONNX graphs + search",
+            "repeats": repeats, "warmup": warmup, "results": results, "onnx_cache": cache}

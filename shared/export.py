@@ -89,13 +89,19 @@ def onnx_path(loaded: LoadedModel, spec: OnnxSpec, quantize: bool = False) -> Pa
     return CACHE_DIR / "onnx" / f"{slug}-{key}" / ("model.int8.onnx" if quantize else "model.onnx")
 
 
-def torch_outputs(model: torch.nn.Module, spec: OnnxSpec, feeds: Feeds) -> list[np.ndarray]:
+# Builds the module that is exported: positional tensors in spec.input_names order in, a tuple in
+# spec.output_names order out. The default calls the model with named inputs; a model that needs
+# more (a decoder carrying its key/value cache) brings its own (see shared/seq2seq.py).
+Wrap = Callable[[torch.nn.Module, OnnxSpec], torch.nn.Module]
+
+
+def torch_outputs(model: torch.nn.Module, spec: OnnxSpec, feeds: Feeds, wrap: Wrap = _NamedOutputs) -> list[np.ndarray]:
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     tensors = [torch.from_numpy(feeds[n]).to(device) for n in spec.input_names]
     tensors = [t.to(dtype) if t.is_floating_point() else t for t in tensors]
     with torch.inference_mode():
-        outputs = _NamedOutputs(model, spec)(*tensors)
+        outputs = wrap(model, spec)(*tensors)
     return [o.float().cpu().numpy() for o in outputs]
 
 
@@ -120,7 +126,7 @@ class ExportReport:
     cached: bool
 
 
-def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds) -> ExportReport:
+def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap: Wrap = _NamedOutputs) -> ExportReport:
     """Export (or reuse) the fp32 ONNX file of `loaded` and check it on `sample_feeds`.
 
     `sample_feeds` should have `spec.example_batch` rows.
@@ -137,9 +143,9 @@ def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds) -> ExportRe
     model = loaded.model
     if loaded.device.type != "cpu" or loaded.dtype != torch.float32:
         model = copy.deepcopy(model).float().cpu()
-    reference = torch_outputs(model, spec, sample_feeds)
+    reference = torch_outputs(model, spec, sample_feeds, wrap)
     if not cached:
-        _write_onnx(model, spec, sample_feeds, path)
+        _write_onnx(wrap(model, spec), spec, sample_feeds, path)
         _check_dynamic_axes(path, spec)
     session = ort_session(path, torch.device("cpu"))
     got = session.run(list(spec.output_names), {n: sample_feeds[n] for n in spec.input_names})
@@ -151,7 +157,7 @@ def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds) -> ExportRe
     return ExportReport(path, time.perf_counter() - started, diff, cached)
 
 
-def _write_onnx(model: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, path: Path) -> None:
+def _write_onnx(module: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, path: Path) -> None:
     dims: dict[str, torch.export.Dim] = {}
     dynamic_shapes = tuple(
         {axis: dims.setdefault(dim, torch.export.Dim(dim, min=1, max=4096))
@@ -163,7 +169,7 @@ def _write_onnx(model: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, pat
     scratch = Path(tempfile.mkdtemp(dir=path.parent.parent))
     try:
         program = torch.onnx.export(
-            _NamedOutputs(model, spec).eval(), example, input_names=list(spec.input_names),
+            module.eval(), example, input_names=list(spec.input_names),
             # one entry for the wrapper's single *inputs argument, itself a tuple per input
             output_names=list(spec.output_names), dynamic_shapes=(dynamic_shapes,), opset_version=OPSET,
             dynamo=True, verbose=False,

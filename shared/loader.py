@@ -25,6 +25,8 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
 )
 from transformers.utils import logging as transformers_logging
 
@@ -54,6 +56,7 @@ TASK_LOADERS: dict[str, Callable | str] = {
     "detection": transformers_loader(AutoModelForObjectDetection, AutoImageProcessor),
     "segmentation": transformers_loader(AutoModelForSemanticSegmentation, AutoImageProcessor),
     "generative": "apps.generative.models:from_pretrained",
+    "translation": transformers_loader(AutoModelForSeq2SeqLM, AutoTokenizer),
 }
 
 

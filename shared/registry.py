@@ -41,6 +41,13 @@ class ModelEntry:
     revision: str = ""
     files: tuple[str, ...] = field(default_factory=tuple)
     trust_remote_code: bool = False
+    languages: tuple[str, ...] = field(default_factory=tuple)  # translation: every pair among these ...
+    pairs: tuple[str, ...] = field(default_factory=tuple)  # ... or only these directions, "en-de"
+
+    def translates(self, src: str, tgt: str) -> bool:
+        if self.pairs:
+            return f"{src}-{tgt}" in self.pairs
+        return src != tgt and src in self.languages and tgt in self.languages
 
     @property
     def local_dir(self) -> Path | None:
@@ -77,7 +84,8 @@ def parse(table: dict) -> dict[str, ModelEntry]:
     entries: dict[str, ModelEntry] = {}
     for row in table.get("models", []):
         row = dict(row)
-        row["files"] = tuple(row.get("files", ()))
+        for key in ("files", "languages", "pairs"):
+            row[key] = tuple(row.get(key, ()))
         entry = ModelEntry(**row)
         if entry.name in entries:
             raise ValueError(f"registry: duplicate model name {entry.name!r}")

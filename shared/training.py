@@ -54,7 +54,9 @@ def parse(argv: list[str], arguments_class, prog: str, description: str):
     return args
 
 
-def trainer_arguments(args: TrainingOptions, train_size: int, metric: str, **overrides) -> TrainingArguments:
+def trainer_arguments(args: TrainingOptions, train_size: int, metric: str, arguments_class=TrainingArguments,
+                      **overrides) -> TrainingArguments:
+    """The shared Trainer settings; `arguments_class` may be Seq2SeqTrainingArguments, `overrides` win."""
     steps = args.epochs * math.ceil(train_size / args.batch_size)
     cuda = torch.cuda.is_available()
     settings = dict(
@@ -68,7 +70,7 @@ def trainer_arguments(args: TrainingOptions, train_size: int, metric: str, **ove
         dataloader_num_workers=0, dataloader_pin_memory=cuda,
         push_to_hub=bool(args.push_to_hub), hub_model_id=args.push_to_hub,
     )
-    return TrainingArguments(**{**settings, **overrides})
+    return arguments_class(**{**settings, **overrides})
 
 
 def build_model(auto_class, folder: Path, id2label: dict[int, str], from_scratch: bool):
