@@ -63,3 +63,18 @@ def test_adversarial_page_attacks_and_plots(page, hub_url):
     page.get_by_text("Served by").wait_for(timeout=60_000)
     text = page.locator("body").inner_text()
     assert "fooled" in text and "ONNX backend on the adversarial image" in text
+
+
+def test_translation_page_swaps_and_translates(page, hub_url):
+    page.goto(f"{hub_url}/translation/")
+    text, translation = page.locator("textarea").nth(0), page.locator("textarea").nth(1)  # input, output
+    text.fill("Is there an 8?")
+    page.get_by_role("button", name="Translate").click()
+    page.get_by_text("Served by").wait_for(timeout=30_000)
+    assert translation.input_value() == "Gibt es eine 8?"
+    assert "scenes-marian" in page.locator("body").inner_text() and "Apache-2.0" in page.content()
+
+    page.get_by_role("button", name="Swap").click()  # the languages swap and the translation becomes the text
+    page.wait_for_function("document.querySelectorAll('textarea')[0].value === 'Gibt es eine 8?'", timeout=10_000)
+    page.get_by_role("button", name="Translate").click()
+    page.wait_for_function("document.querySelectorAll('textarea')[1].value === 'Is there an 8?'", timeout=30_000)

@@ -130,3 +130,45 @@ def test_predict_segmentation_writes_the_mask(capsys, tmp_path):
     assert status == 0 and mask.size == (128, 128)
     assert {s["label"] for s in result["segments"]} >= {"background"}
     assert abs(sum(s["area_fraction"] for s in result["segments"]) - 1) < 1e-3
+
+
+def test_predict_translation_prints_the_promised_json(capsys):
+    status, out, _ = run_cli(capsys, "predict", "translation", "--text", "Is there an 8? A red 3.", "--src", "en",
+                             "--tgt", "de", "--backend", "onnx")
+    result = json.loads(out)
+    assert status == 0 and set(result) >= {"translation", "model", "backend", "latency_ms"}
+    assert result["translation"] == "Gibt es eine 8? Eine rote 3." and result["backend"] == "onnx"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--text", ""], "empty"),
+    (["--text", "   "], "empty"),
+    (["--text", "x" * 6000], "limit is 5,000"),
+    (["--text", "hi", "--src", "en", "--tgt", "fr"], "does not translate English to French"),
+    (["--text", "hi", "--num-beams", "0"], "num_beams"),
+    (["--text", "hi", "--model", "Helsinki-NLP/opus-mt-en-de"], "cannot be reached"),
+])
+def test_predict_translation_bad_input(capsys, monkeypatch, argv, words):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    status, out, err = run_cli(capsys, "predict", "translation", *argv)
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and words in err
+
+
+def test_export_translation_writes_three_checked_graphs(capsys):
+    status, out, _ = run_cli(capsys, "export", "translation")
+    result = json.loads(out)
+    assert status == 0 and set(result["paths"]) == {"encoder", "decoder", "decoder_with_past"}
+    assert all(diff <= result["tolerance"] for diff in result["max_abs_diff_vs_torch"].values())
+
+
+def test_bench_translation_reports_tokens_per_second_and_the_cache(capsys):
+    status, out, _ = run_cli(capsys, "bench", "translation", "--repeats", "2")
+    result = json.loads(out)
+    assert status == 0
+    assert [(r["decoding"], r["batch_size"]) for r in result["results"]] == [
+        ("greedy", 1), ("greedy", 8), ("beam4", 1), ("beam4", 8)]
+    for row in result["results"]:
+        assert row["tokens_equal"] and row["torch"]["tokens_per_s"] > 0 and row["onnx"]["tokens_per_s"] > 0
+    assert [row["batch_size"] for row in result["onnx_cache"]] == [1, 8]
+    assert all(row["new_tokens"] == 64 and row["speedup"] > 0 for row in result["onnx_cache"])

@@ -1,0 +1,163 @@
+"""Translation: the adapter against `model.generate()`, the ONNX search against `generate()` token
+for token, the embedded model's quality, and what bad text gets."""
+
+import json
+
+import pytest
+import sacrebleu
+import torch
+from transformers import AutoModelForSeq2SeqLM, M2M100Config, M2M100ForConditionalGeneration, MarianConfig
+
+from apps.translation import task
+from shared import loader, registry, scenes
+from shared.errors import ModelUnavailable, UserError
+from shared.pipelines import TranslationPipeline, translation_inputs
+from shared.seq2seq import Seq2SeqOnnx, export_graphs
+
+SENTENCES = ["A red 3 to the left of a blue 7.", "is there an 8?",
+             "a green 6, a red 1, a yellow 6 and a yellow 6", "What colour is the 5?"]
+SETTINGS = [{"num_beams": 1}, {"num_beams": 4}, {"num_beams": 3, "length_penalty": 0.6},
+            {"num_beams": 4, "early_stopping": True, "max_new_tokens": 9}, {"num_beams": 1, "max_new_tokens": 4}]
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return loader.load_model(task.TASK, "scenes-marian")
+
+
+def encoded(loaded, texts, src="en", tgt="de"):
+    return translation_inputs(loaded.processor, texts, src, tgt, padding=True, return_tensors="pt")
+
+
+def test_the_app_answers_what_generate_answers(embedded):
+    inputs = encoded(embedded, SENTENCES)
+    expected = embedded.processor.batch_decode(embedded.model.generate(**inputs, num_beams=4, max_new_tokens=128),
+                                               skip_special_tokens=True)
+    result = task.translate("\n".join(SENTENCES), "en", "de", model="scenes-marian", num_beams=4)
+    assert result["translation"].split("\n") == expected
+    assert expected[0] == "Eine rote 3 links von einer blauen 7."
+    assert result["sentences"] == 4 and result["model"] == "scenes-marian" and result["notes"] == []
+
+
+def test_the_adapter_keeps_the_old_pipeline_call(embedded):
+    translate = TranslationPipeline(embedded.model, embedded.processor)
+    answers = translate(["Is there an 8?", "what colour is the 5?"], src_lang="en", tgt_lang="de", num_beams=2)
+    assert [a["translation_text"] for a in answers] == ["Gibt es eine 8?", "welche farbe hat die 5?"]
+    (single,) = translate("gibt es eine 2?", src_lang="de", tgt_lang="en", return_tensors=True)
+    assert single["translation_text"] == "is there a 2?"
+    assert single["translation_token_ids"][0] == embedded.model.config.decoder_start_token_id
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()))
+def test_onnx_tokens_equal_generate_tokens(embedded, settings):
+    onnx = task.onnx_generator(embedded)
+    for src, tgt in (("en", "de"), ("de", "en")):
+        texts = SENTENCES if src == "en" else ["Eine grüne 6 über einer gelben 2.", "wie viele ziffern gibt es?"]
+        inputs = encoded(embedded, texts, src, tgt)
+        expected = embedded.model.generate(**inputs, **settings)
+        assert torch.equal(onnx.generate(**inputs, **settings), expected)
+        assert torch.equal(onnx.generate(**inputs, **settings, use_cache=False), expected)
+
+
+def test_onnx_answers_the_app_with_the_same_text(embedded):
+    text = "A red 3 to the left of a blue 7. Is there an 8?\nWie viele Ziffern gibt es?"
+    torch_answer = task.translate(text, "en", "de", backend="torch", num_beams=4)
+    onnx_answer = task.translate(text, "en", "de", backend="onnx", num_beams=4)
+    assert onnx_answer["translation"] == torch_answer["translation"] and onnx_answer["backend"] == "onnx"
+
+
+def _tiny(architecture: str, folder, vocab_size: int):
+    """Random weights, for the code path on Hub architectures only (an M2M100 and a deeper Marian)."""
+    torch.manual_seed(0)
+    pad = vocab_size - 1
+    shape = dict(vocab_size=vocab_size, d_model=32, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
+                 decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
+                 pad_token_id=pad, eos_token_id=0, decoder_start_token_id=pad, forced_eos_token_id=0)
+    model = (M2M100ForConditionalGeneration(M2M100Config(**shape)) if architecture == "m2m100"
+             else AutoModelForSeq2SeqLM.from_config(MarianConfig(**shape)))
+    model.save_pretrained(folder)
+    return model.eval()
+
+
+@pytest.mark.parametrize("architecture", ["marian", "m2m100"])
+def test_onnx_search_on_other_architectures(embedded, architecture, tmp_path):
+    model = _tiny(architecture, tmp_path / architecture, len(embedded.processor))
+    entry = registry.add_local(task.TASK, tmp_path / architecture, name=f"tiny-seq2seq-{architecture}")
+    loaded = loader.LoadedModel(entry, model, embedded.processor, tmp_path / architecture,
+                                torch.device("cpu"), torch.float32)
+    inputs = encoded(embedded, SENTENCES[:3])
+    onnx = Seq2SeqOnnx(export_graphs(loaded, {k: v.numpy() for k, v in inputs.items()}), loaded)
+    for settings in ({"num_beams": 1, "max_new_tokens": 12}, {"num_beams": 3, "max_new_tokens": 12},
+                     {"num_beams": 2, "max_new_tokens": 10, "no_repeat_ngram_size": 2, "repetition_penalty": 1.3}):
+        assert torch.equal(onnx.generate(**inputs, **settings), model.generate(**inputs, **settings)), settings
+
+
+def test_embedded_model_bleu_on_held_out_scenes(embedded):
+    """The model card's bar, checked on the first held-out scenes of seed 1 (never trained on)."""
+    pairs = [p for i in range(40) for p in scenes.sentence_pairs(scenes.make_scene(1, i))]
+    for src, tgt in (("en", "de"), ("de", "en")):
+        sources, references = [p[src] for p in pairs], [p[tgt] for p in pairs]
+        ids = task.onnx_generator(embedded).generate(**encoded(embedded, sources, src, tgt), num_beams=4)
+        hypotheses = embedded.processor.batch_decode(ids, skip_special_tokens=True)
+        assert sacrebleu.corpus_bleu(hypotheses, [references]).score >= 90
+
+
+def test_model_card_reports_bleu_of_both_directions():
+    metrics = json.loads((registry.MODELS_DIR / "translation" / "scenes-marian" / "metrics.json").read_text())
+    assert metrics["test_en_de_bleu"] >= 90 and metrics["test_de_en_bleu"] >= 90
+
+
+def test_a_long_paragraph_is_split_not_cut(embedded):
+    sentence = "A red 3 to the left of a blue 7."
+    result = task.translate(" ".join([sentence] * 30), "en", "de", num_beams=1)
+    assert result["sentences"] == 30
+    assert result["translation"] == " ".join(["Eine rote 3 links von einer blauen 7."] * 30)
+    # one sentence far over the model's 128 tokens: cut at word boundaries into pieces that fit
+    words = ("a red 3, " * 60).strip().rstrip(",")
+    pieces = task.sentences_of(embedded, words)[0]
+    assert len(pieces) > 1 and " ".join(pieces) == words
+    assert task.translate(words, "en", "de", num_beams=1)["sentences"] == len(pieces)
+
+
+def test_control_characters_are_dropped_and_mixed_scripts_noted():
+    clean = task.translate("is there\x00 an\u200b 8?\x07", "en", "de", num_beams=1)
+    assert clean["translation"] == "gibt es eine 8?"
+    mixed = task.translate("a red 3 и синий 7 数字", "en", "de", num_beams=1)
+    assert mixed["translation"] and "unknown" in mixed["notes"][0] and "数" in mixed["notes"][0]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"source_text": ""}, "empty"),
+    ({"source_text": " \n\t "}, "empty"),
+    ({"source_text": "\x00\x01\x02"}, "empty"),
+    ({"source_text": None}, "No text"),
+    ({"source_text": "x" * 5001}, "limit is 5,000"),
+    ({"source_text": "hi", "src": "fr", "tgt": "de"}, "does not translate French to German"),
+    ({"source_text": "hi", "src": "xx"}, "Unknown language"),
+    ({"source_text": "hi", "src": "de", "tgt": "de"}, "the same"),
+    ({"source_text": "hi", "num_beams": 0}, "num_beams"),
+    ({"source_text": "hi", "num_beams": 99}, "num_beams"),
+    ({"source_text": "hi", "max_new_tokens": 100000}, "max_new_tokens"),
+    ({"source_text": "hi", "backend": "tensorrt"}, "Unknown backend"),
+    ({"source_text": "hi", "model": "opus-mt", "src": "de", "tgt": "fr"}, "No curated opus-mt"),
+])
+def test_bad_input_gets_a_sentence(kwargs, words):
+    with pytest.raises(UserError, match=words):
+        task.translate(**kwargs)
+
+
+def test_opus_mt_is_picked_by_the_pair_and_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert task.pick_model(task.OPUS_MT, "fr", "en").name == "Helsinki-NLP/opus-mt-fr-en"
+    with pytest.raises(ModelUnavailable, match="cannot be reached"):
+        task.translate("Hello.", "en", "de", model=task.OPUS_MT)
+    # the UI answers with the embedded model when it knows the pair, and says so
+    result = task.translate("Is there an 8?", "en", "de", model=task.OPUS_MT, fallback=True)
+    assert result["model"] == "scenes-marian" and "Answered with scenes-marian" in result["notes"][0]
+
+
+def test_no_default_forbids_commercial_use_and_nllb_is_not_a_default():
+    for entry in registry.entries(task.TASK):
+        assert entry.default is False or entry.commercial_use
+    assert registry.default(task.TASK).name == "scenes-marian"
+    assert registry.get(task.TASK, "facebook/m2m100_418M").license == "MIT"
