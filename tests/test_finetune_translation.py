@@ -71,3 +71,13 @@ def test_arguments_and_data_are_checked_with_a_sentence(tmp_path, argv, words):
     argv = [a.format(tsv=tsv, bad=bad) for a in argv]
     with pytest.raises(UserError, match=words):
         finetune.main([*argv, "--out", str(tmp_path / "out")])
+
+
+def test_a_run_resumes_from_its_last_checkpoint(tmp_path):
+    data = write_tsv(tmp_path / "train.tsv", scene_pairs(5, 20))
+    out = tmp_path / "resumed"
+    common = ["--data", str(data), "--out", str(out), "--batch-size", "16", "--keep-checkpoints"]
+    finetune.main([*common, "--epochs", "1"])
+    metrics = finetune.main([*common, "--epochs", "2", "--resume"])
+    assert metrics["epochs_run"] == 2.0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1].startswith("checkpoint-")
