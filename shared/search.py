@@ -53,9 +53,9 @@ def settings(generation_config: GenerationConfig, start_length: int = 1, **kwarg
     if unused:
         raise UserError(f"Unknown generation settings: {', '.join(sorted(unused))}.")
     for name, off in _UNSUPPORTED.items():
-        if getattr(config, name, off) not in (off, None) and getattr(config, name, off) != off:
-            raise UserError(f"The onnx backend does not support {name}={getattr(config, name)!r}; "
-                            "use the torch backend.")
+        value = getattr(config, name, None)
+        if value is not None and value != off:
+            raise UserError(f"The onnx backend does not support {name}={value!r}; use the torch backend.")
     max_length = config.max_length if config.max_new_tokens is None else start_length + config.max_new_tokens
     eos = config.eos_token_id
     eos_ids = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), dtype=torch.long)

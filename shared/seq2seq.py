@@ -19,7 +19,7 @@ Marian and M2M100 here, a VisionEncoderDecoder captioner with `encoder_inputs=("
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,21 +125,27 @@ def sample_feeds(loaded: LoadedModel, graphs: Seq2SeqSpecs, encoder_feeds: Feeds
 
 @dataclass
 class ExportedSeq2Seq:
+    specs: Seq2SeqSpecs
     paths: dict[str, Path]
     max_abs_diff: dict[str, float]
     cached: bool
-    seconds: float = 0.0
-    specs: Seq2SeqSpecs | None = field(default=None, repr=False)
+    seconds: float
+
+
+def decoder_layers(config) -> int:
+    """Marian, M2M100, BART: `decoder_layers`; a VisionEncoderDecoder: its text decoder's layers."""
+    return getattr(config, "decoder_layers", None) or config.get_text_config(decoder=True).num_hidden_layers
 
 
 def export_graphs(loaded: LoadedModel, encoder_feeds: Feeds) -> ExportedSeq2Seq:
     """Export (or reuse) the three graphs of `loaded`, each checked against torch on real inputs."""
-    graphs = specs(tuple(encoder_feeds), loaded.model.config.decoder_layers)
+    graphs = specs(tuple(encoder_feeds), decoder_layers(loaded.model.config))
     feeds = sample_feeds(loaded, graphs, encoder_feeds)
     wraps = {"encoder": EncoderGraph, "decoder": DecoderGraph, "decoder_with_past": DecoderGraph}
     reports = {name: export.export(loaded, getattr(graphs, name), feeds[name], wraps[name]) for name in wraps}
-    return ExportedSeq2Seq({n: r.path for n, r in reports.items()}, {n: r.max_abs_diff for n, r in reports.items()},
-                           all(r.cached for r in reports.values()), sum(r.seconds for r in reports.values()), graphs)
+    return ExportedSeq2Seq(graphs, {n: r.path for n, r in reports.items()},
+                           {n: r.max_abs_diff for n, r in reports.items()}, all(r.cached for r in reports.values()),
+                           sum(r.seconds for r in reports.values()))
 
 
 class Seq2SeqOnnx:
@@ -157,7 +163,8 @@ class Seq2SeqOnnx:
                          for name, path in exported.paths.items()}
         self.inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
         self.generation_config = loaded.model.generation_config
-        self.decoder_start_token_id = loaded.model.config.decoder_start_token_id
+        start = self.generation_config.decoder_start_token_id  # where generate() looks first
+        self.decoder_start_token_id = start if start is not None else loaded.model.config.decoder_start_token_id
         self.paths = exported.paths
 
     def _run(self, graph: str, feeds: Feeds) -> list[np.ndarray]:

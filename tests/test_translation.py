@@ -59,6 +59,14 @@ def test_onnx_tokens_equal_generate_tokens(embedded, settings):
         assert torch.equal(onnx.generate(**inputs, **settings, use_cache=False), expected)
 
 
+@pytest.mark.parametrize("settings, words", [({"do_sample": True}, "does not support do_sample"),
+                                             ({"suppress_tokens": [3]}, "does not support suppress_tokens"),
+                                             ({"no_such_setting": 1}, "Unknown generation settings")])
+def test_onnx_refuses_settings_it_does_not_implement(embedded, settings, words):
+    with pytest.raises(UserError, match=words):
+        task.onnx_generator(embedded).generate(**encoded(embedded, SENTENCES[:1]), **settings)
+
+
 def test_onnx_answers_the_app_with_the_same_text(embedded):
     text = "A red 3 to the left of a blue 7. Is there an 8?\nWie viele Ziffern gibt es?"
     torch_answer = task.translate(text, "en", "de", backend="torch", num_beams=4)
