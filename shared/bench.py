@@ -29,6 +29,21 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     return {"median_ms": round(float(p50), 3), "p10_ms": round(float(p10), 3), "p90_ms": round(float(p90), 3)}
 
 
+def _time_interleaved(calls: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each of `calls`: warm-up rounds first, then rounds in which every
+    call runs once, so that machine noise hits all of them alike."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
 def bench(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int], Feeds],
           batch_sizes: tuple[int, ...] = (1, 8), repeats: int = 30, warmup: int = 5) -> dict:
     threads = backends.threads()
@@ -46,15 +61,8 @@ def bench(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int], Fee
         feeds = sample_feeds(batch_size)
         reference = list(runners["torch"](feeds).values())
         diff = export.compare(reference, list(runners["onnx"](feeds).values()), spec)
-        times: dict[str, list[float]] = {"torch": [], "onnx": []}
-        for _ in range(warmup):
-            for run in runners.values():
-                run(feeds)
-        for _ in range(repeats):
-            for name, run in runners.items():
-                t0 = time.perf_counter()
-                run(feeds)
-                times[name].append((time.perf_counter() - t0) * 1e3)
+        times = _time_interleaved({name: functools.partial(run, feeds) for name, run in runners.items()},
+                                  repeats, warmup)
         row = {"batch_size": batch_size, "max_abs_diff": diff,
                "torch": _percentiles(times["torch"]), "onnx": _percentiles(times["onnx"])}
         row["onnx_speedup"] = round(row["torch"]["median_ms"] / row["onnx"]["median_ms"], 2)
@@ -94,19 +102,6 @@ def cold_start(app: str, request: dict, timeout_s: float = 120) -> float:
 def _generated_tokens(token_ids: torch.Tensor, pad_id: int) -> int:
     """New tokens in `generate()`'s answer: all but the start column, padding excluded."""
     return int((token_ids[:, 1:] != pad_id).sum())
-
-
-def _time_interleaved(calls: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
-    for _ in range(warmup):
-        for call in calls.values():
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def bench_generation(loaded: LoadedModel, onnx, inputs: Callable[[int], dict], batch_sizes: tuple[int, ...] = (1, 8),

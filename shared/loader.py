@@ -174,12 +174,14 @@ def load_model(task: str, name: str | None = None, device: torch.device | None =
     return cache.get(("model", entry.name, str(device)), lambda: _load(entry, device), lambda m: m.nbytes)
 
 
-def load_or_fallback(task: str, name: str | None) -> tuple[LoadedModel, str]:
-    """For the UI: the asked-for model, or the task's default with a sentence saying why."""
+def load_or_fallback(task: str, name: str | None,
+                     accepts: Callable[[ModelEntry], bool] = lambda entry: True) -> tuple[LoadedModel, str]:
+    """For the UI: the asked-for model, or the task's default with a sentence saying why (only
+    where `accepts` the default, e.g. a translation model that knows the asked-for pair)."""
     try:
         return load_model(task, name), ""
     except ModelUnavailable as err:
         fallback = registry.default(task)
-        if name in (None, fallback.name):
+        if name in (None, fallback.name) or not accepts(fallback):
             raise
         return load_model(task, fallback.name), f"{err} Answered with {fallback.name} instead."

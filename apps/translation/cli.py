@@ -21,9 +21,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def predict(args: argparse.Namespace) -> dict:
-    result = task.translate(args.text, src=args.src, tgt=args.tgt, model=args.model, backend=args.backend,
-                            num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
-    return result
+    return task.translate(args.text, src=args.src, tgt=args.tgt, model=args.model, backend=args.backend,
+                          num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
 
 
 def export(loaded: loader.LoadedModel) -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import sacrebleu
-from datasets import Dataset, load_dataset
+from datasets import Dataset, concatenate_datasets, load_dataset
 from transformers import (
     AutoConfig,
     AutoModelForSeq2SeqLM,
@@ -218,8 +218,6 @@ def main(argv: list[str] | None = None) -> dict:
                 parameter.requires_grad = False
 
         def both_ways(some: list[Pair]) -> Dataset:
-            from datasets import concatenate_datasets
-
             parts = []
             for src, tgt in directions(args):
                 oriented = some if src == args.source_lang else [(t, s) for s, t in some]
@@ -241,9 +239,9 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = {"train_loss": result.training_loss, "epochs_run": trainer.state.epoch,
                    "train_pairs": len(train_pairs)}
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+        seen = {text for pair in train_pairs for text in pair}
         for src, tgt in directions(args) if held_out else []:
             oriented = held_out if src == args.source_lang else [(t, s) for s, t in held_out]
-            seen = {s for s, _ in train_pairs} | {t for _, t in train_pairs}
             unseen = [pair for pair in oriented if pair[0] not in seen]
             key = f"test_{src}_{tgt}"
             for prefix, some in ((key, oriented), (f"{key}_unseen", unseen)):

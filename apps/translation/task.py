@@ -14,7 +14,7 @@ import time
 
 from shared import backends, loader, registry, text
 from shared.checks import whole_number
-from shared.errors import ModelUnavailable, UserError
+from shared.errors import UserError
 from shared.loader import LoadedModel
 from shared.pipelines import TranslationPipeline, translation_inputs
 from shared.registry import ModelEntry
@@ -136,14 +136,10 @@ def translate(source_text, src: str = "en", tgt: str = "de", model: str | None =
     cleaned = text.clean_text(source_text)
     num_beams, max_new_tokens = check_settings(num_beams, max_new_tokens)
     entry = pick_model(model, src, tgt)
-    notice = ""
-    try:
-        loaded = loader.load_model(TASK, entry.name)
-    except ModelUnavailable as err:
-        embedded = registry.default(TASK)
-        if not (fallback and entry.source == "hub" and embedded.translates(src, tgt)):
-            raise
-        loaded, notice = loader.load_model(TASK, embedded.name), f"{err} Answered with {embedded.name} instead."
+    if fallback:
+        loaded, notice = loader.load_or_fallback(TASK, entry.name, accepts=lambda e: e.translates(src, tgt))
+    else:
+        loaded, notice = loader.load_model(TASK, entry.name), ""
     lines = sentences_of(loaded, cleaned)
     pieces = [piece for line in lines for piece in line]
     translate_batch = pipeline(loaded, backend)
