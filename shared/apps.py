@@ -1,24 +1,34 @@
-"""The apps the hub serves, and how the shared code finds each app's parts.
-
-Each app is a folder `apps/<app>/` with `app.py` (a Gradio `demo`), `task.py` (the recipe:
-`onnx_spec(loaded)`, `sample_feeds(loaded, n)`, `cold_start_request()`, and `MODEL_TASK` when it
-runs another task's models), `cli.py` (`add_predict_arguments`, `predict`) and `finetune.py`
-(`main(argv)`). A cli.py may bring its own `export(loaded)` and `run_bench(loaded, batch_sizes,
-repeats)` where one ONNX graph is not the whole model (translation's encoder and decoders).
-"""
+"""The one place that finds the apps: every folder under `apps/` with a `spec.py` that declares
+`SPEC` and an `app.py` that builds `demo` (see shared/contract.py). The hub server, the CLI,
+the bench and the tests ask here."""
 
 from __future__ import annotations
 
+import functools
 import importlib
-from types import ModuleType
+from pathlib import Path
 
-APPS = ("classification", "detection", "segmentation", "generative", "adversarial", "translation")
+from shared.contract import AppSpec
 
-
-def part(app: str, name: str) -> ModuleType:
-    return importlib.import_module(f"apps.{app}.{name}")
+APPS_DIR = Path(__file__).resolve().parent.parent / "apps"
 
 
-def model_task(app: str) -> str:
-    """The registry task whose models `app` runs (the adversarial app attacks classifiers)."""
-    return getattr(part(app, "task"), "MODEL_TASK", app)
+@functools.cache
+def specs() -> dict[str, AppSpec]:
+    """Every app's spec, by name, in folder order."""
+    found = {}
+    for folder in sorted(p for p in APPS_DIR.iterdir() if (p / "spec.py").is_file()):
+        spec = importlib.import_module(f"apps.{folder.name}.spec").SPEC
+        if spec.name != folder.name:
+            raise ValueError(f"apps/{folder.name}/spec.py names its app {spec.name!r}; it must be {folder.name!r}.")
+        found[spec.name] = spec
+    return found
+
+
+def get(name: str) -> AppSpec:
+    return specs()[name]
+
+
+def page(name: str):
+    """The app's Gradio Blocks (`demo` in apps/<name>/app.py), built on first use."""
+    return importlib.import_module(f"apps.{name}.app").demo

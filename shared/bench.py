@@ -1,5 +1,7 @@
 """`demohub bench <app>`: torch eager against onnxruntime on the same inputs, in one process.
 
+    bench.bench(loaded, spec.onnx(loaded))      # a model forward, or generate() for an encoder-decoder
+
 Fair by construction: the same preprocessed batch of real photos for both, the same thread
 count, outputs checked equal before any timing, warm-up runs first, then the two backends
 interleaved (so machine noise hits both) and medians reported with the 10th-90th percentile
@@ -19,9 +21,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from shared import backends, export
-from shared.export import Feeds, OnnxSpec
-from shared.loader import LoadedModel
+from shared.inference import export
+from shared.inference.graphs import OnnxForm
+from shared.inference.sessions import OnnxRunner
+from shared.inference.sessions import threads as backend_threads
+from shared.models.loader import LoadedModel
 
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -44,21 +48,24 @@ def _time_interleaved(calls: dict[str, Callable[[], object]], repeats: int, warm
     return times
 
 
-def bench(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int], Feeds],
-          batch_sizes: tuple[int, ...] = (1, 8), repeats: int = 30, warmup: int = 5) -> dict:
-    threads = backends.threads()
+def bench(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int, ...] = (1, 8), repeats: int = 30,
+          warmup: int = 5) -> dict:
+    """The model forward of a single-graph form, or generation for an encoder-decoder's."""
+    if form.generates:
+        return bench_generation(loaded, form, batch_sizes, repeats)
+    threads = backend_threads()
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    report = export.export(loaded, spec, sample_feeds(spec.example_batch))
+    report = export.export_model(loaded, form)
     export_s = time.perf_counter() - started
+    ((name, spec),) = form.graphs.items()
     started = time.perf_counter()
-    runners = {"torch": backends.TorchRunner(loaded, spec),
-               "onnx": backends.OnnxRunner(report.path, loaded.device, spec)}
+    runners = {"torch": form.run_torch(loaded), "onnx": OnnxRunner(report.paths[name], loaded.device, spec)}
     session_s = time.perf_counter() - started
 
     results = []
     for batch_size in batch_sizes:
-        feeds = sample_feeds(batch_size)
+        feeds = form.sample_feeds(batch_size)[name]
         reference = list(runners["torch"](feeds).values())
         diff = export.compare(reference, list(runners["onnx"](feeds).values()), spec)
         times = _time_interleaved({name: functools.partial(run, feeds) for name, run in runners.items()},
@@ -71,7 +78,7 @@ def bench(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int], Fee
         "model": loaded.entry.name, "device": str(loaded.device), "threads": threads,
         "providers": runners["onnx"].session.get_providers(), "measures": "model forward on a preprocessed batch",
         "repeats": repeats, "warmup": warmup, "export_s": round(export_s, 2),
-        "export_cached": report.cached, "session_s": round(session_s, 3), "results": results,
+        "export_cached": report.graphs[name].cached, "session_s": round(session_s, 3), "results": results,
     }
 
 
@@ -83,7 +90,7 @@ def cold_start(app: str, request: dict, timeout_s: float = 120) -> float:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "shared.serving.cli", "serve", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while time.perf_counter() - started < timeout_s:
@@ -104,13 +111,18 @@ def _generated_tokens(token_ids: torch.Tensor, pad_id: int) -> int:
     return int((token_ids[:, 1:] != pad_id).sum())
 
 
-def bench_generation(loaded: LoadedModel, onnx, inputs: Callable[[int], dict], batch_sizes: tuple[int, ...] = (1, 8),
+def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int, ...] = (1, 8),
                      repeats: int = 20, warmup: int = 3, cache_tokens: int = 64) -> dict:
-    """Tokens per second of torch `generate()` and of the ONNX search (shared/seq2seq.py) on the same
-    inputs, greedy and beam search of 4, after checking that both give the same tokens; then the
-    ONNX search with and without its key/value cache at `cache_tokens` new tokens."""
-    threads = backends.threads()
+    """Tokens per second of torch `generate()` and of the ONNX search (shared/inference/seq2seq.py) on
+    the same inputs, greedy and beam search of 4, after checking that both give the same tokens; then
+    the ONNX search with and without its key/value cache at `cache_tokens` new tokens."""
+    threads = backend_threads()
     torch.set_num_threads(threads)
+    onnx = form.run_onnx(export.export_model(loaded, form).paths, loaded)
+
+    def inputs(n: int) -> dict:
+        return {name: torch.from_numpy(array) for name, array in form.sample_feeds(n)["encoder"].items()}
+
     pad_id = loaded.model.generation_config.pad_token_id
     results = []
     for decoding, settings in {"greedy": {"num_beams": 1}, "beam4": {"num_beams": 4}}.items():
@@ -148,3 +160,26 @@ def bench_generation(loaded: LoadedModel, onnx, inputs: Callable[[int], dict], b
             "providers": onnx.sessions["decoder"].get_providers(),
             "measures": "generate() on tokenized sentences: torch model.generate vs ONNX graphs + search",
             "repeats": repeats, "warmup": warmup, "results": results, "onnx_cache": cache}
+
+
+def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport,
+                held_out: Callable[[LoadedModel, Callable], dict] | None = None) -> dict:
+    """How much dynamic int8 changes a single-graph model's answers: agreement with fp32 on the
+    sample inputs, and the app's held-out metrics (`held_out`) on both."""
+    ((name, spec),) = form.graphs.items()
+    fp32_path = report.paths[name]
+    int8_path = export.quantize(fp32_path)
+    fp32, int8 = OnnxRunner(fp32_path, loaded.device, spec), OnnxRunner(int8_path, loaded.device, spec)
+    feeds = form.sample_feeds(8)[name]
+    output = spec.output_names[0]
+    before, after = fp32(feeds)[output], int8(feeds)[output]
+    result = {
+        "int8_path": str(int8_path),
+        "size_ratio": round(fp32_path.stat().st_size / int8_path.stat().st_size, 2),
+        f"max_abs_{output}_change": float(np.abs(before - after).max()),
+        "top1_agreement_on_samples": float((before.argmax(-1) == after.argmax(-1)).mean()),
+    }
+    if held_out is not None:
+        result |= {f"{key}_fp32": value for key, value in held_out(loaded, fp32).items()}
+        result |= {f"{key}_int8": value for key, value in held_out(loaded, int8).items()}
+    return result

@@ -1,7 +1,7 @@
 """The two kinds of failure a user is told about, as one sentence each.
 
 Everything else is a bug: it is logged with its traceback on the server and the user gets
-a short apology instead of a stack trace (see `shared.ui.user_errors` and `shared.cli`).
+a short apology instead of a stack trace (see `shared.serving.ui.user_errors` and `shared.serving.cli`).
 """
 
 

@@ -17,7 +17,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from shared import registry  # noqa: E402
+from shared.models import registry  # noqa: E402
 from tests.tiny import ARCHITECTURES, make_tiny_classifier  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def hub_url(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "shared.cli", "serve", "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-m", "shared.serving.cli", "serve", "--port", str(port)],
                                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

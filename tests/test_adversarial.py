@@ -10,15 +10,15 @@ from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescentPyTo
 from art.estimators.classification import PyTorchClassifier
 
 from apps.adversarial import attacks, task
-from shared import loader, registry
 from shared.errors import UserError
+from shared.models import registry
 from tests.conftest import DIGIT_EXAMPLES
 
 SEVEN = DIGIT_EXAMPLES / "digit_7.png"
 
 
 def digits_batch(name: str = "digits-convnext", n: int = 16):
-    loaded = loader.load_model("classification", name)
+    loaded = task.MODELS.load(name)
     pixels, labels = task.digits_evaluation_set(loaded, n)
     return loaded, task.classifier_of(loaded), pixels, labels
 
@@ -106,7 +106,7 @@ def test_robust_model_is_at_least_three_times_as_robust():
     assert card["after_robust_accuracy"] >= 3 * card["before_robust_accuracy"]
     assert card["after_clean_accuracy"] >= 0.9
     loaded_plain, _, pixels, labels = digits_batch("digits-convnext", 100)
-    loaded_robust = loader.load_model("classification", "digits-convnext-robust")
+    loaded_robust = task.MODELS.load("digits-convnext-robust")
     eps = json.loads((loaded_robust.folder / "finetune_args.json").read_text())["eps"]
     plain = task.robust_accuracy(loaded_plain, pixels, labels, "pgd", eps, steps=10)
     robust = task.robust_accuracy(loaded_robust, pixels, labels, "pgd", eps, steps=10)

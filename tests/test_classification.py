@@ -6,11 +6,11 @@ import pytest
 from transformers import pipeline
 
 from apps.classification import task
-from shared import export, loader
-from shared.digits import digit_image, split
+from shared.data.digits import digit_image, split
+from shared.data.examples import PHOTOS
 from shared.errors import UserError
-from shared.examples import PHOTOS
-from shared.export import ExportMismatch
+from shared.inference import export
+from shared.inference.export import ExportMismatch
 from tests.conftest import DIGIT_EXAMPLES
 
 PHOTO_PATHS = [str(p) for p in PHOTOS.values()]
@@ -22,7 +22,7 @@ def model_names(tiny_models):
 
 def test_top5_equals_the_transformers_pipeline(tiny_models):
     for name in model_names(tiny_models):
-        loaded = loader.load_model("classification", name)
+        loaded = task.MODELS.load(name)
         peer = pipeline("image-classification", model=loaded.model, image_processor=loaded.processor)
         for photo in PHOTO_PATHS:
             ours = task.classify(photo, model=name, top_k=5)["labels"]
@@ -44,14 +44,14 @@ def test_onnx_scores_match_torch(tiny_models):
 
 
 def test_onnx_handles_any_batch_size():
-    loaded = loader.load_model("classification")
-    run = task.backends.runner(loaded, "onnx", task.ONNX_SPEC, lambda n: task.sample_feeds(loaded, n))
+    loaded = task.MODELS.load()
+    run = task.backends.runner(loaded, "onnx", task.onnx_form(loaded))
     for batch_size in (1, 3, 8):
         assert run(task.sample_feeds(loaded, batch_size))["logits"].shape == (batch_size, 10)
 
 
 def test_embedded_model_reaches_its_card_accuracy():
-    loaded = loader.load_model("classification")
+    loaded = task.MODELS.load()
     pixels, labels = split()["test"]
     predicted, _ = task.run(loaded, [digit_image(p).convert("RGB") for p in pixels], "onnx", top_k=1)
     accuracy = np.mean([rows[0]["label"] == str(label) for rows, label in zip(predicted, labels, strict=True)])
@@ -82,15 +82,15 @@ def test_export_refuses_a_graph_that_does_not_match_torch():
 def test_gpu_half_precision_and_onnx_cuda_match_cpu():
     import torch
 
-    from shared import backends
+    from shared.inference import backends
 
-    cpu = loader.load_model("classification", device=torch.device("cpu"))
-    gpu = loader.load_model("classification", device=torch.device("cuda"))
+    cpu = task.MODELS.load(device=torch.device("cpu"))
+    gpu = task.MODELS.load(device=torch.device("cuda"))
     assert gpu.dtype in (torch.float16, torch.bfloat16)
     feeds = task.sample_feeds(cpu, 8)
-    reference = backends.TorchRunner(cpu, task.ONNX_SPEC)(feeds)["logits"]
-    half = backends.TorchRunner(gpu, task.ONNX_SPEC)(feeds)["logits"]
+    reference = task.onnx_form(cpu).run_torch(cpu)(feeds)["logits"]
+    half = task.onnx_form(gpu).run_torch(gpu)(feeds)["logits"]
     assert (half.argmax(-1) == reference.argmax(-1)).mean() >= 0.875
-    onnx_cuda = backends.runner(gpu, "onnx", task.ONNX_SPEC, lambda n: task.sample_feeds(cpu, n))
+    onnx_cuda = backends.runner(gpu, "onnx", task.onnx_form(gpu))
     assert onnx_cuda.on_cuda  # CUDA (or TensorRT) provider with IO binding
     np.testing.assert_allclose(onnx_cuda(feeds)["logits"], reference, atol=1e-3, rtol=1e-3)

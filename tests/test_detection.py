@@ -7,10 +7,10 @@ from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcess
 
 from apps.detection import finetune, task
 from apps.detection.data import CocoFolder, train_transform
-from shared import loader, registry
+from shared.data.examples import PHOTOS
+from shared.data.scenes import make_scene, write_datasets
 from shared.errors import UserError
-from shared.examples import PHOTOS
-from shared.scenes import make_scene, write_datasets
+from shared.models import registry
 
 SCENES = [make_scene(1, i).image for i in range(3)]
 
@@ -31,7 +31,7 @@ def tiny_yolos(tmp_path_factory):
 
 def test_boxes_equal_the_transformers_pipeline(tiny_yolos):
     for name, threshold in [("digits-rtdetr", 0.3), (tiny_yolos, 0.0)]:
-        loaded = loader.load_model("detection", name)
+        loaded = task.MODELS.load(name)
         peer = pipeline("object-detection", model=loaded.model, image_processor=loaded.processor)
         for image in [*SCENES, PHOTOS["coffee"]]:
             ours = task.detect(image, model=name, threshold=threshold, max_detections=100)["detections"]
@@ -53,7 +53,7 @@ def test_onnx_detections_match_torch():
 
 def test_embedded_detector_finds_the_digits_of_held_out_scenes(tmp_path):
     write_datasets(tmp_path, n=60, seed=1)  # seed 1: never trained on
-    result = task.mean_average_precision(loader.load_model("detection"), CocoFolder(tmp_path))
+    result = task.mean_average_precision(task.MODELS.load(), CocoFolder(tmp_path))
     assert result["map_50"] >= 0.8
 
 

@@ -8,9 +8,9 @@ from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
 
 from apps.classification import finetune, task
-from shared import registry
-from shared.digits import digit_image, split
+from shared.data.digits import digit_image, split
 from shared.errors import UserError
+from shared.models import registry
 from tests.tiny import make_tiny_classifier
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from apps.translation import finetune, task
-from shared import registry, scenes
+from shared.data import scenes
 from shared.errors import UserError
+from shared.models import registry
 
 pytestmark = pytest.mark.slow
 

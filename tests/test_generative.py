@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from apps.generative import finetune, models, quality, task
-from shared import loader, registry
 from shared.errors import UserError
+from shared.models import registry
 from tests.conftest import DIGIT_EXAMPLES
 from tests.test_finetune import digits_folder
 
@@ -51,7 +51,7 @@ def test_interpolation_walks_from_one_seed_to_the_other():
 def test_vae_reconstructs_an_uploaded_digit():
     result = task.reconstruct(DIGIT_EXAMPLES / "digit_3.png", model="digits-vae", n=4)
     assert result["model"] == "digits-vae" and result["neighbours"].size[0] == 2 * 34 * task.SHOW_SCALE
-    loaded = loader.load_model("generative", "digits-vae")
+    loaded = task.MODELS.load("digits-vae")
     assert not task.is_gan(loaded)
 
 
@@ -125,12 +125,12 @@ def test_photo_autoencoder_through_diffusers(tmp_path):
     """The optional madebyollin/taesd path, on a tiny random AutoencoderTiny of the same class."""
     from diffusers import AutoencoderTiny
 
-    from shared.examples import PHOTOS
+    from shared.data.examples import PHOTOS
 
     tiny = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
                            num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
     tiny.save_pretrained(tmp_path / "tiny-taesd")
-    entry = registry.add_local("generative", tmp_path / "tiny-taesd")
+    entry = task.MODELS.resolve(str(tmp_path / "tiny-taesd"))
     result = task.reconstruct(PHOTOS["coffee"], model=entry.name, n=4)
     assert result["input"].size == (512, 344) and result["reconstruction"].size == (512, 344)
     with pytest.raises(UserError, match="cannot sample"):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.data.examples import PHOTOS
 from shared.errors import UserError
-from shared.examples import PHOTOS
-from shared.images import MAX_SIDE, MAX_UPLOAD_BYTES, decode_image
+from shared.inputs.images import MAX_SIDE, MAX_UPLOAD_BYTES, decode_image
 
 
 def encode(image: Image.Image, fmt: str, **save_args) -> bytes:

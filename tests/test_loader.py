@@ -4,17 +4,18 @@ import time
 
 import pytest
 
-from shared import hub, loader, registry
+from apps.classification.task import MODELS as CLASSIFIERS
 from shared.errors import ModelUnavailable
+from shared.models import hub, loader, registry
 
 VIT = registry.get("classification", "google/vit-base-patch16-224")
 
 
 def test_embedded_model_loads_on_cpu_in_fp32():
-    loaded = loader.load_model("classification")
+    loaded = CLASSIFIERS.load()
     assert loaded.entry.name == "digits-convnext"
     assert loaded.device.type == "cpu" and loaded.dtype.is_floating_point
-    assert loader.load_model("classification", "digits-convnext") is loaded  # cached, shared
+    assert CLASSIFIERS.load("digits-convnext") is loaded  # cached, shared
 
 
 def test_concurrent_requests_load_once():
@@ -66,9 +67,9 @@ def test_unreachable_hub_fails_fast_without_the_offline_flag(monkeypatch):
 
 def test_ui_falls_back_to_the_embedded_model_and_says_so(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    loaded, notice = loader.load_or_fallback("classification", VIT.name)
+    loaded = CLASSIFIERS.load(VIT.name, fallback=True)
     assert loaded.entry.name == "digits-convnext"
-    assert VIT.name in notice and "instead" in notice
+    assert VIT.name in loaded.fallback_note and "instead" in loaded.fallback_note
 
 
 def test_a_failed_download_is_one_clear_error(monkeypatch):

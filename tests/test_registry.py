@@ -1,14 +1,14 @@
 import pytest
 import tomllib
 
-from shared import registry
 from shared.errors import UserError
+from shared.models import registry
 
 HUB_ROW = dict(name="org/model", task="classification", source="hub", repo_id="org/model",
                revision="0123456789abcdef0123456789abcdef01234567", files=["model.safetensors"],
-               license="Apache-2.0", commercial_use=True, input_size=224)
+               license="Apache-2.0", commercial_use=True)
 EMBEDDED_ROW = dict(name="tiny", task="classification", source="embedded", path="classification/tiny",
-                    license="MIT", commercial_use=True, input_size=32, default=True)
+                    license="MIT", commercial_use=True, default=True)
 
 
 def test_the_real_registry_is_valid():

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from shared.scenes import SceneObject, caption, make_scene, questions, write_datasets
+from shared.data.scenes import SceneObject, caption, make_scene, questions, write_datasets
 
 
 def test_same_seed_same_scene_and_seeds_differ():

@@ -9,16 +9,16 @@ from transformers import pipeline
 
 from apps.segmentation import finetune, task
 from apps.segmentation.data import MaskFolder
-from shared import loader, registry
+from shared.data.examples import PHOTOS
+from shared.data.scenes import make_scene, write_datasets
 from shared.errors import UserError
-from shared.examples import PHOTOS
-from shared.scenes import make_scene, write_datasets
+from shared.models import registry
 
 SCENES = [make_scene(1, i) for i in range(3)]
 
 
 def test_masks_equal_the_transformers_pipeline():
-    loaded = loader.load_model("segmentation")
+    loaded = task.MODELS.load()
     peer = pipeline("image-segmentation", model=loaded.model, image_processor=loaded.processor)
     for image in [*(s.image for s in SCENES), str(PHOTOS["astronaut"])]:
         ours = task.segment(image)
@@ -38,7 +38,7 @@ def test_onnx_class_map_matches_torch():
 def test_embedded_segmenter_reaches_its_card_on_held_out_scenes(tmp_path):
     write_datasets(tmp_path, n=300, seed=1)  # the card's held-out scenes
     held_out = MaskFolder(tmp_path)
-    loaded = loader.load_model("segmentation")
+    loaded = task.MODELS.load()
     predicted, truth = [], []
     for index in range(len(held_out)):
         image, mask = held_out.pair(index)
@@ -99,7 +99,7 @@ def test_freeze_backbone_leaves_the_head_trainable():
 
     from shared import training
 
-    model = AutoModelForSemanticSegmentation.from_pretrained(loader.load_model("segmentation").folder)
+    model = AutoModelForSemanticSegmentation.from_pretrained(task.MODELS.load().folder)
     training.freeze_backbone(model)  # UperNet: no base-model prefix, a `backbone` attribute
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.decode_head.parameters())

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from shared.examples import PHOTOS
+from shared.data.examples import PHOTOS
 from tests.conftest import DIGIT_EXAMPLES, REPO
 
 pytestmark = pytest.mark.slow
@@ -176,16 +176,17 @@ def test_bad_uploads_get_the_same_sentences_in_every_image_app(hub_url, tmp_path
 
 def test_translation_endpoint_translates_and_refuses_bad_text(hub_url):
     client = Client(f"{hub_url}/translation/", verbose=False)
-    ask = dict(src="en", tgt="de", model="scenes-marian", num_beams=4, max_new_tokens=128, api_name="/translation")
+    ask = dict(src_lang="en", tgt_lang="de", model="scenes-marian", num_beams=4, max_new_tokens=128,
+               api_name="/translation")
     for backend in ("torch", "onnx"):
         translated, served = client.predict(text="A red 3 to the left of a blue 7.\nIs there an 8?",
                                             backend=backend, **ask)
         assert translated == "Eine rote 3 links von einer blauen 7.\nGibt es eine 8?"
         assert f"on **{backend}**" in served and "2 sentences" in served
     for text, settings, words in [("", {}, "empty"), ("\x00\x01", {}, "empty"), ("x" * 6000, {}, "5,000"),
-                                  ("hi", {"tgt": "fr"}, "does not translate"),
+                                  ("hi", {"tgt_lang": "fr"}, "does not translate"),
                                   ("hi", {"num_beams": 50}, "num_beams|maximum")]:
         with pytest.raises(Exception, match=words):
             client.predict(text=text, backend="torch", **{**ask, **settings})
     assert client.predict(text="Wie viele Ziffern gibt es?", backend="torch",
-                          **{**ask, "src": "de", "tgt": "en"})[0] == "How many digits are there?"
+                          **{**ask, "src_lang": "de", "tgt_lang": "en"})[0] == "How many digits are there?"

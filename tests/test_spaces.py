@@ -3,8 +3,8 @@ match the registry."""
 
 import yaml
 
-from shared import registry
-from shared.apps import APPS, model_task
+from shared import apps
+from shared.models import registry
 from tests.conftest import REPO
 
 FRONT_MATTER_KEYS = {
@@ -17,13 +17,13 @@ FRONT_MATTER_KEYS = {
 
 def test_every_space_is_well_formed():
     spaces = yaml.safe_load((REPO / "spaces.yaml").read_text())["spaces"]
-    assert sorted(space["front_matter"]["app_file"].split("/")[1] for space in spaces) == sorted(APPS)
+    assert sorted(space["front_matter"]["app_file"].split("/")[1] for space in spaces) == sorted(apps.specs())
     for space in spaces:
         front = space["front_matter"]
         assert set(front) <= FRONT_MATTER_KEYS, set(front) - FRONT_MATTER_KEYS
         assert front["sdk"] == "gradio" and (REPO / front["app_file"]).is_file()
         assert len(front["short_description"]) <= 60  # the longest Spaces accepts
-        task = model_task(front["app_file"].split("/")[1])
+        task = apps.get(front["app_file"].split("/")[1]).models.task
         hub_models = {e.repo_id: e for e in registry.entries(task) if e.source == "hub"}
         assert set(front.get("models", [])) == set(hub_models)
         for line in front.get("preload_from_hub", []):

@@ -9,10 +9,11 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, M2M100Config, M2M100ForConditionalGeneration, MarianConfig
 
 from apps.translation import task
-from shared import loader, registry, scenes
+from shared.data import scenes
 from shared.errors import ModelUnavailable, UserError
-from shared.pipelines import TranslationPipeline, translation_inputs
-from shared.seq2seq import Seq2SeqOnnx, export_graphs
+from shared.inference import backends, seq2seq
+from shared.inference.pipelines import TranslationPipeline, translation_inputs
+from shared.models import loader, registry
 
 SENTENCES = ["A red 3 to the left of a blue 7.", "is there an 8?",
              "a green 6, a red 1, a yellow 6 and a yellow 6", "What colour is the 5?"]
@@ -22,7 +23,12 @@ SETTINGS = [{"num_beams": 1}, {"num_beams": 4}, {"num_beams": 3, "length_penalty
 
 @pytest.fixture(scope="module")
 def embedded():
-    return loader.load_model(task.TASK, "scenes-marian")
+    return task.MODELS.load("scenes-marian")
+
+
+def onnx_of(loaded):
+    """The model's ONNX generator (a Seq2SeqOnnx), exported and checked on first use."""
+    return backends.runner(loaded, "onnx", task.onnx_form(loaded))
 
 
 def encoded(loaded, texts, src="en", tgt="de"):
@@ -50,7 +56,7 @@ def test_the_adapter_keeps_the_old_pipeline_call(embedded):
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}{v}" for k, v in s.items()))
 def test_onnx_tokens_equal_generate_tokens(embedded, settings):
-    onnx = task.onnx_generator(embedded)
+    onnx = onnx_of(embedded)
     for src, tgt in (("en", "de"), ("de", "en")):
         texts = SENTENCES if src == "en" else ["Eine grüne 6 über einer gelben 2.", "wie viele ziffern gibt es?"]
         inputs = encoded(embedded, texts, src, tgt)
@@ -64,7 +70,7 @@ def test_onnx_tokens_equal_generate_tokens(embedded, settings):
                                              ({"no_such_setting": 1}, "Unknown generation settings")])
 def test_onnx_refuses_settings_it_does_not_implement(embedded, settings, words):
     with pytest.raises(UserError, match=words):
-        task.onnx_generator(embedded).generate(**encoded(embedded, SENTENCES[:1]), **settings)
+        onnx_of(embedded).generate(**encoded(embedded, SENTENCES[:1]), **settings)
 
 
 def test_onnx_answers_the_app_with_the_same_text(embedded):
@@ -94,7 +100,8 @@ def test_onnx_search_on_other_architectures(embedded, architecture, tmp_path):
     loaded = loader.LoadedModel(entry, model, embedded.processor, tmp_path / architecture,
                                 torch.device("cpu"), torch.float32)
     inputs = encoded(embedded, SENTENCES[:3])
-    onnx = Seq2SeqOnnx(export_graphs(loaded, {k: v.numpy() for k, v in inputs.items()}), loaded)
+    form = seq2seq.form(loaded, tuple(inputs), lambda n: {k: v.numpy() for k, v in inputs.items()})
+    onnx = backends.runner(loaded, "onnx", form)
     for settings in ({"num_beams": 1, "max_new_tokens": 12}, {"num_beams": 3, "max_new_tokens": 12},
                      {"num_beams": 2, "max_new_tokens": 10, "no_repeat_ngram_size": 2, "repetition_penalty": 1.3}):
         assert torch.equal(onnx.generate(**inputs, **settings), model.generate(**inputs, **settings)), settings
@@ -105,7 +112,7 @@ def test_embedded_model_bleu_on_held_out_scenes(embedded):
     pairs = [p for i in range(40) for p in scenes.sentence_pairs(scenes.make_scene(1, i))]
     for src, tgt in (("en", "de"), ("de", "en")):
         sources, references = [p[src] for p in pairs], [p[tgt] for p in pairs]
-        ids = task.onnx_generator(embedded).generate(**encoded(embedded, sources, src, tgt), num_beams=4)
+        ids = onnx_of(embedded).generate(**encoded(embedded, sources, src, tgt), num_beams=4)
         hypotheses = embedded.processor.batch_decode(ids, skip_special_tokens=True)
         assert sacrebleu.corpus_bleu(hypotheses, [references]).score >= 90
 
@@ -135,19 +142,19 @@ def test_control_characters_are_dropped_and_mixed_scripts_noted():
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"source_text": ""}, "empty"),
-    ({"source_text": " \n\t "}, "empty"),
-    ({"source_text": "\x00\x01\x02"}, "empty"),
-    ({"source_text": None}, "No text"),
-    ({"source_text": "x" * 5001}, "limit is 5,000"),
-    ({"source_text": "hi", "src": "fr", "tgt": "de"}, "does not translate French to German"),
-    ({"source_text": "hi", "src": "xx"}, "Unknown language"),
-    ({"source_text": "hi", "src": "de", "tgt": "de"}, "the same"),
-    ({"source_text": "hi", "num_beams": 0}, "num_beams"),
-    ({"source_text": "hi", "num_beams": 99}, "num_beams"),
-    ({"source_text": "hi", "max_new_tokens": 100000}, "max_new_tokens"),
-    ({"source_text": "hi", "backend": "tensorrt"}, "Unknown backend"),
-    ({"source_text": "hi", "model": "opus-mt", "src": "de", "tgt": "fr"}, "No curated opus-mt"),
+    ({"text": ""}, "empty"),
+    ({"text": " \n\t "}, "empty"),
+    ({"text": "\x00\x01\x02"}, "empty"),
+    ({"text": None}, "No text"),
+    ({"text": "x" * 5001}, "limit is 5,000"),
+    ({"text": "hi", "src_lang": "fr", "tgt_lang": "de"}, "does not translate French to German"),
+    ({"text": "hi", "src_lang": "xx"}, "Unknown language"),
+    ({"text": "hi", "src_lang": "de", "tgt_lang": "de"}, "the same"),
+    ({"text": "hi", "num_beams": 0}, "num_beams"),
+    ({"text": "hi", "num_beams": 99}, "num_beams"),
+    ({"text": "hi", "max_new_tokens": 100000}, "max_new_tokens"),
+    ({"text": "hi", "backend": "tensorrt"}, "Unknown backend"),
+    ({"text": "hi", "model": "opus-mt", "src_lang": "de", "tgt_lang": "fr"}, "No curated opus-mt"),
 ])
 def test_bad_input_gets_a_sentence(kwargs, words):
     with pytest.raises(UserError, match=words):

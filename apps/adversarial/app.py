@@ -8,19 +8,18 @@ API: `Client(url).predict(image=handle_file(path), model=..., attack="pgd", eps=
 step_size=0, target="none", transfer_model=..., api_name="/adversarial")`.
 """
 
-from pathlib import Path
-
 import gradio as gr
 import pandas as pd
 from PIL import Image
 
 from apps.adversarial import task
-from shared import registry, ui
-from shared.examples import PHOTOS
+from apps.adversarial.spec import SPEC
+from shared.errors import UserError
+from shared.inputs.checks import number_in
+from shared.models import registry
+from shared.serving import ui
 
-EXAMPLES = [*sorted((Path(__file__).parent.parent / "classification" / "examples").glob("*.png")),
-            PHOTOS["cat"]]
-CLASSIFIERS = [e.name for e in registry.entries(task.MODEL_TASK)]
+CLASSIFIERS = [e.name for e in registry.entries(task.MODELS.task)]
 
 
 def _labels(rows: list[dict]) -> dict:
@@ -36,25 +35,27 @@ def _enlarged(image: Image.Image, side: int = 224) -> Image.Image:
 @ui.user_errors
 def adversarial(image, model, attack, eps, steps, step_size, target, transfer_model):
     result = task.attack(image, model=model, attack=attack, eps=eps, steps=steps, step_size=step_size,
-                         target=target, transfer_model=transfer_model)
-    images = result["images"]
-    verdict = "fooled" if result["success"] else "not fooled"
-    lines = [f"**{verdict}** · L-inf {result['linf']:.4f} · L2 {result['l2']:.3f} · {result['steps_run']} steps"]
-    if "onnx_after" in result:
-        lines.append(f"ONNX backend on the adversarial image: **{result['onnx_after']['label']}**")
-    if "transfer" in result:
-        t = result["transfer"]
+                         target=target, transfer_model=transfer_model, fallback=True)
+    answer, images = result.answer, result.images
+    verdict = "fooled" if answer["success"] else "not fooled"
+    lines = [f"**{verdict}** · L-inf {answer['linf']:.4f} · L2 {answer['l2']:.3f} · {answer['steps_run']} steps"]
+    if "onnx_after" in answer:
+        lines.append(f"ONNX backend on the adversarial image: **{answer['onnx_after']['label']}**")
+    if "transfer" in answer:
+        t = answer["transfer"]
         lines.append(f"{t['model']}: **{t['before']['label']}** on the original, **{t['after']['label']}** "
                      f"on the adversarial image ({'transfers' if t['fooled'] else 'does not transfer'})")
-    summary = "\n\n".join(lines) + "\n\n" + ui.served_line(task.MODEL_TASK, result)
-    return (*(_enlarged(images[k]) for k in ("original", "perturbation", "adversarial")), _labels(result["before"]),
-            _labels(result["after"]), summary)
+    summary = "\n\n".join(lines) + "\n\n" + ui.served_line(result)
+    return (*(_enlarged(images[k]) for k in ("original", "perturbation", "adversarial")), _labels(answer["before"]),
+            _labels(answer["after"]), summary)
 
 
 @ui.user_errors
 def robustness(model, attack, eps):
-    curve = task.robustness_curve(model=model, attack=attack, max_eps=max(float(eps), 0.01) * 2)
-    return pd.DataFrame(curve)
+    eps = number_in("eps", eps, 0.0, task.MAX_EPS["linf"])
+    if eps == 0:
+        raise UserError("Set epsilon above 0: the curve sweeps epsilon from 0 to twice the value set.")
+    return pd.DataFrame(task.robustness_curve(model=model, attack=attack, max_eps=2 * eps))
 
 
 with gr.Blocks(title="Adversarial examples") as demo:
@@ -69,7 +70,7 @@ with gr.Blocks(title="Adversarial examples") as demo:
             steps = gr.Slider(1, task.MAX_STEPS, value=10, step=1, label="Steps")
             step_size = gr.Slider(0.0, 0.1, value=0.0, step=0.001, label="Step size (0: 2.5 x eps / steps)")
             target = gr.Textbox("none", label="Target label (none: untargeted)", max_lines=1, max_length=100)
-            transfer = gr.Dropdown(CLASSIFIERS, value="digits-convnext-robust", label="Second model (transfer)")
+            transfer = gr.Dropdown(CLASSIFIERS, value=task.TRANSFER_MODEL, label="Second model (transfer)")
             run = gr.Button("Attack", variant="primary")
         with gr.Column():
             with gr.Row():
@@ -83,7 +84,7 @@ with gr.Blocks(title="Adversarial examples") as demo:
     with gr.Accordion("Robustness curve: accuracy against epsilon on 100 held-out digits", open=False):
         curve_button = gr.Button("Compute for this model and attack (up to 2 x epsilon)")
         curve = gr.LinePlot(x="eps", y="accuracy", y_lim=[0, 1], label="Accuracy")
-    gr.Examples([[str(p)] for p in EXAMPLES], inputs=[image])
+    gr.Examples(SPEC.examples, inputs=[image])
 
     run.click(adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
               [original, perturbation, adversarial_image, before, after, summary], api_name="adversarial")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 
 from apps.adversarial import task
-from shared import registry
 
 
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True)
     parser.add_argument("--attack", choices=task.ATTACKS, default="pgd")
     parser.add_argument("--eps", type=float, default=0.03, help="Perturbation budget in pixel units (1 = full range).")
@@ -21,9 +20,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def predict(args: argparse.Namespace) -> dict:
-    entry = registry.resolve(task.MODEL_TASK, args.model)
-    transfer = registry.resolve(task.MODEL_TASK, args.transfer_model).name if args.transfer_model else None
+    entry = task.MODELS.resolve(args.model)
+    transfer = task.MODELS.resolve(args.transfer_model).name if args.transfer_model else None
     result = task.attack(args.image, model=entry.name, attack=args.attack, eps=args.eps, steps=args.steps,
-                         step_size=args.step_size, target=args.target, transfer_model=transfer, top=args.top_k)
-    result.pop("images")
-    return result
+                         step_size=args.step_size, target=args.target, transfer_model=transfer, top_k=args.top_k)
+    return result.to_json()

@@ -22,7 +22,8 @@ from transformers import Trainer
 
 from apps.adversarial import attacks
 from apps.classification import finetune
-from shared import loader, registry, training
+from apps.classification.task import MODELS as CLASSIFIERS
+from shared import training
 
 
 @dataclass
@@ -92,7 +93,7 @@ def model_card(out: Path, args: AdversarialArguments, before: dict, after: dict,
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = finetune.parse(argv, AdversarialArguments, "demohub finetune adversarial", __doc__)
-    source = loader.load_model("classification", registry.resolve("classification", args.model).name)
+    source = CLASSIFIERS.load(CLASSIFIERS.resolve(args.model).name)
     trainer_class = functools.partial(AdversarialTrainer, eps=args.eps, attack_steps=args.attack_steps,
                                       processor=source.processor)
     trainer, processor, splits, metrics = finetune.train(args, trainer_class)

@@ -2,7 +2,7 @@
 -> the adversarial image, checked on torch, on the ONNX backend and on a second model.
 
     from apps.adversarial.task import attack
-    attack("cat.png", model="digits-convnext", attack="pgd", eps=0.03, steps=10)
+    attack("cat.png", model="digits-convnext", attack="pgd", eps=0.03, steps=10).answer["after"]
 
 Any classifier the classification app loads can be attacked; its normalisation runs inside the
 attacked model, so perturbations and their sizes are in pixel units (1.0 = full range).
@@ -18,28 +18,22 @@ from PIL import Image
 
 from apps.adversarial import attacks
 from apps.classification import task as classification
-from shared import backends, loader
-from shared.checks import number_in, whole_number
-from shared.digits import digit_image, split
+from shared.contract import Result
+from shared.data.digits import digit_image, split
 from shared.errors import ModelUnavailable, UserError
-from shared.images import decode_image
-from shared.loader import LoadedModel
+from shared.inference import backends
+from shared.inputs.checks import number_in, whole_number
+from shared.inputs.images import decode_image
+from shared.models import registry
+from shared.models.loader import LoadedModel
 
-TASK = "adversarial"
-MODEL_TASK = "classification"  # the models this app attacks
+MODELS = classification.MODELS  # the models this app attacks: every classifier
+TRANSFER_MODEL = registry.setting("adversarial", "transfer_model")  # the second model a page tries by default
 ATTACKS = ("fgsm", "pgd", "pgd-l2", "deepfool")
 MAX_EPS = {"linf": 0.5, "l2": 20.0}
 MAX_STEPS = 100
 TIME_LIMIT_S = 20.0  # a request never holds the CPU longer than this
-sample_feeds = classification.sample_feeds
-
-
-def onnx_spec(loaded: LoadedModel):
-    return classification.ONNX_SPEC
-
-
-def cold_start_request() -> dict:
-    return classification.cold_start_request()
+onnx_form = classification.onnx_form  # the attacked classifier's graph
 
 
 def norm_of(name: str) -> str:
@@ -57,7 +51,7 @@ def pixels_of(loaded: LoadedModel, images: list[Image.Image]) -> torch.Tensor:
     return pixels.to(loaded.device, torch.float32)
 
 
-def top_k(loaded: LoadedModel, classifier, pixels: torch.Tensor, k: int) -> list[list[dict]]:
+def predicted(loaded: LoadedModel, classifier, pixels: torch.Tensor, k: int) -> list[list[dict]]:
     with torch.inference_mode():
         logits = classifier(pixels).float().cpu().numpy()
     return classification.top_k_labels(loaded, logits, k)
@@ -94,16 +88,17 @@ def as_image(pixels: torch.Tensor) -> Image.Image:
 
 def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.03, steps: int = 10,
            step_size: float = 0.0, target: str | None = None, transfer_model: str | None = None,
-           top: int = 5) -> dict:
-    """Attack one image; returns the top-k before and after, the perturbation's sizes, success,
-    the answers of the ONNX backend and of `transfer_model` on the adversarial image, and images."""
+           top_k: int = 5, fallback: bool = False) -> Result:
+    """Attack one image: Result with the top-k `before` and `after`, the perturbation's sizes,
+    `success`, the answers of the ONNX backend and of `transfer_model` on the adversarial image,
+    and as images the model's input, the perturbation and the adversarial image."""
     decoded = decode_image(image)
-    top = classification.check_top_k(top)
-    loaded = loader.load_model(MODEL_TASK, model)
+    top_k = classification.check_top_k(top_k)
+    loaded = MODELS.load(model, fallback=fallback)
     eps, steps, step_size, target = check_settings(loaded, attack, eps, steps, step_size, target)
     classifier = classifier_of(loaded)
     pixels = pixels_of(loaded, [decoded.image])
-    before = top_k(loaded, classifier, pixels, top)[0]
+    before = predicted(loaded, classifier, pixels, top_k)[0]
     label2id = {v: k for k, v in loaded.model.config.id2label.items()}
     wanted = torch.tensor([label2id[target or before[0]["label"]]], device=pixels.device)
 
@@ -111,34 +106,33 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
     adversarial, steps_run = run_attack(classifier, pixels, wanted, attack, eps, steps, step_size,
                                         targeted=target is not None, deadline=started + TIME_LIMIT_S)
     seconds = time.monotonic() - started
-    after = top_k(loaded, classifier, adversarial, top)[0]
+    after = predicted(loaded, classifier, adversarial, top_k)[0]
     delta = adversarial - pixels
     success = after[0]["label"] == target if target else after[0]["label"] != before[0]["label"]
     notes = list(decoded.notes)
     if steps_run < steps and attack != "deepfool":
         notes.append(f"stopped after {steps_run} of {steps} steps at the {TIME_LIMIT_S:.0f} s time limit")
 
-    result = {"before": before, "after": after, "linf": float(delta.abs().max()),
+    answer = {"before": before, "after": after, "linf": float(delta.abs().max()),
               "l2": float(delta.flatten().norm()), "success": bool(success), "attack": attack,
-              "target": target, "steps_run": steps_run, "seconds": round(seconds, 3),
-              "model": loaded.entry.name, "backend": "torch", "latency_ms": round(seconds * 1e3, 1), "notes": notes,
-              "images": {"original": as_image(pixels), "adversarial": as_image(adversarial),
-                         "perturbation": as_image(0.5 + delta / (2 * max(float(delta.abs().max()), 1e-8)))}}
+              "target": target, "steps_run": steps_run, "seconds": round(seconds, 3)}
+    images = {"original": as_image(pixels), "adversarial": as_image(adversarial),
+              "perturbation": as_image(0.5 + delta / (2 * max(float(delta.abs().max()), 1e-8)))}
     if loaded.entry.onnx:
-        run = backends.runner(loaded, "onnx", classification.ONNX_SPEC, lambda n: sample_feeds(loaded, n))
-        onnx_logits = run(classification.preprocess(loaded, [result["images"]["adversarial"]]))["logits"]
-        result["onnx_after"] = classification.top_k_labels(loaded, onnx_logits, 1)[0][0]
+        run = backends.runner(loaded, "onnx", onnx_form(loaded))
+        onnx_logits = run(classification.preprocess(loaded, [images["adversarial"]]))["logits"]
+        answer["onnx_after"] = classification.top_k_labels(loaded, onnx_logits, 1)[0][0]
     if transfer_model:
         try:
-            other = classification.classify(result["images"]["adversarial"], model=transfer_model, top_k=1)
-            clean = classification.classify(result["images"]["original"], model=transfer_model, top_k=1)
+            other = classification.classify(images["adversarial"], model=transfer_model, top_k=1)
+            clean = classification.classify(images["original"], model=transfer_model, top_k=1)
         except ModelUnavailable as err:  # the attack itself stands; say why the transfer check is missing
             notes.append(f"transfer not checked: {err}")
         else:
-            result["transfer"] = {"model": other["model"], "before": clean["labels"][0],
+            answer["transfer"] = {"model": other.entry.name, "before": clean["labels"][0],
                                   "after": other["labels"][0],
                                   "fooled": other["labels"][0]["label"] != clean["labels"][0]["label"]}
-    return result
+    return Result(loaded, "torch", seconds * 1e3, answer, images=images, notes=notes)
 
 
 def digits_evaluation_set(loaded: LoadedModel, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +166,7 @@ def robustness_curve(model: str | None = None, attack: str = "pgd", max_eps: flo
     """Accuracy against epsilon on `n` held-out digits; the points that fit in the time limit."""
     if attack == "deepfool":
         raise UserError("The robustness curve sweeps epsilon; DeepFool has none. Choose FGSM or PGD.")
-    loaded = loader.load_model(MODEL_TASK, model)
+    loaded = MODELS.load(model)
     max_eps, steps, _, _ = check_settings(loaded, attack, max_eps, steps, 0, None)
     points = whole_number("points", points, 2, 11)
     pixels, labels = digits_evaluation_set(loaded, whole_number("n", n, 10, 360))

@@ -7,22 +7,19 @@ API: `Client(url).predict(image=handle_file(path), model=..., backend="torch"|"o
 top_k=5, api_name="/classification")` returns the label scores and the "served by" line.
 """
 
-from pathlib import Path
 
 import gradio as gr
 
 from apps.classification import task
-from shared import ui
-from shared.examples import PHOTOS
-
-EXAMPLES = [*sorted(Path(__file__).parent.glob("examples/*.png")), *PHOTOS.values()]
+from apps.classification.spec import SPEC
+from shared.serving import ui
 
 
 @ui.user_errors
 def classification(image, model, backend, top_k):
     result = task.classify(image, model=model, backend=backend, top_k=top_k, fallback=True)
     scores = {row["label"]: row["score"] for row in result["labels"]}
-    return scores, ui.served_line(task.TASK, result)
+    return scores, ui.served_line(result)
 
 
 with gr.Blocks(title="Image classification") as demo:
@@ -31,14 +28,14 @@ with gr.Blocks(title="Image classification") as demo:
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
-            model = ui.model_picker(task.TASK)
+            model = ui.model_picker(task.MODELS.task)
             backend = ui.backend_radio()
             top_k = gr.Slider(1, task.MAX_TOP_K, value=5, step=1, label="Top k")
             submit = gr.Button("Classify", variant="primary")
         with gr.Column():
             labels = gr.Label(label="Labels")
             served = gr.Markdown()
-    gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image])
+    gr.Examples(SPEC.examples, inputs=[image])
 
     submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification")
 

@@ -39,8 +39,9 @@ from transformers import (
     set_seed,
 )
 
-from shared import loader, registry, training
+from shared import training
 from shared.errors import UserError
+from shared.models import loader, registry
 
 
 @dataclass

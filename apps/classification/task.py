@@ -1,7 +1,8 @@
 """Image classification, the recipe: image -> pixel_values -> logits -> top-k labels.
 
     from apps.classification.task import classify
-    classify(Image.open("cat.png"), model="google/vit-base-patch16-224", backend="onnx", top_k=5)
+    classify(Image.open("cat.png"), model="google/vit-base-patch16-224", backend="onnx", top_k=5).answer
+    # {"labels": [{"label": "tabby, tabby cat", "score": 0.61}, ...]}
 
 The scores are the softmax of the logits, as `transformers.pipeline("image-classification")`
 gives them, on the same image processor; the onnx backend matches torch within ONNX_SPEC.
@@ -14,15 +15,17 @@ import time
 
 import numpy as np
 from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from shared import backends, loader
-from shared.checks import whole_number
-from shared.examples import PHOTOS
-from shared.export import Feeds, OnnxSpec
-from shared.images import decode_image
-from shared.loader import LoadedModel
+from shared.contract import Result
+from shared.data.examples import PHOTOS
+from shared.inference import backends, export
+from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
+from shared.inputs.checks import whole_number
+from shared.inputs.images import decode_image
+from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
-TASK = "classification"
+MODELS = TaskModels("classification", transformers_loader(AutoModelForImageClassification, AutoImageProcessor))
 MAX_TOP_K = 20
 ONNX_SPEC = OnnxSpec(
     input_names=("pixel_values",),
@@ -33,15 +36,8 @@ ONNX_SPEC = OnnxSpec(
 )
 
 
-def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
-    return ONNX_SPEC
-
-
-def cold_start_request() -> dict:
-    """What `demohub bench --cold-start` sends as the first request to a fresh server."""
-    from gradio_client import handle_file
-
-    return {"image": handle_file(str(PHOTOS["cat"]))}
+def onnx_form(loaded: LoadedModel) -> OnnxForm:
+    return export.single_graph(ONNX_SPEC, lambda n: sample_feeds(loaded, n))
 
 
 def preprocess(loaded: LoadedModel, images: list[Image.Image]) -> Feeds:
@@ -72,25 +68,28 @@ def check_top_k(top_k) -> int:
 
 def run(loaded: LoadedModel, images: list[Image.Image], backend: str, top_k: int) -> tuple[list, float]:
     """Top-k labels for each image and the milliseconds it took (preprocess to labels)."""
-    top_k = min(check_top_k(top_k), loaded.model.config.num_labels)
-    runner = backends.runner(loaded, backend, ONNX_SPEC, lambda n: sample_feeds(loaded, n))
+    top_k = check_top_k(top_k)
+    run_model = backends.runner(loaded, backend, onnx_form(loaded))
     started = time.perf_counter()
-    logits = runner(preprocess(loaded, images))["logits"]
+    logits = run_model(preprocess(loaded, images))["logits"]
     latency_ms = (time.perf_counter() - started) * 1e3
     return top_k_labels(loaded, logits, top_k), latency_ms
 
 
 def classify(image, model: str | None = None, backend: str = "torch", top_k: int = 5,
-             fallback: bool = False) -> dict:
-    """One image (path, bytes or PIL) -> {labels, model, backend, latency_ms, notes}.
+             fallback: bool = False) -> Result:
+    """One image (path, bytes or PIL) -> Result with `labels`: [{label, score}], best first.
 
-    With `fallback`, a model that cannot be loaded here is replaced by the embedded default
-    and the notes say so (the UI's choice; the CLI fails instead).
+    With `fallback` (the UI's choice; the CLI fails instead), a model that cannot be loaded here
+    is replaced by the embedded default and the notes say so.
     """
     decoded = decode_image(image)
     top_k = check_top_k(top_k)
-    loaded, notice = loader.load_or_fallback(TASK, model) if fallback else (loader.load_model(TASK, model), "")
+    loaded = MODELS.load(model, fallback=fallback)
     labels, latency_ms = run(loaded, [decoded.image], backend, top_k)
-    return {"labels": labels[0], "model": loaded.entry.name, "backend": backend,
-            "latency_ms": round(latency_ms, 2), "notes": [n for n in (notice, *decoded.notes) if n]}
-
+    notes = list(decoded.notes)
+    num_labels = loaded.model.config.num_labels
+    if top_k > num_labels:
+        notes.append(f"{loaded.entry.name} knows {num_labels} labels, fewer than the {top_k} asked for: "
+                     "all of them are shown.")
+    return Result(loaded, backend, latency_ms, {"labels": labels[0]}, notes=notes)

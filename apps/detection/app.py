@@ -8,16 +8,12 @@ classes="", max_detections=20, api_name="/detection")` returns the annotated ima
 of boxes and the "served by" line.
 """
 
-from pathlib import Path
 
 import gradio as gr
 
 from apps.detection import task
-from shared import ui
-from shared.examples import PHOTOS
-
-# Held-out synthetic scenes (seed 1, never trained on) and a real photo.
-EXAMPLES = [*sorted(Path(__file__).parent.glob("examples/*.png")), PHOTOS["coffee"]]
+from apps.detection.spec import SPEC
+from shared.serving import ui
 
 
 @ui.user_errors
@@ -27,7 +23,7 @@ def detection(image, model, backend, threshold, classes, max_detections):
                          max_detections=max_detections, fallback=True)
     boxes = [(tuple(d["box"]), f"{d['label']} {d['score']:.2f}") for d in result["detections"]]
     table = [[d["label"], round(d["score"], 3), *d["box"]] for d in result["detections"]]
-    return (result["image"], boxes), table, ui.served_line(task.TASK, result)
+    return (result["image"], boxes), table, ui.served_line(result)
 
 
 with gr.Blocks(title="Object detection") as demo:
@@ -36,7 +32,7 @@ with gr.Blocks(title="Object detection") as demo:
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
-            model = ui.model_picker(task.TASK)
+            model = ui.model_picker(task.MODELS.task)
             backend = ui.backend_radio()
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Score threshold")
             classes = gr.Textbox("", label="Only these classes (comma-separated; empty: all)", max_length=500)
@@ -46,7 +42,7 @@ with gr.Blocks(title="Object detection") as demo:
             annotated = gr.AnnotatedImage(label="Detections")
             table = gr.Dataframe(headers=["label", "score", "xmin", "ymin", "xmax", "ymax"], label="Boxes")
             served = gr.Markdown()
-    gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image])
+    gr.Examples(SPEC.examples, inputs=[image])
 
     submit.click(detection, [image, model, backend, threshold, classes, max_detections], [annotated, table, served],
                  api_name="detection")

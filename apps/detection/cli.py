@@ -5,22 +5,21 @@ from __future__ import annotations
 import argparse
 
 from apps.detection import task
-from shared import backends, registry
+from shared.inference.backends import BACKENDS
 
 
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True)
     parser.add_argument("--model", help="Registry name, local model folder, or repo_id@revision.")
-    parser.add_argument("--backend", choices=backends.BACKENDS, default="torch")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--classes", help="Comma-separated labels to keep (default: all).")
     parser.add_argument("--max-detections", type=int, default=20)
 
 
 def predict(args: argparse.Namespace) -> dict:
-    entry = registry.resolve(task.TASK, args.model)
+    entry = task.MODELS.resolve(args.model)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     result = task.detect(args.image, model=entry.name, backend=args.backend, threshold=args.threshold,
                          classes=classes, max_detections=args.max_detections)
-    result.pop("image")
-    return result
+    return result.to_json()

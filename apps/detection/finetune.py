@@ -35,9 +35,10 @@ from transformers import (
 
 from apps.detection import task
 from apps.detection.data import CocoFolder, coco_annotations, train_transform
-from shared import loader, registry, training
+from shared import training
 from shared.errors import UserError
-from shared.loader import LoadedModel
+from shared.models import loader, registry
+from shared.models.loader import LoadedModel
 
 
 @dataclass

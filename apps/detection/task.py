@@ -16,29 +16,36 @@ import time
 import numpy as np
 import torch
 from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForObjectDetection
 from transformers.utils import ModelOutput
 
-from shared import backends, loader
-from shared.checks import number_in, whole_number
+from shared.contract import Result
+from shared.data.examples import PHOTOS
+from shared.data.scenes import make_scene
 from shared.errors import UserError
-from shared.examples import PHOTOS
-from shared.export import Feeds, OnnxSpec
-from shared.images import decode_image
-from shared.loader import LoadedModel
-from shared.scenes import make_scene
+from shared.inference import backends, export
+from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
+from shared.inputs.checks import number_in, whole_number
+from shared.inputs.images import decode_image
+from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
 TASK = "detection"
+MODELS = TaskModels(TASK, transformers_loader(AutoModelForObjectDetection, AutoImageProcessor))
 MAX_DETECTIONS = 100
-# DETR-style processors keep the aspect ratio, so batch, height and width stay dynamic; RT-DETR
-# (fixed 640x640 or 128x128 inputs) is exported at batch 1, the demo's size: its query selection
-# does not export with a dynamic batch, so larger batches run one image at a time.
+# DETR-style processors keep the aspect ratio, so batch, height and width stay dynamic. A model
+# whose registry entry fixes `onnx_batch` (RT-DETR: its query selection does not export with a
+# dynamic batch, and its inputs are a fixed size) is exported at that batch and run in slices.
 ONNX_SPEC = OnnxSpec(("pixel_values",), ("logits", "pred_boxes"),
                      {"pixel_values": {0: "batch", 2: "height", 3: "width"}}, atol=1e-4, rtol=1e-3)
-FIXED_SIZE_SPEC = OnnxSpec(("pixel_values",), ("logits", "pred_boxes"), atol=1e-4, rtol=1e-3, example_batch=1)
 
 
 def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
-    return FIXED_SIZE_SPEC if loaded.model.config.model_type.startswith("rt_detr") else ONNX_SPEC
+    batch = loaded.entry.onnx_batch
+    return OnnxSpec(ONNX_SPEC.input_names, ONNX_SPEC.output_names, example_batch=batch) if batch else ONNX_SPEC
+
+
+def onnx_form(loaded: LoadedModel) -> OnnxForm:
+    return export.single_graph(onnx_spec(loaded), lambda n: sample_feeds(loaded, n))
 
 
 def preprocess(loaded: LoadedModel, images: list[Image.Image]) -> Feeds:
@@ -52,12 +59,6 @@ def sample_images() -> list[Image.Image]:
 
 def sample_feeds(loaded: LoadedModel, batch_size: int) -> Feeds:
     return preprocess(loaded, list(itertools.islice(itertools.cycle(sample_images()), batch_size)))
-
-
-def cold_start_request() -> dict:
-    from gradio_client import handle_file
-
-    return {"image": handle_file(str(PHOTOS["coffee"]))}
 
 
 def postprocess(loaded: LoadedModel, outputs: dict[str, np.ndarray], sizes: list[tuple[int, int]],
@@ -75,21 +76,21 @@ def postprocess(loaded: LoadedModel, outputs: dict[str, np.ndarray], sizes: list
 
 
 def run(loaded: LoadedModel, images: list[Image.Image], backend: str, threshold: float) -> tuple[list, float]:
-    runner = backends.runner(loaded, backend, onnx_spec(loaded), lambda n: sample_feeds(loaded, n))
+    run_model = backends.runner(loaded, backend, onnx_form(loaded))
     started = time.perf_counter()
-    outputs = runner(preprocess(loaded, images))
+    outputs = run_model(preprocess(loaded, images))
     detections = postprocess(loaded, outputs, [(im.height, im.width) for im in images], threshold)
     return detections, (time.perf_counter() - started) * 1e3
 
 
 def detect(image, model: str | None = None, backend: str = "torch", threshold: float = 0.5,
-           classes: list[str] | None = None, max_detections: int = 20, fallback: bool = False) -> dict:
-    """One image -> {detections, model, backend, latency_ms, notes, image (the decoded input)};
-    `classes` keeps only those labels."""
+           classes: list[str] | None = None, max_detections: int = 20, fallback: bool = False) -> Result:
+    """One image -> Result with `detections` [{label, score, box}] and the decoded input as
+    `image`; `classes` keeps only those labels."""
     decoded = decode_image(image)
     threshold = number_in("threshold", threshold, 0.0, 1.0)
     max_detections = whole_number("max_detections", max_detections, 1, MAX_DETECTIONS)
-    loaded, notice = loader.load_or_fallback(TASK, model) if fallback else (loader.load_model(TASK, model), "")
+    loaded = MODELS.load(model, fallback=fallback)
     known = set(loaded.model.config.id2label.values())
     unknown = sorted(set(classes or ()) - known)
     if unknown:
@@ -98,9 +99,8 @@ def detect(image, model: str | None = None, backend: str = "torch", threshold: f
     (detections,), latency_ms = run(loaded, [decoded.image], backend, threshold)
     if classes:
         detections = [d for d in detections if d["label"] in classes]
-    return {"detections": detections[:max_detections], "model": loaded.entry.name, "backend": backend,
-            "latency_ms": round(latency_ms, 2), "notes": [n for n in (notice, *decoded.notes) if n],
-            "image": decoded.image}
+    return Result(loaded, backend, latency_ms, {"detections": detections[:max_detections]},
+                  images={"image": decoded.image}, notes=decoded.notes)
 
 
 def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | None = None, batch_size: int = 16,

@@ -10,30 +10,32 @@ backend="torch", api_name="/generative")` returns the grid image and the "served
 import gradio as gr
 
 from apps.generative import task
-from shared import registry, ui
+from shared.models import registry
+from shared.serving import ui
 
 LABELS = ["any", *[str(d) for d in range(10)]]
-# Models with an encoder: the VAEs and the photo autoencoder, not the GAN.
-VAES = [e.name for e in registry.entries(task.TASK) if "gan" not in e.name]
+# Models with an encoder (the registry says which): the VAEs and the photo autoencoder, not the GAN.
+VAES = [e.name for e in registry.entries(task.TASK) if e.encodes]
 
 
 @ui.user_errors
 def generative(seed, n, label, truncation, model, backend):
-    result = task.generate(model=model, seed=seed, n=n, label=label, truncation=truncation, backend=backend)
-    return result["grid"], ui.served_line(task.TASK, result)
+    result = task.generate(model=model, seed=seed, n=n, label=label, truncation=truncation, backend=backend,
+                           fallback=True)
+    return result["grid"], ui.served_line(result)
 
 
 @ui.user_errors
 def interpolation(seed, seed_b, steps, label, truncation, model, backend):
     result = task.interpolate(model=model, seed=seed, seed_b=seed_b, steps=steps, label=label,
-                              truncation=truncation, backend=backend)
-    return result["strip"], ui.served_line(task.TASK, result)
+                              truncation=truncation, backend=backend, fallback=True)
+    return result["strip"], ui.served_line(result)
 
 
 @ui.user_errors
 def reconstruction(image, vae, seed, truncation, backend):
-    result = task.reconstruct(image, model=vae, seed=seed, n=8, truncation=truncation, backend=backend)
-    return result["input"], result["reconstruction"], result["neighbours"], ui.served_line(task.TASK, result)
+    result = task.reconstruct(image, model=vae, seed=seed, n=8, truncation=truncation, backend=backend, fallback=True)
+    return result["input"], result["reconstruction"], result["neighbours"], ui.served_line(result)
 
 
 with gr.Blocks(title="GAN/VAE sampling") as demo:

@@ -38,8 +38,8 @@ from tqdm import tqdm
 from transformers import HfArgumentParser, set_seed
 
 from apps.generative import models, quality
-from shared import loader, registry
 from shared.errors import UserError
+from shared.models import loader, registry
 
 SIDE = 32
 

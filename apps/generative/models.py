@@ -113,6 +113,16 @@ def save(model: nn.Module, folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps({**config, "model_type": model.model_type}, indent=2) + "\n")
 
 
+def local_facts(folder: Path) -> dict:
+    """What a saved folder can do, for the registry: a GAN samples; a VAE samples and encodes; a
+    photo autoencoder (TAESD) only encodes."""
+    config = json.loads((folder / "config.json").read_text())
+    model_type = config.get("model_type") or config.get("_class_name")
+    if model_type == "AutoencoderTiny":
+        return {"samples": False, "encodes": True}
+    return {"encodes": model_type == ConvVAE.model_type}
+
+
 def from_pretrained(folder: Path, entry, dtype: torch.dtype):
     """The loader's hook for this task: (model, processor=None) from a saved folder."""
     config = json.loads((folder / "config.json").read_text())

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from scipy import linalg
 
-from shared import loader
+from apps.classification.task import MODELS as CLASSIFIERS
 
 
 def to_pil(images01: torch.Tensor) -> list[Image.Image]:
@@ -24,7 +24,7 @@ def to_pil(images01: torch.Tensor) -> list[Image.Image]:
 @torch.inference_mode()
 def judge(images01: torch.Tensor, judge_name: str = "digits-convnext") -> tuple[np.ndarray, list[str]]:
     """The judge's features and predicted labels for (B, 1, H, W) images in [0, 1]."""
-    loaded = loader.load_model("classification", judge_name)
+    loaded = CLASSIFIERS.load(judge_name)
     pixels = loaded.processor(images=[im.convert("RGB") for im in to_pil(images01)], return_tensors="pt")
     pixel_values = pixels["pixel_values"].to(loaded.device, loaded.dtype)
     base = getattr(loaded.model, loaded.model.base_model_prefix)

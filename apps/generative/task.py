@@ -1,7 +1,7 @@
 """GAN/VAE sampling, the recipe: seed -> latents -> generator (or VAE decoder) -> image grid.
 
     from apps.generative.task import generate
-    generate(model="digits-gan", seed=0, n=16, label="7", truncation=1.0, backend="onnx")
+    generate(model="digits-gan", seed=0, n=16, label="7", truncation=1.0, backend="onnx").images["grid"]
 
 The same seed gives the same grid on either backend. For the GAN, `truncation` is the bound of
 the truncated normal the latents come from (smaller: cleaner, less varied); for the VAE it is
@@ -17,15 +17,18 @@ import torch
 from PIL import Image
 from scipy.stats import truncnorm
 
+from apps.generative import models
 from apps.generative.models import ConditionalGenerator
-from shared import backends, loader
-from shared.checks import number_in, whole_number
+from shared.contract import Result
 from shared.errors import UserError
-from shared.export import Feeds, OnnxSpec
-from shared.images import decode_image
-from shared.loader import LoadedModel
+from shared.inference import backends, export
+from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
+from shared.inputs.checks import number_in, whole_number
+from shared.inputs.images import decode_image
+from shared.models.loader import LoadedModel, TaskModels
 
 TASK = "generative"
+MODELS = TaskModels(TASK, models.from_pretrained, local_facts=models.local_facts)
 MAX_SAMPLES = 64
 MAX_SEED = 2**32 - 1
 TRUNCATION_RANGE = (0.05, 3.0)
@@ -38,21 +41,26 @@ def is_gan(loaded: LoadedModel) -> bool:
 
 
 def is_photo_autoencoder(loaded: LoadedModel) -> bool:
-    """diffusers' AutoencoderTiny (TAESD): encodes and decodes photos, has no prior to sample."""
+    """diffusers' AutoencoderTiny (TAESD): encodes and decodes photos."""
     return type(loaded.model).__name__ == "AutoencoderTiny"
 
 
-def load_sampler(model: str | None) -> LoadedModel:
-    loaded = loader.load_model(TASK, model)
-    if is_photo_autoencoder(loaded):
-        raise UserError(f"{loaded.entry.name} reconstructs photos and cannot sample: use it to encode an image.")
-    return loaded
+def load_sampler(model: str | None, fallback: bool = False) -> LoadedModel:
+    """A model that can draw samples (the registry says which: a photo autoencoder cannot)."""
+    entry = MODELS.resolve(model)
+    if not entry.samples:
+        raise UserError(f"{entry.name} reconstructs images and cannot sample: use it to encode an image.")
+    return MODELS.load(entry.name, fallback=fallback)
 
 
 def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
     if is_gan(loaded):
         return OnnxSpec(("z", "labels"), ("images",), {"z": {0: "batch"}, "labels": {0: "batch"}})
     return OnnxSpec(("z",), ("images",), {"z": {0: "batch"}}, module="decoder")
+
+
+def onnx_form(loaded: LoadedModel) -> OnnxForm:
+    return export.single_graph(onnx_spec(loaded), lambda n: sample_feeds(loaded, n))
 
 
 def check_seed(seed) -> int:
@@ -111,22 +119,24 @@ def grid(pixels: np.ndarray, columns: int | None = None) -> Image.Image:
 
 
 def _run(loaded: LoadedModel, backend: str, z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
-    runner = backends.runner(loaded, backend, onnx_spec(loaded), lambda n: sample_feeds(loaded, n))
+    run_model = backends.runner(loaded, backend, onnx_form(loaded))
     started = time.perf_counter()
-    images = runner(feeds_for(loaded, z, labels))["images"]
+    images = run_model(feeds_for(loaded, z, labels))["images"]
     return to_pixels(loaded, images), (time.perf_counter() - started) * 1e3
 
 
 def generate(model: str | None = None, seed: int = 0, n: int = 16, label: str | None = None,
-             truncation: float = 1.0, backend: str = "torch") -> dict:
-    """A grid of `n` samples from `seed`: {grid (PIL), pixels, model, backend, latency_ms}."""
+             truncation: float = 1.0, backend: str = "torch", fallback: bool = False) -> Result:
+    """A grid of `n` samples from `seed`: Result with `n`, and as images the `grid` (PIL) and the
+    samples' `pixels` (n, 32, 32)."""
     seed, (n, truncation) = check_seed(seed), check_settings(n, truncation)
-    loaded = load_sampler(model)
+    loaded = load_sampler(model, fallback)
     labels = label_ids(loaded, label, n)
     pixels, latency_ms = _run(loaded, backend, latents(loaded, seed, n, truncation), labels)
-    return {"grid": grid(pixels), "pixels": pixels, "model": loaded.entry.name, "backend": backend,
-            "latency_ms": round(latency_ms, 2), "notes": [] if is_gan(loaded) or label in (None, "", "any")
-            else ["the VAE is not class-conditional: the label was not used"]}
+    notes = [] if is_gan(loaded) or label in (None, "", "any") else ["the VAE is not class-conditional: the label "
+                                                                      "was not used"]
+    return Result(loaded, backend, latency_ms, {"n": n}, images={"grid": grid(pixels), "pixels": pixels},
+                  notes=notes)
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -138,29 +148,30 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 
 
 def interpolate(model: str | None = None, seed: int = 0, seed_b: int = 1, steps: int = 8, label: str | None = None,
-                truncation: float = 1.0, backend: str = "torch") -> dict:
-    """A strip of `steps` images walking the latent space from `seed` to `seed_b`."""
+                truncation: float = 1.0, backend: str = "torch", fallback: bool = False) -> Result:
+    """A `strip` of `steps` images walking the latent space from `seed` to `seed_b`."""
     seed, seed_b = check_seed(seed), check_seed(seed_b)
     steps = whole_number("steps", steps, 2, MAX_INTERPOLATION_STEPS)
     _, truncation = check_settings(1, truncation)
-    loaded = load_sampler(model)
+    loaded = load_sampler(model, fallback)
     a, b = latents(loaded, seed, 1, truncation)[0], latents(loaded, seed_b, 1, truncation)[0]
     z = np.stack([slerp(a, b, t) for t in np.linspace(0, 1, steps)]).astype(np.float32)
     labels = label_ids(loaded, label, 1).repeat(steps)
     pixels, latency_ms = _run(loaded, backend, z, labels)
-    return {"strip": grid(pixels, columns=steps), "model": loaded.entry.name, "backend": backend,
-            "latency_ms": round(latency_ms, 2)}
+    return Result(loaded, backend, latency_ms, {"steps": steps}, images={"strip": grid(pixels, columns=steps)})
 
 
 @torch.inference_mode()
 def reconstruct(image, model: str = "digits-vae", seed: int = 0, n: int = 8, truncation: float = 0.5,
-                backend: str = "torch") -> dict:
-    """VAE: an uploaded image, its reconstruction, and `n` samples around its code."""
+                backend: str = "torch", fallback: bool = False) -> Result:
+    """VAE: an uploaded image as the model sees it (`input`), its `reconstruction`, and `n` samples
+    around its code (`neighbours`)."""
     decoded = decode_image(image)
     seed, (n, truncation) = check_seed(seed), check_settings(n, truncation)
-    loaded = loader.load_model(TASK, model)
-    if is_gan(loaded):
-        raise UserError(f"{loaded.entry.name} is a GAN, which has no encoder; pick a VAE to encode an image.")
+    entry = MODELS.resolve(model)
+    if not entry.encodes:
+        raise UserError(f"{entry.name} has no encoder (a GAN only generates); pick a VAE to encode an image.")
+    loaded = MODELS.load(entry.name, fallback=fallback, accepts=lambda default: default.encodes)
     if is_photo_autoencoder(loaded):
         return reconstruct_photo(loaded, decoded, seed, n, truncation, backend)
     gray = decoded.image.convert("L").resize((32, 32), Image.Resampling.BICUBIC)
@@ -170,15 +181,15 @@ def reconstruct(image, model: str = "digits-vae", seed: int = 0, n: int = 8, tru
     around = code + latents(loaded, seed, n, truncation)
     decoded_pixels, latency_ms = _run(loaded, backend, np.concatenate([code, around]).astype(np.float32),
                                       np.zeros(n + 1, dtype=np.int64))
-    return {"input": grid(np.asarray(gray)[None]), "reconstruction": grid(decoded_pixels[:1]),
-            "neighbours": grid(decoded_pixels[1:]), "model": loaded.entry.name, "backend": backend,
-            "latency_ms": round(latency_ms, 2), "notes": decoded.notes}
+    images = {"input": grid(np.asarray(gray)[None]), "reconstruction": grid(decoded_pixels[:1]),
+              "neighbours": grid(decoded_pixels[1:])}
+    return Result(loaded, backend, latency_ms, {}, images=images, notes=decoded.notes)
 
 
 PHOTO_SIDE = 512  # TAESD works at any multiple of 8; this keeps a CPU request near a second
 
 
-def reconstruct_photo(loaded: LoadedModel, decoded, seed: int, n: int, truncation: float, backend: str) -> dict:
+def reconstruct_photo(loaded: LoadedModel, decoded, seed: int, n: int, truncation: float, backend: str) -> Result:
     """TAESD: a photo through the Stable Diffusion latent space and back, and variations around it."""
     if backend != "torch":
         raise UserError(f"{loaded.entry.name} runs on the torch backend only.")
@@ -195,9 +206,8 @@ def reconstruct_photo(loaded: LoadedModel, decoded, seed: int, n: int, truncatio
     latency_ms = (time.perf_counter() - started) * 1e3
     frames = [Image.fromarray(((im.permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8))
               for im in images]
-    return {"input": photo, "reconstruction": frames[0], "neighbours": photo_grid(frames[1:]),
-            "model": loaded.entry.name, "backend": backend, "latency_ms": round(latency_ms, 2),
-            "notes": decoded.notes}
+    images = {"input": photo, "reconstruction": frames[0], "neighbours": photo_grid(frames[1:])}
+    return Result(loaded, backend, latency_ms, {}, images=images, notes=decoded.notes)
 
 
 def photo_grid(frames: list[Image.Image], columns: int = 4) -> Image.Image:
@@ -207,7 +217,3 @@ def photo_grid(frames: list[Image.Image], columns: int = 4) -> Image.Image:
     for i, frame in enumerate(frames):
         canvas.paste(frame, ((i % columns) * width, (i // columns) * height))
     return canvas.resize((canvas.width // 2, canvas.height // 2), Image.Resampling.BILINEAR)
-
-
-def cold_start_request() -> dict:
-    return {"seed": 0}

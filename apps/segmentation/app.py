@@ -8,17 +8,13 @@ api_name="/segmentation")` returns the overlay, the table of classes and the "se
 """
 
 import html
-from pathlib import Path
 
 import gradio as gr
 
 from apps.segmentation import task
-from shared import ui
-from shared.checks import number_in
-from shared.examples import PHOTOS
-
-EXAMPLES = [*sorted((Path(__file__).parent.parent / "detection" / "examples").glob("*.png")), PHOTOS["astronaut"]]
-
+from apps.segmentation.spec import SPEC
+from shared.inputs.checks import number_in
+from shared.serving import ui
 
 SWATCH = '<span style="display:inline-block;width:1em;height:1em;background:rgb{}"></span>'
 
@@ -35,7 +31,7 @@ def segmentation(image, model, backend, opacity):
     result = task.segment(image, model=model, backend=backend, fallback=True)
     picture = task.overlay(result["image"], result["mask"], opacity, task.clear_ids(result["model"]))
     table = [[r["label"], round(100 * r["area_fraction"], 2)] for r in result["segments"]]
-    return picture, legend(result["segments"]), table, ui.served_line(task.TASK, result)
+    return picture, legend(result["segments"]), table, ui.served_line(result)
 
 
 with gr.Blocks(title="Semantic segmentation") as demo:
@@ -44,7 +40,7 @@ with gr.Blocks(title="Semantic segmentation") as demo:
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
-            model = ui.model_picker(task.TASK)
+            model = ui.model_picker(task.MODELS.task)
             backend = ui.backend_radio()
             opacity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Overlay opacity")
             submit = gr.Button("Segment", variant="primary")
@@ -53,7 +49,7 @@ with gr.Blocks(title="Semantic segmentation") as demo:
             key = gr.HTML(label="Legend")
             table = gr.Dataframe(headers=["class", "area %"], label="Area by class")
             served = gr.Markdown()
-    gr.Examples([[str(path)] for path in EXAMPLES], inputs=[image])
+    gr.Examples(SPEC.examples, inputs=[image])
 
     submit.click(segmentation, [image, model, backend, opacity], [picture, key, table, served], api_name="segmentation")
 

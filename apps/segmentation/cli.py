@@ -9,21 +9,21 @@ import numpy as np
 from PIL import Image
 
 from apps.segmentation import task
-from shared import backends, registry
 from shared.errors import UserError
+from shared.inference.backends import BACKENDS
 
 
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True)
     parser.add_argument("--model", help="Registry name, local model folder, or repo_id@revision.")
-    parser.add_argument("--backend", choices=backends.BACKENDS, default="torch")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--out-mask", help="PNG file for the mask of class ids (16-bit when there are over 256).")
 
 
 def predict(args: argparse.Namespace) -> dict:
-    entry = registry.resolve(task.TASK, args.model)
+    entry = task.MODELS.resolve(args.model)
     result = task.segment(args.image, model=entry.name, backend=args.backend)
-    output = {k: result[k] for k in ("segments", "model", "backend", "latency_ms", "notes")}
+    output = result.to_json()
     if args.out_mask:
         out = Path(args.out_mask)
         if out.suffix.lower() != ".png":

@@ -36,8 +36,9 @@ from transformers import (
 
 from apps.segmentation import task
 from apps.segmentation.data import MaskFolder, MaskPairs, MaskRows, train_transform
-from shared import loader, registry, training
+from shared import training
 from shared.errors import UserError
+from shared.models import loader, registry
 
 
 @dataclass

@@ -15,21 +15,24 @@ import time
 import numpy as np
 import torch
 from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 from transformers.utils import ModelOutput
 
-from shared import backends, loader
-from shared.examples import PHOTOS
-from shared.export import Feeds, OnnxSpec
-from shared.images import decode_image
-from shared.loader import LoadedModel
-from shared.scenes import make_scene
+from shared.contract import Result
+from shared.data.examples import PHOTOS
+from shared.data.scenes import make_scene
+from shared.inference import backends, export
+from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
+from shared.inputs.images import decode_image
+from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
 TASK = "segmentation"
+MODELS = TaskModels(TASK, transformers_loader(AutoModelForSemanticSegmentation, AutoImageProcessor))
 ONNX_SPEC = OnnxSpec(("pixel_values",), ("logits",), {"pixel_values": {0: "batch"}}, atol=1e-4, rtol=1e-3)
 
 
-def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
-    return ONNX_SPEC
+def onnx_form(loaded: LoadedModel) -> OnnxForm:
+    return export.single_graph(ONNX_SPEC, lambda n: sample_feeds(loaded, n))
 
 
 def preprocess(loaded: LoadedModel, images: list[Image.Image]) -> Feeds:
@@ -39,12 +42,6 @@ def preprocess(loaded: LoadedModel, images: list[Image.Image]) -> Feeds:
 def sample_feeds(loaded: LoadedModel, batch_size: int) -> Feeds:
     images = [make_scene(1, i).image for i in range(4)] + [decode_image(p).image for p in PHOTOS.values()]
     return preprocess(loaded, list(itertools.islice(itertools.cycle(images), batch_size)))
-
-
-def cold_start_request() -> dict:
-    from gradio_client import handle_file
-
-    return {"image": handle_file(str(PHOTOS["astronaut"]))}
 
 
 def class_map(loaded: LoadedModel, logits: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
@@ -62,18 +59,18 @@ def segments(loaded: LoadedModel, classes: np.ndarray) -> list[dict]:
     return sorted(rows, key=lambda row: -row["area_fraction"])
 
 
-def segment(image, model: str | None = None, backend: str = "torch", fallback: bool = False) -> dict:
-    """One image -> {segments, mask (H, W class ids), image, model, backend, latency_ms, notes}."""
+def segment(image, model: str | None = None, backend: str = "torch", fallback: bool = False) -> Result:
+    """One image -> Result with `segments` [{label, id, area_fraction}], and as images the decoded
+    input `image` and its `mask` (H, W class ids)."""
     decoded = decode_image(image)
-    loaded, notice = loader.load_or_fallback(TASK, model) if fallback else (loader.load_model(TASK, model), "")
-    runner = backends.runner(loaded, backend, ONNX_SPEC, lambda n: sample_feeds(loaded, n))
+    loaded = MODELS.load(model, fallback=fallback)
+    run_model = backends.runner(loaded, backend, onnx_form(loaded))
     started = time.perf_counter()
-    logits = runner(preprocess(loaded, [decoded.image]))["logits"]
+    logits = run_model(preprocess(loaded, [decoded.image]))["logits"]
     (classes,) = class_map(loaded, logits, [(decoded.image.height, decoded.image.width)])
     latency_ms = (time.perf_counter() - started) * 1e3
-    return {"segments": segments(loaded, classes), "mask": classes.astype(np.int32), "image": decoded.image,
-            "model": loaded.entry.name, "backend": backend, "latency_ms": round(latency_ms, 2),
-            "notes": [n for n in (notice, *decoded.notes) if n]}
+    return Result(loaded, backend, latency_ms, {"segments": segments(loaded, classes)},
+                  images={"image": decoded.image, "mask": classes.astype(np.int32)}, notes=decoded.notes)
 
 
 def mean_iou(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
@@ -97,7 +94,7 @@ def colour_of(class_id: int) -> tuple[int, int, int]:
 
 def clear_ids(model: str) -> list[int]:
     """Classes left untinted: those named background (ADE's class 0 is "wall", not background)."""
-    id2label = loader.load_model(TASK, model).model.config.id2label
+    id2label = MODELS.load(model).model.config.id2label
     return [i for i, name in id2label.items() if name.lower() in ("background", "unlabeled")]
 
 

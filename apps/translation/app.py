@@ -3,38 +3,56 @@
     python apps/translation/app.py          # this app alone, as a Space runs it
     demohub serve                           # with every other app, at /translation
 
-API: `Client(url).predict(text="...", src="en", tgt="de", model="scenes-marian", backend="torch"|"onnx",
-num_beams=4, max_new_tokens=128, api_name="/translation")` returns the translation and the
-"served by" line.
+API: `Client(url).predict(text="...", src_lang="en", tgt_lang="de", model="scenes-marian",
+backend="torch"|"onnx", num_beams=4, max_new_tokens=127, api_name="/translation")` returns the
+translation and the "served by" line. The sliders start at the selected model's own settings.
 """
 
 import gradio as gr
 
 from apps.translation import task
-from shared import registry, ui
+from apps.translation.spec import SPEC
+from shared.errors import UserError
+from shared.inputs.text import MAX_CHARACTERS
+from shared.models import registry
+from shared.serving import ui
 
 LANGUAGE_CHOICES = [(f"{name} ({code})", code) for code, name in task.LANGUAGES.items()]
+DEFAULT_MODEL = registry.default(task.TASK).name
 
 
 def model_choices() -> list[tuple[str, str]]:
-    """opus-mt once (the pair picks the model), then every other model of the task."""
-    others = [e for e in registry.entries(task.TASK) if not e.name.startswith("Helsinki-NLP/opus-mt-")]
-    return [("Helsinki-NLP/opus-mt-* (chosen by the languages; hub, CC-BY-4.0)", task.OPUS_MT),
-            *((f"{e.name} ({e.source}, {e.license})", e.name) for e in others)]
+    """Each family once (the pair picks its model), then every other model of the task."""
+    entries = registry.entries(task.TASK)
+    families = sorted({e.family for e in entries if e.family})
+    return [*((f"{family} (chosen by the languages)", family) for family in families),
+            *((f"{e.name} ({e.source}, {e.license})", e.name) for e in entries if not e.family)]
 
 
-def model_line(model: str, src: str, tgt: str) -> str:
-    if model == task.OPUS_MT:
-        model = f"Helsinki-NLP/opus-mt-{src}-{tgt}"
+def model_line(model: str, src_lang: str, tgt_lang: str) -> str:
+    try:
+        model = task.pick_model(model, src_lang, tgt_lang).name
+    except UserError as err:
+        return str(err)
     return ui.model_card_line(task.TASK, model)
 
 
-@ui.user_errors
-def translation(text, src, tgt, model, backend, num_beams, max_new_tokens):
-    result = task.translate(text, src=src, tgt=tgt, model=model, backend=backend, num_beams=num_beams,
-                            max_new_tokens=max_new_tokens, fallback=True)
-    return result["translation"], ui.served_line(task.TASK, result) + f" ({result['sentences']} sentences)"
+def model_settings(model: str):
+    """The beam and length sliders at the model's own generation settings (unchanged if unknown here)."""
+    defaults = task.generation_defaults(model) if model in {e.name for e in registry.entries(task.TASK)} else {}
+    return (gr.update(value=defaults["num_beams"]) if defaults else gr.update(),
+            gr.update(value=min(defaults["max_new_tokens"], task.MAX_NEW_TOKENS)) if defaults else gr.update())
 
+
+@ui.user_errors
+def translation(text, src_lang, tgt_lang, model, backend, num_beams, max_new_tokens):
+    result = task.translate(text, src_lang=src_lang, tgt_lang=tgt_lang, model=model, backend=backend,
+                            num_beams=num_beams, max_new_tokens=max_new_tokens, fallback=True)
+    count = result["sentences"]
+    return result["translation"], ui.served_line(result) + f" ({count} sentence{'s' * (count != 1)})"
+
+
+DEFAULTS = task.generation_defaults(DEFAULT_MODEL)
 
 with gr.Blocks(title="Translation") as demo:
     gr.Markdown("# Translation\nType or paste text; it is split into sentences and translated in batches. "
@@ -43,32 +61,31 @@ with gr.Blocks(title="Translation") as demo:
     with gr.Row():
         with gr.Column():
             with gr.Row():
-                src = gr.Dropdown(LANGUAGE_CHOICES, value="en", label="From")
+                src_lang = gr.Dropdown(LANGUAGE_CHOICES, value="en", label="From")
                 swap = gr.Button("⇄ Swap", scale=0, min_width=80)
-                tgt = gr.Dropdown(LANGUAGE_CHOICES, value="de", label="To")
-            source_text = gr.Textbox(lines=6, label="Text", max_length=task.text.MAX_CHARACTERS,
-                                     placeholder="A red 3 to the left of a blue 7.")
-            model = gr.Dropdown(model_choices(), value=registry.default(task.TASK).name, label="Model")
+                tgt_lang = gr.Dropdown(LANGUAGE_CHOICES, value="de", label="To")
+            text = gr.Textbox(lines=6, label="Text", max_length=MAX_CHARACTERS,
+                              placeholder="A red 3 to the left of a blue 7.")
+            model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model")
             card = gr.Markdown(model_line(model.value, "en", "de"))
             backend = ui.backend_radio()
             with gr.Row():
-                num_beams = gr.Slider(1, task.MAX_BEAMS, value=4, step=1, label="Beam size",
-                                      info="1 is greedy: fastest")
-                max_new_tokens = gr.Slider(1, task.MAX_NEW_TOKENS, value=128, step=1,
+                num_beams = gr.Slider(1, task.MAX_BEAMS, value=DEFAULTS.get("num_beams", 4), step=1,
+                                      label="Beam size", info="1 is greedy: fastest. Starts at the model's own.")
+                max_new_tokens = gr.Slider(1, task.MAX_NEW_TOKENS, value=DEFAULTS.get("max_new_tokens", 128), step=1,
                                            label="Maximum new tokens per sentence")
             submit = gr.Button("Translate", variant="primary")
         with gr.Column():
             translated = gr.Textbox(lines=6, label="Translation", interactive=False, buttons=["copy"])
             served = gr.Markdown()
-    gr.Examples([["A red 3 to the left of a blue 7.\nIs there an 8?", "en", "de"],
-                 ["Eine grüne 6 über einer gelben 2. Welche Farbe hat die 6?", "de", "en"]],
-                inputs=[source_text, src, tgt])
+    gr.Examples(SPEC.examples, inputs=[text, src_lang, tgt_lang])
 
     swap.click(lambda a, b, text_in, text_out: (b, a, text_out or text_in, text_in if text_out else text_out),
-               [src, tgt, source_text, translated], [src, tgt, source_text, translated], api_visibility="private")
-    for changed in (model.change, src.change, tgt.change):
-        changed(model_line, [model, src, tgt], card, api_visibility="private")
-    submit.click(translation, [source_text, src, tgt, model, backend, num_beams, max_new_tokens],
+               [src_lang, tgt_lang, text, translated], [src_lang, tgt_lang, text, translated], api_visibility="private")
+    for changed in (model.change, src_lang.change, tgt_lang.change):
+        changed(model_line, [model, src_lang, tgt_lang], card, api_visibility="private")
+    model.change(model_settings, model, [num_beams, max_new_tokens], api_visibility="private")
+    submit.click(translation, [text, src_lang, tgt_lang, model, backend, num_beams, max_new_tokens],
                  [translated, served], api_name="translation")
 
 

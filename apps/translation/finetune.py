@@ -49,9 +49,10 @@ from transformers import (
     set_seed,
 )
 
-from shared import loader, registry, training
+from shared import training
 from shared.errors import UserError
-from shared.pipelines import translation_inputs
+from shared.inference.pipelines import translation_inputs
+from shared.models import loader, registry
 
 TASK = "translation"
 Pair = tuple[str, str]

@@ -1,30 +1,39 @@
 """Translation, the recipe: text -> sentences -> batches of token ids -> generate -> text.
 
     from apps.translation.task import translate
-    translate("A red 3 to the left of a blue 7.", src="en", tgt="de", backend="onnx")
+    translate("A red 3 to the left of a blue 7.", src_lang="en", tgt_lang="de", backend="onnx").answer
+    # {"translation": "Eine rote 3 links von einer blauen 7.", "sentences": 1}
 
 The text is cleaned and split into sentences (and over-long sentences into pieces that fit the
-model), translated in batches by the task adapter (shared/pipelines.py) on `model.generate()`
-or on the ONNX graphs (shared/seq2seq.py), and joined again line by line.
+model), translated in batches by the task adapter (shared/inference/pipelines.py) on
+`model.generate()` or on the ONNX graphs (shared/inference/seq2seq.py), and joined again line
+by line. Generation settings left unset are the model's own (its generation config), as with
+`generate()` and the removed pipeline.
 """
 
 from __future__ import annotations
 
 import time
 
-from shared import backends, loader, registry, text
-from shared.checks import whole_number
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
+
+from shared.contract import Result
 from shared.errors import UserError
-from shared.loader import LoadedModel
-from shared.pipelines import TranslationPipeline, translation_inputs
-from shared.registry import ModelEntry
-from shared.seq2seq import Seq2SeqOnnx, export_graphs
+from shared.inference import backends, seq2seq
+from shared.inference.graphs import OnnxForm
+from shared.inference.pipelines import TranslationPipeline, translation_inputs
+from shared.inputs.checks import whole_number
+from shared.inputs.text import clean_text, split_long, split_sentences
+from shared.models import registry
+from shared.models.loader import LoadedModel, TaskModels, transformers_loader
+from shared.models.registry import ModelEntry
 
 TASK = "translation"
+MODELS = TaskModels(TASK, transformers_loader(AutoModelForSeq2SeqLM, AutoTokenizer))
 LANGUAGES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
              "pt": "Portuguese", "nl": "Dutch", "pl": "Polish", "ru": "Russian", "uk": "Ukrainian",
              "zh": "Chinese", "ja": "Japanese", "ar": "Arabic", "hi": "Hindi"}
-OPUS_MT = "opus-mt"  # the choice that means "Helsinki-NLP/opus-mt-{src}-{tgt}", picked by the languages
+OPUS_MT = "opus-mt"  # a registry family: the language pair picks its model
 MAX_BEAMS = 8
 MAX_NEW_TOKENS = 512
 BATCH_SIZE = 8  # sentences per generate() call
@@ -32,41 +41,35 @@ EXAMPLES = {"en": ["A red 3 to the left of a blue 7.", "is there an 8?", "what c
             "de": ["Eine grüne 6 über einer gelben 2.", "wie viele ziffern gibt es?"]}
 
 
-def pick_model(name: str | None, src: str, tgt: str) -> ModelEntry:
-    """The registry entry for `name` (opus-mt: the pair's Marian model), checked to know src -> tgt."""
-    for code in (src, tgt):
+def pick_model(name: str | None, src_lang: str, tgt_lang: str) -> ModelEntry:
+    """The registry entry for `name` (a family such as opus-mt: its model for the pair), checked to
+    know src_lang -> tgt_lang (a model added by path or revision is taken at its word)."""
+    for code in (src_lang, tgt_lang):
         if code not in LANGUAGES:
             raise UserError(f"Unknown language {code!r}; choose one of: {', '.join(LANGUAGES)}.")
-    if src == tgt:
+    if src_lang == tgt_lang:
         raise UserError("Source and target language are the same: choose two different languages.")
-    if name == OPUS_MT:
-        name = f"Helsinki-NLP/opus-mt-{src}-{tgt}"
-        if name not in {e.name for e in registry.entries(TASK)}:
-            raise UserError(f"No curated opus-mt model translates {src} -> {tgt}; choose facebook/m2m100_418M.")
-    entry = registry.resolve(TASK, name)
-    if entry.source != "local" and not entry.translates(src, tgt):
-        able = [e.name for e in registry.entries(TASK) if e.translates(src, tgt)]
-        raise UserError(f"{entry.name} does not translate {LANGUAGES[src]} to {LANGUAGES[tgt]}"
+    family = [e for e in registry.entries(TASK) if name and e.family == name]
+    if family:
+        able = [e for e in family if e.translates(src_lang, tgt_lang)]
+        if not able:
+            raise UserError(f"No curated {name} model translates {src_lang} -> {tgt_lang}; "
+                            "choose facebook/m2m100_418M.")
+        return able[0]
+    entry = MODELS.resolve(name)
+    if entry.knows_languages and not entry.translates(src_lang, tgt_lang):
+        able = [e.name for e in registry.entries(TASK) if e.translates(src_lang, tgt_lang)]
+        raise UserError(f"{entry.name} does not translate {LANGUAGES[src_lang]} to {LANGUAGES[tgt_lang]}"
                         + (f"; these do: {', '.join(able)}." if able else "; no offered model does."))
     return entry
 
 
-def onnx_generator(loaded: LoadedModel) -> Seq2SeqOnnx:
-    """The model's ONNX graphs with a `generate()`, exported and checked on first use, cached."""
-    if not loaded.entry.onnx:
-        raise UserError(f"{loaded.entry.name} is not marked as exportable to ONNX; use the torch backend.")
-
-    def build() -> Seq2SeqOnnx:
-        return Seq2SeqOnnx(export_graphs(loaded, sample_encoder_feeds(loaded, 2)), loaded)
-
-    key = ("onnx-seq2seq", loaded.entry.name, str(loaded.device))
-    return loader.cache.get(key, build, lambda g: sum(p.stat().st_size for p in g.paths.values()))
+def onnx_form(loaded: LoadedModel) -> OnnxForm:
+    return seq2seq.form(loaded, ("input_ids", "attention_mask"), lambda n: sample_encoder_feeds(loaded, n))
 
 
 def pipeline(loaded: LoadedModel, backend: str) -> TranslationPipeline:
-    if backend not in backends.BACKENDS:
-        raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(backends.BACKENDS)}.")
-    generate = onnx_generator(loaded).generate if backend == "onnx" else None
+    generate = backends.runner(loaded, backend, onnx_form(loaded))
     return TranslationPipeline(loaded.model, loaded.processor, generate=generate)
 
 
@@ -96,15 +99,21 @@ def token_limit(loaded: LoadedModel) -> int:
     return min(int(loaded.processor.model_max_length), positions) - 2  # room for language and end tokens
 
 
+def decoder_limit(loaded: LoadedModel) -> int:
+    """New tokens the decoder can write: its positions, less the start token."""
+    return getattr(loaded.model.config, "max_position_embeddings", MAX_NEW_TOKENS + 1) - 1
+
+
 def sentences_of(loaded: LoadedModel, cleaned: str) -> list[list[str]]:
-    """Per line of the text, the pieces to translate: sentences, long ones cut at word boundaries."""
+    """Per line of the text, the pieces to translate: sentences, long ones cut at word boundaries
+    (and a word too long for the model alone into pieces of characters): nothing is dropped."""
     limit = token_limit(loaded)
 
     def count(piece: str) -> int:
         return len(loaded.processor(piece, add_special_tokens=False)["input_ids"])
 
-    return [[piece for sentence in text.split_sentences(line) for piece in
-             (text.split_long(sentence, count, limit) if count(sentence) > limit else [sentence])]
+    return [[piece for sentence in split_sentences(line) for piece in
+             (split_long(sentence, count, limit) if count(sentence) > limit else [sentence])]
             for line in cleaned.splitlines() if line.strip()]
 
 
@@ -121,43 +130,60 @@ def unknown_characters(loaded: LoadedModel, pieces: list[str]) -> set[str]:
     return unknown
 
 
-def check_settings(num_beams, max_new_tokens) -> tuple[int, int]:
-    return (whole_number("num_beams", num_beams, 1, MAX_BEAMS),
-            whole_number("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS))
+def generation_settings(num_beams=None, max_new_tokens=None) -> dict:
+    """The settings the caller set, checked; unset ones are left to the model's generation config."""
+    settings = {}
+    if num_beams is not None:
+        settings["num_beams"] = whole_number("num_beams", num_beams, 1, MAX_BEAMS)
+    if max_new_tokens is not None:
+        settings["max_new_tokens"] = whole_number("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS)
+    return settings
 
 
-def translate(source_text, src: str = "en", tgt: str = "de", model: str | None = None, backend: str = "torch",
-              num_beams: int = 4, max_new_tokens: int = 128, fallback: bool = False) -> dict:
-    """Text -> {translation, model, backend, latency_ms, sentences, notes}.
+def generation_defaults(name: str | None) -> dict:
+    """The model's own beam count and new-token budget, read from its generation config where its
+    files are here (what the page shows as its defaults); {} where they are not."""
+    entry = MODELS.resolve(name)
+    folder = entry.local_dir
+    if folder is None or not (folder / "generation_config.json").is_file():
+        return {}
+    config = GenerationConfig.from_pretrained(folder)
+    # max_length counts the decoder's start token; max_new_tokens does not
+    return {"num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens or max(1, config.max_length - 1)}
+
+
+def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | None = None, backend: str = "torch",
+              num_beams: int | None = None, max_new_tokens: int | None = None, fallback: bool = False) -> Result:
+    """Text -> Result with `translation` and `sentences` (how many pieces were translated).
 
     With `fallback` (the UI), a Hub model that cannot be loaded here is replaced by the embedded
     model when that one knows the pair, and the notes say so; the CLI fails instead.
     """
-    cleaned = text.clean_text(source_text)
-    num_beams, max_new_tokens = check_settings(num_beams, max_new_tokens)
-    entry = pick_model(model, src, tgt)
-    if fallback:
-        loaded, notice = loader.load_or_fallback(TASK, entry.name, accepts=lambda e: e.translates(src, tgt))
-    else:
-        loaded, notice = loader.load_model(TASK, entry.name), ""
+    cleaned = clean_text(text)
+    settings = generation_settings(num_beams, max_new_tokens)
+    entry = pick_model(model, src_lang, tgt_lang)
+    loaded = MODELS.load(entry.name, fallback=fallback, accepts=lambda e: e.translates(src_lang, tgt_lang))
+    notes = []
+    most = decoder_limit(loaded)
+    if settings.get("max_new_tokens", 0) > most:
+        notes.append(f"max_new_tokens {settings['max_new_tokens']} is more than {loaded.entry.name} can write "
+                     f"in one sentence: used {most}.")
+        settings["max_new_tokens"] = most
     lines = sentences_of(loaded, cleaned)
     pieces = [piece for line in lines for piece in line]
     translate_batch = pipeline(loaded, backend)
-    limit = min(max_new_tokens, token_limit(loaded) + 2)
     started = time.perf_counter()
     translated = []
     for i in range(0, len(pieces), BATCH_SIZE):
-        answers = translate_batch(pieces[i:i + BATCH_SIZE], src_lang=src, tgt_lang=tgt, num_beams=num_beams,
-                                  max_new_tokens=limit)
+        answers = translate_batch(pieces[i:i + BATCH_SIZE], src_lang=src_lang, tgt_lang=tgt_lang, **settings)
         translated += [answer["translation_text"] for answer in answers]
     latency_ms = (time.perf_counter() - started) * 1e3
     out, rest = [], iter(translated)
     for line in lines:
         out.append(" ".join(next(rest) for _ in line))
-    notes = [notice] if notice else []
     unknown = unknown_characters(loaded, pieces)
     if unknown:
         notes.append(f"{loaded.entry.name} does not know these characters and read them as unknown: "
                      f"{' '.join(sorted(unknown)[:20])}")
-    return {"translation": "\n".join(out), "model": loaded.entry.name, "backend": backend,
-            "latency_ms": round(latency_ms, 2), "sentences": len(pieces), "notes": notes}
+    answer = {"translation": "\n".join(out), "sentences": len(pieces)}
+    return Result(loaded, backend, latency_ms, answer, notes=notes)

@@ -10,10 +10,11 @@ import logging
 
 import gradio as gr
 
-from shared import registry
-from shared.backends import BACKENDS
+from shared.contract import Result
 from shared.errors import ModelUnavailable, UserError
-from shared.images import MAX_UPLOAD_BYTES
+from shared.inference.backends import BACKENDS
+from shared.inputs.images import MAX_UPLOAD_BYTES
+from shared.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class ImageInput(gr.Image):
 
     Gradio's own preprocessing opens the file with Pillow, so a corrupt or non-image upload
     fails there as a bare "Error" before the app runs. Here every upload goes to
-    `shared.images.decode_image` instead, which says what is wrong.
+    `shared.inputs.images.decode_image` instead, which says what is wrong.
     """
 
     is_template = True  # use the frontend of gr.Image (and keep its __init__: the config is read from it)
@@ -43,9 +44,10 @@ class ImageInput(gr.Image):
             return None
         if payload.url and payload.url.startswith("data:") and "," in payload.url:
             try:
-                return base64.b64decode(payload.url.split(",", 1)[1], validate=False)
+                return base64.b64decode(payload.url.split(",", 1)[1], validate=True)
             except ValueError:
-                return b""
+                raise gr.Error("The upload is a data: URL whose base64 data is malformed. Upload the image "
+                               "file again.", print_exception=False) from None
         return payload.path
 
 
@@ -76,12 +78,13 @@ def backend_radio() -> gr.Radio:
                     info="onnx: exported on first use, then run with onnxruntime")
 
 
-def served_line(task: str, result: dict) -> str:
-    entry = registry.get(task, result["model"])
-    line = (f"Served by **{entry.name}** ({entry.licence_line}) on **{result['backend']}** "
-            f"in **{result['latency_ms']:.1f} ms**.")
-    notes = [html.escape(note) for note in result.get("notes", []) if note]
-    return line + "".join(f"\n\nNote: {note}" for note in notes)
+def served_line(result: Result) -> str:
+    """Who answered, under which licence, on which backend and precision, how fast, and any notes
+    (an offline fallback among them)."""
+    entry = result.entry
+    line = (f"Served by **{entry.name}** ({entry.licence_line}) on **{result.backend}** ({result.precision}) "
+            f"in **{result.latency_ms:.1f} ms**.")
+    return line + "".join(f"\n\nNote: {html.escape(note)}" for note in result.all_notes)
 
 
 def user_errors(fn):

@@ -5,7 +5,7 @@
     /healthz            the process is up
     /readyz             every app's default model is loaded (503 until then)
 
-Apps are mounted on FastAPI with the safe settings of `shared.ui` and a bounded queue each.
+Apps are mounted on FastAPI with the safe settings of `shared.serving.ui` and a bounded queue each.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from shared import loader, registry, ui
-from shared.apps import model_task, part
+from shared import apps
 from shared.errors import UserError
+from shared.serving import ui
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ def add_local_models(specs: list[str]) -> None:
         app, sep, folder = spec.partition("=")
         if not sep:
             raise UserError(f"--add-model takes APP=DIR, not {spec!r}.")
-        registry.add_local(app, folder)
+        if app not in apps.specs():
+            raise UserError(f"--add-model: unknown app {app!r}; the apps are {', '.join(apps.specs())}.")
+        apps.get(app).models.resolve(folder)
 
 
 def _landing_page(demos: dict[str, gr.Blocks]) -> str:
@@ -45,7 +47,8 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = ()) -> FastA
     add_local_models(list(extra_models))
     hub = FastAPI(title="demohub")
     ready = threading.Event()
-    demos = {name: part(name, "app").demo for name in app_names}
+    specs = {name: apps.get(name) for name in app_names}
+    demos = {name: apps.page(name) for name in specs}
 
     @hub.get("/healthz")
     def healthz():
@@ -63,8 +66,8 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = ()) -> FastA
         gr.mount_gradio_app(hub, ui.configure_queue(demo), path=f"/{name}", **ui.SAFE_SETTINGS)
 
     def preload():
-        for name in app_names:
-            loader.load_model(model_task(name))
+        for spec in specs.values():
+            spec.models.load()
         ready.set()
 
     threading.Thread(target=preload, name="preload", daemon=True).start()

@@ -1,10 +1,11 @@
 """Encoder-decoder generation on onnxruntime: three exported graphs and a search over them.
 
-    onnx = Seq2SeqOnnx(export_graphs(loaded, encoder_feeds), loaded)   # exported, checked, cached
-    token_ids = onnx.generate(**tokenizer(texts, return_tensors="pt", padding=True), num_beams=4)
+    form = seq2seq.form(loaded, ("input_ids", "attention_mask"), encoder_feeds)   # an OnnxForm
+    generate = backends.runner(loaded, "onnx", form)                               # exported, checked, cached
+    token_ids = generate(**tokenizer(texts, return_tensors="pt", padding=True), num_beams=4)
 
-It has `model.generate()`'s signature and answers (see shared/search.py), so a task adapter
-takes either (shared/pipelines.py). The graphs:
+`Seq2SeqOnnx.generate` has `model.generate()`'s signature and answers (see search.py), so a task
+adapter takes either (pipelines.py). The graphs:
 
 - `encoder`: the model's encoder inputs (token ids and mask, or pixel values) -> encoder_hidden_states
 - `decoder`: the first step (and every step without a cache): decoder_input_ids, encoder_hidden_states,
@@ -19,6 +20,7 @@ Marian and M2M100 here, a VisionEncoderDecoder captioner with `encoder_inputs=("
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +28,10 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from shared import backends, export, search
-from shared.export import Feeds, OnnxSpec
-from shared.loader import LoadedModel
+from shared.inference import export, search
+from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
+from shared.inference.sessions import ort_session
+from shared.models.loader import LoadedModel
 
 TOLERANCE = dict(atol=1e-4, rtol=1e-3)  # |onnx - torch| <= atol + rtol * |torch| on logits and keys/values
 
@@ -123,29 +126,23 @@ def sample_feeds(loaded: LoadedModel, graphs: Seq2SeqSpecs, encoder_feeds: Feeds
     return {"encoder": encoder_feeds, "decoder": decoder, "decoder_with_past": with_past}
 
 
-@dataclass
-class ExportedSeq2Seq:
-    specs: Seq2SeqSpecs
-    paths: dict[str, Path]
-    max_abs_diff: dict[str, float]
-    cached: bool
-    seconds: float
-
-
 def decoder_layers(config) -> int:
     """Marian, M2M100, BART: `decoder_layers`; a VisionEncoderDecoder: its text decoder's layers."""
     return getattr(config, "decoder_layers", None) or config.get_text_config(decoder=True).num_hidden_layers
 
 
-def export_graphs(loaded: LoadedModel, encoder_feeds: Feeds) -> ExportedSeq2Seq:
-    """Export (or reuse) the three graphs of `loaded`, each checked against torch on real inputs."""
-    graphs = specs(tuple(encoder_feeds), decoder_layers(loaded.model.config))
-    feeds = sample_feeds(loaded, graphs, encoder_feeds)
-    wraps = {"encoder": EncoderGraph, "decoder": DecoderGraph, "decoder_with_past": DecoderGraph}
-    reports = {name: export.export(loaded, getattr(graphs, name), feeds[name], wraps[name]) for name in wraps}
-    return ExportedSeq2Seq(graphs, {n: r.path for n, r in reports.items()},
-                           {n: r.max_abs_diff for n, r in reports.items()}, all(r.cached for r in reports.values()),
-                           sum(r.seconds for r in reports.values()))
+def form(loaded: LoadedModel, encoder_inputs: tuple[str, ...], encoder_feeds: Callable[[int], Feeds]) -> OnnxForm:
+    """The three graphs of an encoder-decoder, checked on `encoder_feeds(n)` (real inputs) and what
+    torch's encoder and first decoder steps make of them; onnx runs them with `Seq2SeqOnnx.generate`."""
+    graphs = specs(encoder_inputs, decoder_layers(loaded.model.config))
+    return OnnxForm(
+        graphs={"encoder": graphs.encoder, "decoder": graphs.decoder, "decoder_with_past": graphs.decoder_with_past},
+        sample_feeds=lambda n: sample_feeds(loaded, graphs, encoder_feeds(n)),
+        run_torch=lambda loaded: loaded.model.generate,
+        run_onnx=lambda paths, loaded: Seq2SeqOnnx(paths, loaded, graphs),
+        wraps={"encoder": EncoderGraph, "decoder": DecoderGraph, "decoder_with_past": DecoderGraph},
+        generates=True,
+    )
 
 
 class Seq2SeqOnnx:
@@ -156,16 +153,19 @@ class Seq2SeqOnnx:
     (scenes-marian on 2 cores, batch 1, greedy: 9.6 ms per sentence on 1 thread, 12.5 ms on 2).
     """
 
-    def __init__(self, exported: ExportedSeq2Seq, loaded: LoadedModel, decoder_threads: int = 1):
-        self.specs, self.decoder_threads = exported.specs, decoder_threads
-        self.sessions = {name: backends.ort_session(path, loaded.device, spinning=False,
-                                                    intra_op_threads=None if name == "encoder" else decoder_threads)
-                         for name, path in exported.paths.items()}
+    def __init__(self, paths: dict[str, Path], loaded: LoadedModel, graphs: Seq2SeqSpecs, decoder_threads: int = 1):
+        self.specs, self.decoder_threads = graphs, decoder_threads
+        self.sessions = {name: ort_session(path, loaded.device, spinning=False,
+                                           intra_op_threads=None if name == "encoder" else decoder_threads)
+                         for name, path in paths.items()}
         self.inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
         self.generation_config = loaded.model.generation_config
         start = self.generation_config.decoder_start_token_id  # where generate() looks first
         self.decoder_start_token_id = start if start is not None else loaded.model.config.decoder_start_token_id
-        self.paths = exported.paths
+        self.paths = paths
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return self.generate(*args, **kwargs)
 
     def _run(self, graph: str, feeds: Feeds) -> list[np.ndarray]:
         # the exporter drops inputs a graph never reads (the hidden states, once cross keys/values are cached)

@@ -18,10 +18,13 @@ import tomllib
 
 from shared.errors import UserError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 REGISTRY_FILE = MODELS_DIR / "registry.toml"
 SOURCES = ("embedded", "hub", "local")
 _REVISION = re.compile(r"^[0-9a-f]{40}$")
+# What `repo_id@revision` fetches, whatever the task: configs, safetensors weights (any file name),
+# tokenizer and vocabulary files; never pickles, other frameworks' weights or code.
+ANY_MODEL_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.spm", "*.tiktoken")
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,8 @@ class ModelEntry:
     source: str
     license: str
     commercial_use: bool
-    input_size: int
     onnx: bool = True
+    onnx_batch: int = 0  # the batch an export is fixed at (RT-DETR's query selection exports at 1); 0: dynamic
     half_precision: bool = True
     default: bool = False
     description: str = ""
@@ -43,6 +46,14 @@ class ModelEntry:
     trust_remote_code: bool = False
     languages: tuple[str, ...] = field(default_factory=tuple)  # translation: every pair among these ...
     pairs: tuple[str, ...] = field(default_factory=tuple)  # ... or only these directions, "en-de"
+    family: str = ""  # models chosen together in the UI, e.g. "opus-mt": the language pair picks one
+    samples: bool = True  # generative: draws samples from a prior (a photo autoencoder only encodes)
+    encodes: bool = False  # generative: has an encoder, so it can reconstruct an uploaded image
+
+    @property
+    def knows_languages(self) -> bool:
+        """False for a model added by path or revision: nobody has said which languages it knows."""
+        return bool(self.pairs or self.languages)
 
     def translates(self, src: str, tgt: str) -> bool:
         if self.pairs:
@@ -98,7 +109,14 @@ def parse(table: dict) -> dict[str, ModelEntry]:
     return entries
 
 
-_ENTRIES: dict[str, ModelEntry] = parse(tomllib.loads(REGISTRY_FILE.read_text()))
+_TABLE = tomllib.loads(REGISTRY_FILE.read_text())
+_ENTRIES: dict[str, ModelEntry] = parse(_TABLE)
+
+
+def setting(app: str, key: str):
+    """An app's model choice that is not a task default, from the registry's `[settings.<app>]`
+    (e.g. the adversarial app's second model)."""
+    return _TABLE.get("settings", {}).get(app, {})[key]
 
 
 def entries(task: str) -> list[ModelEntry]:
@@ -120,8 +138,9 @@ def get(task: str, name: str | None) -> ModelEntry:
     return entry
 
 
-def add_local(task: str, folder: str | Path, name: str | None = None) -> ModelEntry:
-    """Offer a local model folder (a fine-tuning run's output) under `name` (the folder's name)."""
+def add_local(task: str, folder: str | Path, name: str | None = None, **facts) -> ModelEntry:
+    """Offer a local model folder (a fine-tuning run's output) under `name` (the folder's name),
+    with what is known of it (`facts`: ModelEntry fields such as `encodes`)."""
     folder = Path(folder).resolve()
     if not (folder / "config.json").is_file():
         raise UserError(f"{folder} is not a model folder: it has no config.json.")
@@ -132,8 +151,8 @@ def add_local(task: str, folder: str | Path, name: str | None = None) -> ModelEn
         path=str(folder),
         license="as its owner set it (local folder)",
         commercial_use=True,
-        input_size=0,
         description=f"Local model from {folder}",
+        **facts,
     )
     known = _ENTRIES.get(entry.name)
     if known is not None and known != entry:
@@ -151,9 +170,8 @@ def resolve(task: str, spec: str | None) -> ModelEntry:
         if not _REVISION.match(revision):
             raise UserError(f"Pin a Hub model to a full 40-hex commit: {repo_id}@<revision>.")
         entry = ModelEntry(
-            name=spec, task=task, source="hub", repo_id=repo_id, revision=revision,
-            files=("config.json", "preprocessor_config.json", "model.safetensors"),
-            license="see the model card", commercial_use=False, input_size=0,
+            name=spec, task=task, source="hub", repo_id=repo_id, revision=revision, files=ANY_MODEL_FILES,
+            license="see the model card", commercial_use=False,
         )
         return _ENTRIES.setdefault(entry.name, entry)
     return get(task, spec)

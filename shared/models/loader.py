@@ -1,15 +1,19 @@
-"""One call loads any app's model: `load_model(task, name)`.
+"""One way to load any app's model: a task's `TaskModels`, then `.load(name)`.
 
-It resolves the name through the registry (embedded folder, pinned Hub snapshot, or local
-folder), loads the model and its processor with the task's Auto classes from safetensors,
-puts the model on the best device (CUDA, then MPS, then CPU; fp16/bf16 on CUDA), and keeps
-it in a process-wide LRU cache under a memory budget, so concurrent requests share one copy
-and two requests for the same model load it once.
+    MODELS = TaskModels("classification", transformers_loader(AutoModelForImageClassification, AutoImageProcessor))
+    loaded = MODELS.load("digits-convnext")                   # or None: the task's default
+    loaded = MODELS.load("google/vit-base-patch16-224", fallback=True)   # offline: the default, and why
+
+A name resolves through the registry (embedded folder, pinned Hub snapshot, or local folder);
+the task's build function loads the model and its processor from safetensors; the model goes
+on the best device (CUDA, then MPS, then CPU; fp16/bf16 on CUDA) and into a process-wide LRU
+cache under a memory budget, so concurrent requests share one copy and two requests for the
+same model load it once.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import logging
 import os
 import threading
@@ -20,19 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    AutoImageProcessor,
-    AutoModelForImageClassification,
-    AutoModelForObjectDetection,
-    AutoModelForSemanticSegmentation,
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-)
 from transformers.utils import logging as transformers_logging
 
-from shared import hub, registry
 from shared.errors import ModelUnavailable
-from shared.registry import ModelEntry
+from shared.models import hub, registry
+from shared.models.registry import ModelEntry
 
 log = logging.getLogger(__name__)
 transformers_logging.disable_progress_bar()  # a bar per load is noise in the CLI and server logs
@@ -49,23 +45,8 @@ def transformers_loader(model_class, processor_class) -> Callable:
     return load
 
 
-# How each task's models are built from their folder: transformers' Auto classes, or the app's
-# own `from_pretrained(folder, entry, dtype) -> (model, processor)` named as "module:function".
-TASK_LOADERS: dict[str, Callable | str] = {
-    "classification": transformers_loader(AutoModelForImageClassification, AutoImageProcessor),
-    "detection": transformers_loader(AutoModelForObjectDetection, AutoImageProcessor),
-    "segmentation": transformers_loader(AutoModelForSemanticSegmentation, AutoImageProcessor),
-    "generative": "apps.generative.models:from_pretrained",
-    "translation": transformers_loader(AutoModelForSeq2SeqLM, AutoTokenizer),
-}
-
-
-def task_loader(task: str) -> Callable:
-    load = TASK_LOADERS[task]
-    if isinstance(load, str):
-        module, function = load.split(":")
-        load = getattr(importlib.import_module(module), function)
-    return load
+# (folder, entry, dtype) -> (model, processor): how a task's models are built from their files
+Build = Callable[[Path, ModelEntry, torch.dtype], tuple[Any, Any]]
 
 
 @dataclass
@@ -76,6 +57,11 @@ class LoadedModel:
     folder: Path
     device: torch.device
     dtype: torch.dtype
+    fallback_note: str = ""  # why this is not the model that was asked for (offline fallback), if it is not
+
+    @property
+    def precision(self) -> str:
+        return str(self.dtype).removeprefix("torch.").replace("float32", "fp32").replace("float16", "fp16")
 
     @property
     def nbytes(self) -> int:
@@ -110,11 +96,11 @@ def model_folder(entry: ModelEntry) -> Path:
     return folder
 
 
-def _load(entry: ModelEntry, device: torch.device) -> LoadedModel:
+def _load(entry: ModelEntry, build: Build, device: torch.device) -> LoadedModel:
     folder = model_folder(entry)
     dtype = best_dtype(device, entry.half_precision)
     try:
-        model, processor = task_loader(entry.task)(folder, entry, dtype)
+        model, processor = build(folder, entry, dtype)
     except (OSError, ValueError) as err:
         raise ModelUnavailable(f"{entry.name}: could not load from {folder}: {err}") from err
     model.to(device).eval()
@@ -167,21 +153,40 @@ MEMORY_BUDGET_BYTES = int(float(os.environ.get("DEMOHUB_MEMORY_BUDGET_GB", "6"))
 cache = LruCache(MEMORY_BUDGET_BYTES)
 
 
-def load_model(task: str, name: str | None = None, device: torch.device | None = None) -> LoadedModel:
-    """The task's model `name` (registry name; None for the default), cached and ready to run."""
-    entry = registry.get(task, name)
-    device = device or best_device()
-    return cache.get(("model", entry.name, str(device)), lambda: _load(entry, device), lambda m: m.nbytes)
+@dataclasses.dataclass(frozen=True)
+class TaskModels:
+    """The models of one registry task, and how to build one from its folder."""
 
+    task: str
+    build: Build
+    # The registry's facts about a local folder where the task can read them from its files
+    # (a generative folder says whether it samples or encodes); registry rows state them.
+    local_facts: Callable[[Path], dict] = lambda folder: {}
 
-def load_or_fallback(task: str, name: str | None,
-                     accepts: Callable[[ModelEntry], bool] = lambda entry: True) -> tuple[LoadedModel, str]:
-    """For the UI: the asked-for model, or the task's default with a sentence saying why (only
-    where `accepts` the default, e.g. a translation model that knows the asked-for pair)."""
-    try:
-        return load_model(task, name), ""
-    except ModelUnavailable as err:
-        fallback = registry.default(task)
-        if name in (None, fallback.name) or not accepts(fallback):
-            raise
-        return load_model(task, fallback.name), f"{err} Answered with {fallback.name} instead."
+    def resolve(self, name: str | None) -> ModelEntry:
+        """What the CLI accepts: a registry name, a local model folder, or `repo_id@<40-hex revision>`."""
+        if name and Path(name).is_dir():
+            return registry.add_local(self.task, name, **self.local_facts(Path(name)))
+        return registry.resolve(self.task, name)
+
+    def load(self, name: str | None = None, fallback: bool = False, device: torch.device | None = None,
+             accepts: Callable[[ModelEntry], bool] = lambda entry: True) -> LoadedModel:
+        """The model `name` (the task's default when None), cached and ready to run.
+
+        With `fallback` (the UI's choice; the CLI fails instead), a model that cannot be loaded
+        here is replaced by the task's default where `accepts` it, and `fallback_note` says why.
+        """
+        entry = registry.get(self.task, name)
+        try:
+            return self._load(entry, device)
+        except ModelUnavailable as err:
+            default = registry.default(self.task)
+            if not fallback or entry.name == default.name or not accepts(default):
+                raise
+            loaded = self._load(default, device)
+            return dataclasses.replace(loaded, fallback_note=f"{err} Answered with {default.name} instead.")
+
+    def _load(self, entry: ModelEntry, device: torch.device | None) -> LoadedModel:
+        device = device or best_device()
+        return cache.get(("model", entry.name, str(device)), lambda: _load(entry, self.build, device),
+                         lambda m: m.nbytes)

@@ -1,11 +1,12 @@
-"""Export an app's model to ONNX, check it against torch, cache it on disk, optionally quantise it.
+"""Export a model to ONNX, check it against torch, cache it on disk, optionally quantise it.
 
-    path = export.ensure_onnx(loaded, spec, sample_feeds)
+    report = export.export_model(loaded, form)       # every graph of the form, checked
+    paths = export.ensure_exported(loaded, form)     # the cached files, exported on first use
 
-The exporter is `torch.onnx.export(..., dynamo=True)`. The file is cached under
+The exporter is `torch.onnx.export(..., dynamo=True)`. Each graph is cached under
 `$DEMOHUB_CACHE/onnx/` by model, weights and exporter settings, written to a temporary
 folder and moved into place, and accepted only if onnxruntime's outputs on real sample
-inputs match torch's within the app's stated tolerance.
+inputs match torch's within the graph's stated tolerance.
 """
 
 from __future__ import annotations
@@ -14,57 +15,28 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from shared.errors import UserError
-from shared.loader import LoadedModel
+from shared.inference.graphs import Feeds, NamedOutputs, OnnxForm, OnnxSpec, Wrap
+from shared.inference.sessions import CACHE_DIR, OnnxRunner, ort_session
+from shared.models.loader import LoadedModel
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
-CACHE_DIR = Path(os.environ.get("DEMOHUB_CACHE", Path.home() / ".cache" / "demohub"))
-
-Feeds = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class OnnxSpec:
-    """How an app's model meets ONNX: named inputs and outputs, which axes are dynamic, and
-    how close onnxruntime must stay to torch (|onnx - torch| <= atol + rtol * |torch|)."""
-
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
-    atol: float = 1e-4
-    rtol: float = 1e-3
-    module: str = ""  # export this submodule (a VAE's decoder, say) instead of the whole model
-    example_batch: int = 2  # batch of the example inputs; with 1, the exporter fixes the batch axis
 
 
 class ExportMismatch(RuntimeError):
     """The exported graph does not reproduce torch within the spec's tolerance."""
-
-
-class _NamedOutputs(torch.nn.Module):
-    """Positional tensors in, the chosen output tensors out: the shape an exporter wants."""
-
-    def __init__(self, model: torch.nn.Module, spec: OnnxSpec):
-        super().__init__()
-        self.model = getattr(model, spec.module) if spec.module else model
-        self.spec = spec
-
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(**dict(zip(self.spec.input_names, inputs, strict=True)))
-        return tuple(outputs[name] for name in self.spec.output_names)
 
 
 def weights_fingerprint(loaded: LoadedModel) -> str:
@@ -89,13 +61,7 @@ def onnx_path(loaded: LoadedModel, spec: OnnxSpec, quantize: bool = False) -> Pa
     return CACHE_DIR / "onnx" / f"{slug}-{key}" / ("model.int8.onnx" if quantize else "model.onnx")
 
 
-# Builds the module that is exported: positional tensors in spec.input_names order in, a tuple in
-# spec.output_names order out. The default calls the model with named inputs; a model that needs
-# more (a decoder carrying its key/value cache) brings its own (see shared/seq2seq.py).
-Wrap = Callable[[torch.nn.Module, OnnxSpec], torch.nn.Module]
-
-
-def torch_outputs(model: torch.nn.Module, spec: OnnxSpec, feeds: Feeds, wrap: Wrap = _NamedOutputs) -> list[np.ndarray]:
+def torch_outputs(model: torch.nn.Module, spec: OnnxSpec, feeds: Feeds, wrap: Wrap = NamedOutputs) -> list[np.ndarray]:
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     tensors = [torch.from_numpy(feeds[n]).to(device) for n in spec.input_names]
@@ -119,23 +85,16 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray], spec: Onnx
 
 
 @dataclass
-class ExportReport:
+class GraphReport:
     path: Path
     seconds: float
     max_abs_diff: float
     cached: bool
 
 
-def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap: Wrap = _NamedOutputs) -> ExportReport:
-    """Export (or reuse) the fp32 ONNX file of `loaded` and check it on `sample_feeds`.
-
-    `sample_feeds` should have `spec.example_batch` rows.
-    """
-    from shared.backends import ort_session
-
-    if not loaded.entry.onnx:
-        raise UserError(f"{loaded.entry.name} is not marked as exportable to ONNX in the registry; "
-                        "use the torch backend.")
+def export_graph(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap: Wrap = NamedOutputs) -> GraphReport:
+    """Export (or reuse) one fp32 graph of `loaded` and check it on `sample_feeds`
+    (`spec.example_batch` rows)."""
     path = onnx_path(loaded, spec)
     started = time.perf_counter()
     cached = path.is_file()
@@ -154,7 +113,72 @@ def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap: Wrap 
     except ExportMismatch:
         shutil.rmtree(path.parent, ignore_errors=True)
         raise
-    return ExportReport(path, time.perf_counter() - started, diff, cached)
+    return GraphReport(path, time.perf_counter() - started, diff, cached)
+
+
+@dataclass
+class ExportReport:
+    """Every graph of a model's form: where it is, how long export (or the cache check) took, and
+    how far onnxruntime is from torch on real inputs."""
+
+    model: str
+    graphs: dict[str, GraphReport]
+    tolerance: dict[str, float]
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return {name: graph.path for name, graph in self.graphs.items()}
+
+    def as_json(self) -> dict:
+        return {"model": self.model, "paths": {name: str(path) for name, path in self.paths.items()},
+                "seconds": round(sum(g.seconds for g in self.graphs.values()), 2),
+                "cached": all(g.cached for g in self.graphs.values()),
+                "max_abs_diff_vs_torch": {name: g.max_abs_diff for name, g in self.graphs.items()},
+                "tolerance": self.tolerance}
+
+
+def check_exportable(loaded: LoadedModel) -> None:
+    if not loaded.entry.onnx:
+        raise UserError(f"{loaded.entry.name} is not marked as exportable to ONNX in the registry; "
+                        "use the torch backend.")
+
+
+def export_model(loaded: LoadedModel, form: OnnxForm) -> ExportReport:
+    """Export (or reuse) every graph of `form`, each checked against torch on real inputs."""
+    check_exportable(loaded)
+    feeds = form.sample_feeds(form.example_batch)
+    graphs = {name: export_graph(loaded, spec, feeds[name], form.wrap(name)) for name, spec in form.graphs.items()}
+    return ExportReport(loaded.entry.name, graphs, form.tolerance)
+
+
+def ensure_exported(loaded: LoadedModel, form: OnnxForm) -> dict[str, Path]:
+    """The checked ONNX files of `loaded`, exported on first use."""
+    check_exportable(loaded)
+    paths = {name: onnx_path(loaded, spec) for name, spec in form.graphs.items()}
+    if all(path.is_file() for path in paths.values()):
+        return paths
+    return export_model(loaded, form).paths
+
+
+class TorchRunner:
+    """One graph on torch, with the ONNX runner's call: feeds in, named numpy outputs out."""
+
+    def __init__(self, loaded: LoadedModel, spec: OnnxSpec):
+        self.loaded, self.spec = loaded, spec
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        outputs = torch_outputs(self.loaded.model, self.spec, feeds)
+        return dict(zip(self.spec.output_names, outputs, strict=True))
+
+
+def single_graph(spec: OnnxSpec, sample_feeds: Callable[[int], Feeds]) -> OnnxForm:
+    """The form of a model that answers in one forward pass (graph name "model")."""
+    return OnnxForm(
+        graphs={"model": spec},
+        sample_feeds=lambda n: {"model": sample_feeds(n)},
+        run_torch=lambda loaded: TorchRunner(loaded, spec),
+        run_onnx=lambda paths, loaded: OnnxRunner(paths["model"], loaded.device, spec),
+    )
 
 
 def _write_onnx(module: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, path: Path) -> None:
@@ -208,11 +232,3 @@ def quantize(fp32_path: Path) -> Path:
         quantize_dynamic(fp32_path, scratch, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         scratch.rename(int8_path)
     return int8_path
-
-
-def ensure_onnx(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int], Feeds]) -> Path:
-    """The checked ONNX file for `loaded`, exporting it on first use."""
-    path = onnx_path(loaded, spec)
-    if path.is_file():
-        return path
-    return export(loaded, spec, sample_feeds(spec.example_batch)).path

@@ -40,12 +40,27 @@ def split_sentences(text: str) -> list[str]:
 
 
 def split_long(sentence: str, count_tokens, max_tokens: int) -> list[str]:
-    """`sentence` in pieces of whole words of at most `max_tokens` tokens each (a single word
-    longer than that stays whole and is truncated by the tokenizer)."""
+    """`sentence` in pieces of at most `max_tokens` tokens each: whole words where they fit, and a
+    single word longer than that in pieces of characters (so nothing is cut off)."""
     pieces: list[str] = []
     for word in sentence.split():
         if pieces and count_tokens(f"{pieces[-1]} {word}") <= max_tokens:
             pieces[-1] = f"{pieces[-1]} {word}"
-        else:
+        elif count_tokens(word) <= max_tokens:
             pieces.append(word)
+        else:
+            pieces += _split_word(word, count_tokens, max_tokens)
+    return pieces
+
+
+def _split_word(word: str, count_tokens, max_tokens: int) -> list[str]:
+    """The longest prefixes that fit, found by bisection, one after another."""
+    pieces = []
+    while word:
+        low, high = 1, len(word)  # the longest fitting prefix length lies in [low, high]
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if count_tokens(word[:middle]) <= max_tokens else (low, middle - 1)
+        pieces.append(word[:low])
+        word = word[low:]
     return pieces

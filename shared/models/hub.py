@@ -18,7 +18,7 @@ from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from shared.errors import ModelUnavailable
-from shared.registry import ModelEntry
+from shared.models.registry import ModelEntry
 
 PROBE_TIMEOUT_S = 3.0
 _probe_cache: dict[str, tuple[float, bool]] = {}

@@ -26,68 +26,54 @@ from shared import apps
 from shared.errors import ModelUnavailable, UserError
 
 
-def _load(args) -> tuple:
-    """The app's task module and the model `--model` names, loaded."""
-    from shared import loader, registry
-
-    task = apps.part(args.app, "task")
-    entry = registry.resolve(apps.model_task(args.app), args.model)
-    return task, loader.load_model(entry.task, entry.name)
+def _load(args):
+    """The app's spec and the model `--model` names, loaded."""
+    spec = apps.get(args.app)
+    return spec, spec.models.load(spec.models.resolve(args.model).name)
 
 
 def _predict(args) -> dict:
-    return apps.part(args.app, "cli").predict(args)
+    return apps.get(args.app).cli_predict(args)
 
 
 def _export(args) -> dict:
-    from shared import export
+    from shared import bench
+    from shared.inference import export
 
-    task, loaded = _load(args)
-    app_cli = apps.part(args.app, "cli")
-    if hasattr(app_cli, "export"):  # models of several graphs (encoder-decoder) export themselves
-        if args.quantize:
-            raise UserError(f"--quantize is not offered for {args.app} yet; its export is fp32.")
-        return app_cli.export(loaded)
-    spec = task.onnx_spec(loaded)
-    report = export.export(loaded, spec, task.sample_feeds(loaded, spec.example_batch))
-    result = {"model": loaded.entry.name, "path": str(report.path), "seconds": round(report.seconds, 2),
-              "cached": report.cached, "max_abs_diff_vs_torch": report.max_abs_diff,
-              "tolerance": {"atol": spec.atol, "rtol": spec.rtol}}
+    spec, loaded = _load(args)
+    form = spec.onnx(loaded)
+    report = export.export_model(loaded, form)
+    result = report.as_json()
     if args.quantize:
-        if not hasattr(app_cli, "quantization_report"):
-            raise UserError(f"--quantize is not offered for {args.app}: its models gain little from int8.")
-        result["quantized"] = app_cli.quantization_report(loaded, report.path, export.quantize(report.path))
+        if form.generates:
+            raise UserError(f"--quantize is not offered for {args.app} yet: its generation graphs are exported fp32.")
+        result["quantized"] = bench.int8_report(loaded, form, report, spec.held_out)
     return result
 
 
 def _bench(args) -> dict:
     from shared import bench
 
-    task, loaded = _load(args)
-    app_cli = apps.part(args.app, "cli")
-    if hasattr(app_cli, "run_bench"):  # text generation: tokens per second
-        result = app_cli.run_bench(loaded, tuple(args.batch_sizes), args.repeats)
-    else:
-        result = bench.bench(loaded, task.onnx_spec(loaded), lambda n: task.sample_feeds(loaded, n),
-                             batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
+    spec, loaded = _load(args)
+    result = bench.bench(loaded, spec.onnx(loaded), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
     if args.cold_start:
-        result["cold_start_s"] = bench.cold_start(args.app, task.cold_start_request())
+        result["cold_start_s"] = bench.cold_start(spec.name, spec.cold_start_request())
     return result
 
 
 def _finetune(args) -> dict:
-    return apps.part(args.app, "finetune").main(args.finetune_args)
+    return apps.get(args.app).finetune(args.finetune_args)
 
 
 def _serve(args) -> None:
-    from shared import server
+    from shared.serving import server
 
-    server.serve(apps.APPS, host=args.host, port=args.port, extra_models=args.add_model)
+    server.serve(tuple(apps.specs()), host=args.host, port=args.port, extra_models=args.add_model)
 
 
 def _data(args) -> dict:
-    from shared import digits, scenes
-    from shared.checks import whole_number
+    from shared.data import digits, scenes
+    from shared.inputs.checks import whole_number
 
     if args.dataset == "digits":
         return {"written": str(digits.write_imagefolder(args.out))}
@@ -112,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     ("bench", _bench, "torch vs ONNX latency, same inputs, one run."),
                                     ("finetune", _finetune, "Fine-tune a model on your data.")]:
         per_app = commands.add_parser(verb, help=helptext).add_subparsers(dest="app", required=True)
-        for app in apps.APPS:
+        for app, spec in apps.specs().items():
             # finetune passes --help on to finetune.py's own parser
-            sub = per_app.add_parser(app, add_help=verb != "finetune")
+            sub = per_app.add_parser(app, add_help=verb != "finetune", help=spec.summary)
             sub.set_defaults(handler=handler)
             if verb == "predict":
-                apps.part(app, "cli").add_predict_arguments(sub)
+                spec.cli_arguments(sub)
             elif verb == "finetune":
                 sub.description = f"Takes the arguments of apps/{app}/finetune.py (see its --help)."
             else:

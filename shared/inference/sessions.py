@@ -1,29 +1,25 @@
-"""Run an app's model on `torch` or `onnx` with the same call: feeds in, named outputs out.
+"""onnxruntime sessions: the best provider, the same thread count as torch, and one graph's runner.
 
-    run = backends.runner(loaded, "onnx", spec, sample_feeds)
+    run = OnnxRunner(path, device, spec)
     outputs = run({"pixel_values": pixels})        # {"logits": np.ndarray}
 
-The onnx runner uses onnxruntime's best provider (TensorRT, CUDA, CPU), full graph
-optimisation, the same thread count as torch, and IO binding on CUDA. Sessions are kept in
-the loader's LRU cache beside the torch models.
+Providers are tried in the order TensorRT, CUDA, CPU. Graph optimisation is full; on CUDA the
+runner binds its outputs on the GPU and copies them once at the end (IO binding).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from shared import export
 from shared.errors import UserError
-from shared.export import Feeds, OnnxSpec
-from shared.loader import LoadedModel, cache
+from shared.inference.graphs import Feeds, OnnxSpec
 
-BACKENDS = ("torch", "onnx")
+CACHE_DIR = Path(os.environ.get("DEMOHUB_CACHE", Path.home() / ".cache" / "demohub"))
 
 
 def threads() -> int:
@@ -38,7 +34,7 @@ def providers(device: torch.device) -> list:
     chosen: list = []
     if device.type == "cuda":
         if "TensorrtExecutionProvider" in available and importlib.util.find_spec("tensorrt"):
-            trt_cache = export.CACHE_DIR / "tensorrt"
+            trt_cache = CACHE_DIR / "tensorrt"
             chosen.append(("TensorrtExecutionProvider",
                            {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache)}))
         if "CUDAExecutionProvider" in available:
@@ -69,16 +65,9 @@ def ort_session(path: Path, device: torch.device, spinning: bool = True, intra_o
     return ort.InferenceSession(str(path), options, providers=providers(device))
 
 
-class TorchRunner:
-    def __init__(self, loaded: LoadedModel, spec: OnnxSpec):
-        self.loaded, self.spec = loaded, spec
-
-    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        outputs = export.torch_outputs(self.loaded.model, self.spec, feeds)
-        return dict(zip(self.spec.output_names, outputs, strict=True))
-
-
 class OnnxRunner:
+    """One exported graph: feeds in, named outputs out."""
+
     def __init__(self, path: Path, device: torch.device, spec: OnnxSpec):
         self.path, self.spec = path, spec
         self.session = ort_session(path, device)
@@ -104,20 +93,3 @@ class OnnxRunner:
             self.session.run_with_iobinding(binding)
             outputs = binding.copy_outputs_to_cpu()
         return dict(zip(self.spec.output_names, outputs, strict=True))
-
-
-def runner(loaded: LoadedModel, backend: str, spec: OnnxSpec,
-           sample_feeds: Callable[[int], Feeds], quantize: bool = False) -> Callable[[Feeds], dict]:
-    """A callable that runs `loaded` on `backend`; the ONNX file is exported on first use."""
-    if backend not in BACKENDS:
-        raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
-    if backend == "torch":
-        return TorchRunner(loaded, spec)
-
-    def build() -> OnnxRunner:
-        path = export.ensure_onnx(loaded, spec, sample_feeds)
-        return OnnxRunner(export.quantize(path) if quantize else path, loaded.device, spec)
-
-    key = ("onnx", loaded.entry.name, str(loaded.device), quantize)
-    return cache.get(key, build, lambda r: r.path.stat().st_size)
-

@@ -1,0 +1,93 @@
+"""The app contract: what every app under `apps/` declares, once, as data.
+
+An app is one folder, `apps/<name>/`:
+
+    spec.py      SPEC = AppSpec(...): what the hub, the CLI, the bench, Spaces and the tests read
+    task.py      the recipe: how its model loads, how inputs become tensors, how outputs become answers
+    app.py       `demo`, its Gradio page (`python apps/<name>/app.py` serves it alone, as a Space does)
+    cli.py       its `demohub predict` arguments and what is printed
+    finetune.py  transfer learning onto the user's own data
+
+plus its models' rows in `models/registry.toml` and its Space in `spaces.yaml`. Every app's
+predict returns a `Result`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.inference.graphs import OnnxForm
+from shared.models.loader import LoadedModel, TaskModels
+from shared.models.registry import ModelEntry
+
+
+@dataclass
+class Result:
+    """One answer of any app: the task's payload plus who answered, how, and how fast.
+
+    `answer` is JSON (what `demohub predict` prints, with the fields below); `images` are
+    pictures for the page. `result["labels"]` reads either, as transformers' ModelOutput does.
+    """
+
+    loaded: LoadedModel
+    backend: str
+    latency_ms: float
+    answer: dict[str, Any]
+    images: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def entry(self) -> ModelEntry:
+        return self.loaded.entry
+
+    @property
+    def precision(self) -> str:
+        """fp32, or bf16/fp16 where torch runs a model in half precision on a GPU (exports are fp32)."""
+        return self.loaded.precision if self.backend == "torch" else "fp32"
+
+    @property
+    def all_notes(self) -> list[str]:
+        return [note for note in (self.loaded.fallback_note, *self.notes) if note]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.answer, "model": self.entry.name, "backend": self.backend, "precision": self.precision,
+                "latency_ms": round(self.latency_ms, 2), "notes": self.all_notes}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.images[key] if key in self.images else self.to_json()[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.images or key in self.to_json()
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """Everything the shared code needs to know about one app."""
+
+    name: str  # its folder, its path in the hub (/name/), its CLI word and its Space
+    title: str
+    summary: str  # one line: what it does, for the landing page and the Space's card
+    models: TaskModels  # the registry task whose models it runs, and how one loads
+    predict: Callable[..., Result]  # the recipe's entry point: inputs and settings -> Result
+    onnx: Callable[[LoadedModel], OnnxForm]  # how a loaded model becomes ONNX graphs and runs on each backend
+    example: dict[str, Any]  # one request: keyword arguments of `predict` and of the page's API (paths for files)
+    examples: list[list]  # the page's example rows (inputs of its main event)
+    cli_arguments: Callable[[argparse.ArgumentParser], None]
+    cli_predict: Callable[[argparse.Namespace], dict]  # parsed arguments -> what is printed
+    finetune: Callable[[list[str]], dict]  # finetune.py's main(argv)
+    held_out: Callable[[LoadedModel, Callable], dict] | None = None  # held-out metrics on a runtime (int8 check)
+
+    @property
+    def folder(self) -> Path:
+        return Path(__file__).resolve().parent.parent / "apps" / self.name
+
+    def cold_start_request(self) -> dict[str, Any]:
+        """`example` as gradio_client sends it: files as uploads."""
+        from gradio_client import handle_file
+
+        return {key: handle_file(str(value)) if isinstance(value, Path) else value
+                for key, value in self.example.items()}
