@@ -5,7 +5,9 @@
 The exporter is `torch.onnx.export(..., dynamo=True)`. The file is cached under
 `$DEMOHUB_CACHE/onnx/` by model, weights and exporter settings, written to a temporary
 folder and moved into place, and accepted only if onnxruntime's outputs on real sample
-inputs match torch's within the app's stated tolerance.
+inputs match torch's within the app's stated tolerance. The SHA-256 of every file of an export
+is recorded beside it (`sha256.json`, in the same atomic move) and checked whenever the cache
+is opened: a truncated or altered file is exported again, and the report's notes say so.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from shared.loader import LoadedModel
 log = logging.getLogger(__name__)
 
 OPSET = 18
+DIGESTS = "sha256.json"  # {file name: SHA-256} of the files of one export folder
 CACHE_DIR = Path(os.environ.get("DEMOHUB_CACHE", Path.home() / ".cache" / "demohub"))
 
 Feeds = dict[str, np.ndarray]
@@ -124,6 +127,42 @@ class ExportReport:
     seconds: float
     max_abs_diff: float
     cached: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_digests(folder: Path) -> None:
+    """Write the digests of every file in `folder` (under a temporary name, then renamed)."""
+    digests = {f.name: _sha256(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != DIGESTS
+               and not f.name.startswith(".")}
+    scratch = folder / f".{DIGESTS}.{os.getpid()}"
+    scratch.write_text(json.dumps(digests, indent=1))
+    os.replace(scratch, folder / DIGESTS)
+
+
+def intact(path: Path) -> bool:
+    """Whether the cached export `path` and the files beside it still have their recorded digests."""
+    try:
+        digests = json.loads((path.parent / DIGESTS).read_text())
+        return path.name in digests and all(_sha256(path.parent / name) == digest for name, digest in digests.items())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _drop_if_damaged(path: Path) -> list[str]:
+    """Remove a cached export that no longer matches its digests; a note saying so, or none."""
+    if not path.parent.exists() or intact(path):
+        return []
+    shutil.rmtree(path.parent, ignore_errors=True)
+    log.warning("the cached ONNX export %s did not match its recorded SHA-256; exporting it again", path.parent.name)
+    return ["the cached ONNX file did not match its recorded checksum (damaged or altered) and was exported again"]
 
 
 def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap: Wrap = _NamedOutputs) -> ExportReport:
@@ -138,6 +177,7 @@ def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap: Wrap 
                         "use the torch backend.")
     path = onnx_path(loaded, spec)
     started = time.perf_counter()
+    notes = _drop_if_damaged(path)
     cached = path.is_file()
     # Export from an fp32 CPU copy: the file then runs on every provider.
     model = loaded.model
@@ -154,7 +194,7 @@ def export(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap: Wrap 
     except ExportMismatch:
         shutil.rmtree(path.parent, ignore_errors=True)
         raise
-    return ExportReport(path, time.perf_counter() - started, diff, cached)
+    return ExportReport(path, time.perf_counter() - started, diff, cached, notes)
 
 
 def _write_onnx(module: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, path: Path) -> None:
@@ -175,6 +215,7 @@ def _write_onnx(module: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, pa
             dynamo=True, verbose=False,
         )
         program.save(str(scratch / path.name))
+        _record_digests(scratch)
         scratch.rename(path.parent)  # atomic: a reader sees the whole folder or none of it
     except OSError:
         if not path.is_file():  # a concurrent export that won the rename is fine
@@ -207,12 +248,14 @@ def quantize(fp32_path: Path) -> Path:
         scratch = int8_path.with_suffix(".tmp")
         quantize_dynamic(fp32_path, scratch, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         scratch.rename(int8_path)
+        _record_digests(int8_path.parent)
     return int8_path
 
 
 def ensure_onnx(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Callable[[int], Feeds]) -> Path:
-    """The checked ONNX file for `loaded`, exporting it on first use."""
+    """The checked ONNX file for `loaded`, exporting it on first use (and again if the cached
+    file no longer matches its recorded digests)."""
     path = onnx_path(loaded, spec)
-    if path.is_file():
+    if path.is_file() and intact(path):
         return path
     return export(loaded, spec, sample_feeds(spec.example_batch)).path
