@@ -278,3 +278,44 @@ def test_load_32_concurrent_clients_over_mixed_apps(hub_url):
         assert kind == "complete" or (kind == "refused" and "Queue is full" in str(payload)), (kind, payload)
     assert sum(kind == "complete" for kind, _ in answers) >= len(asks)
     assert len(times) >= 5 and max(times) < 1.0, sorted(times)[-10:]
+
+
+def test_a_garbled_or_altered_onnx_cache_is_exported_again(tmp_path, monkeypatch):
+    """A truncated export, and one whose weights were changed (still a valid model), are caught
+    by their recorded digests when the cache is opened, exported again, and answer as torch does."""
+    import numpy as np
+    import onnx
+
+    from apps.classification import task
+    from shared import backends, export, loader
+    from shared.images import decode_image
+
+    monkeypatch.setattr(export, "CACHE_DIR", tmp_path)
+    loaded = loader.load_model("classification", "digits-convnext")
+    feeds = task.preprocess(loaded, [decode_image(DIGIT_EXAMPLES / f"digit_{d}.png").image for d in (3, 7)])
+    expected = backends.runner(loaded, "torch", task.ONNX_SPEC, None)(feeds)["logits"]
+
+    def onnx_logits() -> np.ndarray:
+        loader.cache.clear()  # as after a restart: the cache is opened again
+        fresh = loader.load_model("classification", "digits-convnext")
+        return backends.runner(fresh, "onnx", task.ONNX_SPEC, lambda n: task.sample_feeds(fresh, n))(feeds)["logits"]
+
+    np.testing.assert_allclose(onnx_logits(), expected, atol=1e-4, rtol=1e-3)
+    path = export.onnx_path(loaded, task.ONNX_SPEC)
+    assert export.intact(path)
+
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # garbled
+    np.testing.assert_allclose(onnx_logits(), expected, atol=1e-4, rtol=1e-3)
+    assert export.intact(path)
+
+    graph = onnx.load(str(path))  # altered: the classifier's weights reversed, still a valid model
+    weights = max(graph.graph.initializer, key=lambda t: t.name if len(t.dims) == 2 else "")
+    array = onnx.numpy_helper.to_array(weights)
+    weights.CopyFrom(onnx.numpy_helper.from_array(array[::-1].copy(), weights.name))
+    onnx.save(graph, str(path))
+    assert not export.intact(path)
+    report = export.export(loaded, task.ONNX_SPEC, task.sample_feeds(loaded, task.ONNX_SPEC.example_batch))
+    assert not report.cached and "exported again" in report.notes[0]
+    logits = onnx_logits()
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-3)
+    assert logits.argmax(-1).tolist() == [3, 7]
