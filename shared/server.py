@@ -53,12 +53,14 @@ def _landing_page(demos: dict[str, gr.Blocks]) -> str:
 
 def _status_banner(name: str) -> str:
     """A script for the app's page: when /readyz says this app's model failed, say why on top."""
-    return ("<script>addEventListener('DOMContentLoaded', () => fetch(new URL('../readyz', location.href))"
-            ".then(r => r.json()).then(s => { const app = (s.apps || {})[" + json.dumps(name) + "];"
-            " if (!app || app.ready !== false) return; const p = document.createElement('p');"
-            " p.id = 'demohub-degraded'; p.style.cssText = 'background:#fee;padding:0.8em;margin:0';"
+    show = ("() => fetch(new URL('../readyz', location.href)).then(r => r.json()).then(s => {"
+            " const app = (s.apps || {})[" + json.dumps(name) + "]; if (!app || app.ready !== false) return;"
+            " const p = document.createElement('p'); p.id = 'demohub-degraded';"
+            " p.style.cssText = 'background:#fee;color:#600;padding:0.8em;margin:0';"
             " p.textContent = 'This app cannot serve its default model: ' + app.reason; document.body.prepend(p);"
-            " }).catch(() => {}));</script>")
+            " }).catch(() => {})")
+    return (f"<script>(() => {{ const show = {show}; if (document.readyState === 'loading') "
+            "addEventListener('DOMContentLoaded', show); else show(); })();</script>")
 
 
 def build_hub(app_names: tuple[str, ...], extra_models: list[str] = ()) -> FastAPI:

@@ -135,6 +135,13 @@ def test_an_upload_is_answered_and_server_paths_are_refused_alike(hub_url, hub_u
         assert call(hub_url, app, [file_data(photo), *rest]) == ("error", NOT_AN_UPLOAD), app
 
 
+def test_urls_to_private_addresses_get_a_sentence(hub_url):
+    from shared.ui import URL_REFUSED
+
+    for url in ("http://127.0.0.1:1/photo.jpg", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x.png"):
+        assert call(hub_url, "segmentation", [file_data(url), *SEGMENT]) == ("error", URL_REFUSED), url
+
+
 def test_device_files_fifos_and_folders_are_refused_without_freezing_the_server(hub_url, hub_upload_folder,
                                                                                 tmp_path):
     inside = hub_upload_folder / "specials"
@@ -313,9 +320,36 @@ def test_a_garbled_or_altered_onnx_cache_is_exported_again(tmp_path, monkeypatch
     array = onnx.numpy_helper.to_array(weights)
     weights.CopyFrom(onnx.numpy_helper.from_array(array[::-1].copy(), weights.name))
     onnx.save(graph, str(path))
+    altered = backends.OnnxRunner(path, loaded.device, task.ONNX_SPEC)(feeds)["logits"]
+    assert np.abs(altered - expected).max() > 0.1  # what a cache that is not checked would answer
     assert not export.intact(path)
     report = export.export(loaded, task.ONNX_SPEC, task.sample_feeds(loaded, task.ONNX_SPEC.example_batch))
     assert not report.cached and "exported again" in report.notes[0]
     logits = onnx_logits()
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-3)
     assert logits.argmax(-1).tolist() == [3, 7]
+
+
+@pytest.mark.browser
+def test_the_degraded_app_page_says_what_is_missing(degraded_hub):
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        pytest.skip("Debian's chromium is not installed (make setup installs it)")
+    from playwright.sync_api import sync_playwright
+
+    url, root = degraded_hub
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium,
+                                             args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            for app, words in [("segmentation", "missing"), ("detection", "damaged")]:
+                page.goto(f"{url}/{app}/")
+                banner = page.locator("#demohub-degraded")
+                banner.wait_for(timeout=30_000)
+                assert words in banner.inner_text() and str(root) not in banner.inner_text()
+            page.goto(f"{url}/classification/")
+            page.get_by_text("Image classification").first.wait_for(timeout=30_000)
+            assert page.locator("#demohub-degraded").count() == 0
+        finally:
+            browser.close()
