@@ -11,7 +11,8 @@ Apps are mounted on FastAPI with the hardening of `shared.ui` (bounded queue, up
 only, atomic result files) and one request-body limit for every route. A failing app's model
 does not stop the others: its page and /readyz say what is missing.
 
-On SIGTERM uvicorn stops accepting connections and lets requests in flight finish for up to
+On SIGTERM the server stops accepting connections, tells each request still waiting in a queue
+that it was not started (one sentence), and lets the running ones finish for up to
 SHUTDOWN_GRACE_S seconds (longer than the slowest request, an attack's 20 s limit).
 """
 
@@ -33,7 +34,8 @@ from shared.errors import ModelUnavailable, UserError
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_S = 25
+SHUTDOWN_GRACE_S = 30
+SHUTTING_DOWN = "The server is restarting and did not start this request: send it again in a minute."
 
 
 def add_local_models(specs: list[str]) -> None:
@@ -104,7 +106,30 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = ()) -> FastA
         done.set()
 
     threading.Thread(target=preload, name="preload", daemon=True).start()
+    hub.state.demos = demos
     return hub
+
+
+def _answer_waiting_requests(demos: dict[str, gr.Blocks]) -> None:
+    """Answer every request still waiting in an app's queue with SHUTTING_DOWN, so that none is
+    cut off without a word when the grace period ends (gradio has no public call for this)."""
+    from gradio.server_messages import ProcessCompletedMessage
+
+    for demo in demos.values():
+        queue = demo._queue
+        queue.max_size = 0  # a request arriving now is told the queue is full
+        for waiting in queue.event_queue_per_concurrency_id.values():
+            events, waiting.queue = waiting.queue, []
+            for event in events:
+                queue.event_ids_to_events.pop(event._id, None)
+                queue.send_message(event, ProcessCompletedMessage(
+                    output={"error": SHUTTING_DOWN, "visible": True, "title": "Error"}, success=False))
+
+
+class _Server(uvicorn.Server):
+    async def shutdown(self, sockets=None) -> None:
+        _answer_waiting_requests(self.config.app.state.demos)
+        await super().shutdown(sockets)
 
 
 def serve(app_names: tuple[str, ...], host: str = "127.0.0.1", port: int = 7860,
@@ -113,4 +138,6 @@ def serve(app_names: tuple[str, ...], host: str = "127.0.0.1", port: int = 7860,
     print(f"demohub: serving {', '.join(app_names)} at http://{host}:{port}/", flush=True)
     # forwarded_allow_ips stays at uvicorn's default (127.0.0.1): X-Forwarded-* headers are trusted
     # only from a proxy on this machine (see README, Security).
-    uvicorn.run(hub, host=host, port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    config = uvicorn.Config(hub, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    _Server(config).run()

@@ -353,3 +353,29 @@ def test_the_degraded_app_page_says_what_is_missing(degraded_hub):
             assert page.locator("#demohub-degraded").count() == 0
         finally:
             browser.close()
+
+
+def test_sigterm_lets_the_running_request_finish_and_tells_the_waiting_ones(tmp_path):
+    from shared.server import SHUTDOWN_GRACE_S, SHUTTING_DOWN
+
+    process, url = start_hub(REPO, tmp_path / "serve.log", tmp_path / "uploads")
+    try:
+        digit = file_data(upload(url, "adversarial", DIGIT_EXAMPLES / "digit_7.png"))
+        ask = [digit, "digits-convnext", "pgd", 0.1, 40, 0, "none", "digits-convnext-robust"]
+        assert call(url, "adversarial", ask, 120)[0] == "complete"  # the ONNX export is done before the test
+        with ThreadPoolExecutor(3) as pool:
+            answers = []
+            for _ in range(3):
+                answers.append(pool.submit(call, url, "adversarial", ask, 120))
+                time.sleep(0.3)
+            time.sleep(1.0)  # the first is running, the others wait behind it (one at a time per app)
+            stopped_at = time.monotonic()
+            process.terminate()
+            results = [a.result(timeout=SHUTDOWN_GRACE_S + 30) for a in answers]
+        process.wait(timeout=SHUTDOWN_GRACE_S + 10)
+        assert time.monotonic() - stopped_at < SHUTDOWN_GRACE_S + 10
+    finally:
+        stop_hub(process)
+    assert results[0][0] == "complete", results[0]
+    for kind, payload in results[1:]:
+        assert kind == "complete" or (kind, payload) == ("error", SHUTTING_DOWN), (kind, payload)
