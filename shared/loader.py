@@ -107,11 +107,11 @@ def model_folder(entry: ModelEntry) -> Path:
     folder = entry.local_dir if entry.local_dir is not None else hub.fetch(entry)
     missing = [name for name in ("config.json", *entry.files) if not (folder / name).is_file()]
     if entry.local_dir is not None and not entry.files and not any(folder.glob("*.safetensors")):
-        missing.append("*.safetensors")
-    if not (folder / "config.json").is_file() or (entry.local_dir is not None and missing):
-        # names relative to the model folder: a message never shows the server's own paths
-        raise ModelUnavailable(f"{entry.name}: its model file {', '.join(missing)} is missing. Reinstall it, or "
-                               "rebuild it with the command in its model card.")
+        missing.append("weights file (*.safetensors)")
+    if missing:
+        # names inside the model folder only: a message never shows the server's own paths
+        raise ModelUnavailable(f"{entry.name} cannot be loaded: its model folder has no {' and no '.join(missing)}. "
+                               "Reinstall it, or rebuild it with the command in its model card.")
     return folder
 
 

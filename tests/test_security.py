@@ -255,7 +255,7 @@ def test_a_hub_with_a_broken_model_is_ready_degraded_and_says_why(degraded_hub):
     assert state["apps"]["classification"] == {"ready": True}
     segmentation, detection = state["apps"]["segmentation"], state["apps"]["detection"]
     assert not segmentation["ready"] and "digits-upernet" in segmentation["reason"]
-    assert "missing" in segmentation["reason"]
+    assert "has no weights file" in segmentation["reason"]
     assert not detection["ready"] and "damaged" in detection["reason"]
     assert str(root) not in ready.text and "/tmp" not in ready.text and "Error" not in ready.text
 
@@ -264,7 +264,8 @@ def test_a_hub_with_a_broken_model_is_ready_degraded_and_says_why(degraded_hub):
     assert kind == "complete" and outputs[0]["label"] == "7"
     scene = upload(url, "segmentation", SCENE)
     kind, message = call(url, "segmentation", [file_data(scene), *SEGMENT])
-    assert kind == "error" and "digits-upernet" in message and "missing" in message and str(root) not in message
+    assert kind == "error" and "digits-upernet" in message and "no weights file" in message
+    assert str(root) not in message
     kind, message = call(url, "detection", [file_data(scene), "digits-rtdetr", "torch", 0.5, "", 20])
     assert kind == "error" and "damaged" in message and str(root) not in message
     page = httpx.get(f"{url}/segmentation/", timeout=10).text
@@ -343,7 +344,7 @@ def test_the_degraded_app_page_says_what_is_missing(degraded_hub):
                                              args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
         try:
             page = browser.new_page()
-            for app, words in [("segmentation", "missing"), ("detection", "damaged")]:
+            for app, words in [("segmentation", "has no weights file"), ("detection", "damaged")]:
                 page.goto(f"{url}/{app}/")
                 banner = page.locator("#demohub-degraded")
                 banner.wait_for(timeout=30_000)
