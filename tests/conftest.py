@@ -46,25 +46,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def hub_url(tmp_path_factory):
-    """`demohub serve` in a subprocess, as a user starts it; its URL once /readyz answers."""
+def start_hub(root: Path, log: Path, upload_folder: Path, ready_within_s: float = 120):
+    """`demohub serve` from the checkout at `root`, in a subprocess as a user starts it, with gradio's
+    upload folder at `upload_folder`; (process, URL) once /readyz answers 200."""
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(upload_folder), "PYTHONPATH": str(root)}
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "shared.serving.cli", "serve", "--port", str(port)],
-                                   cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+                                   cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + ready_within_s
     while time.monotonic() < deadline:
         try:
             if urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200:
-                break
+                return process, url
         except OSError:
             time.sleep(0.3)
-    else:
-        process.kill()
-        raise RuntimeError(f"demohub serve did not become ready:\n{log.read_text()}")
-    yield url
+    process.kill()
+    raise RuntimeError(f"demohub serve did not become ready:\n{log.read_text()}")
+
+
+def stop_hub(process) -> None:
     process.terminate()
-    process.wait(timeout=20)
+    try:
+        process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def hub_upload_folder(tmp_path_factory) -> Path:
+    """gradio's upload folder (GRADIO_TEMP_DIR) of the served hub of `hub_url`."""
+    return tmp_path_factory.mktemp("gradio-uploads").resolve()
+
+
+@pytest.fixture(scope="session")
+def hub_url(tmp_path_factory, hub_upload_folder):
+    """`demohub serve` in a subprocess, as a user starts it; its URL once /readyz answers."""
+    process, url = start_hub(REPO, tmp_path_factory.mktemp("serve") / "serve.log", hub_upload_folder)
+    yield url
+    stop_hub(process)

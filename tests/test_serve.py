@@ -26,7 +26,8 @@ def classify(client, path, model="digits-convnext", backend="torch", top_k=5):
 
 def test_health_routes_and_landing_page(hub_url):
     assert json.load(urllib.request.urlopen(f"{hub_url}/healthz")) == {"status": "ok"}
-    assert json.load(urllib.request.urlopen(f"{hub_url}/readyz")) == {"ready": True}
+    ready = json.load(urllib.request.urlopen(f"{hub_url}/readyz"))
+    assert ready["ready"] is True and ready["status"] == "ok" and all(app["ready"] for app in ready["apps"].values())
     landing = urllib.request.urlopen(f"{hub_url}/").read().decode()
     assert all(f'href="/{app}/"' in landing for app in ("classification", "generative", "adversarial"))
 

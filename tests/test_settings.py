@@ -48,9 +48,11 @@ def test_the_robustness_curve_refuses_instead_of_raising_epsilon(eps, words):
         adversarial_page.robustness("digits-convnext", "pgd", eps)
 
 
-def test_a_malformed_data_url_is_named_not_called_empty():
-    with pytest.raises(gr.Error, match="base64 data is malformed"):
+def test_a_data_url_is_refused_with_a_sentence_not_called_empty():
+    """Images come only as uploads (issue 11); a data: URL is named as such, never "an empty file"."""
+    with pytest.raises(gr.Error, match="uploaded to this server") as caught:
         ImageInput().preprocess(FileData(path="upload.png", url="data:image/png;base64,@@not base64@@"))
+    assert "empty" not in str(caught.value)
 
 
 def test_unset_generation_settings_are_the_models_own(tmp_path):

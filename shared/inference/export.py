@@ -6,7 +6,9 @@
 The exporter is `torch.onnx.export(..., dynamo=True)`. Each graph is cached under
 `$DEMOHUB_CACHE/onnx/` by model, weights and exporter settings, written to a temporary
 folder and moved into place, and accepted only if onnxruntime's outputs on real sample
-inputs match torch's within the graph's stated tolerance.
+inputs match torch's within the graph's stated tolerance. The SHA-256 of every file of an export
+is recorded beside it (`sha256.json`, in the same atomic move) and checked whenever the cache
+is opened: a truncated or altered file is exported again, and the report's notes say so.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ from shared.models.loader import LoadedModel
 log = logging.getLogger(__name__)
 
 OPSET = 18
+DIGESTS = "sha256.json"  # {file name: SHA-256} of the files of one export folder
 
 
 class ExportMismatch(RuntimeError):
@@ -90,6 +94,42 @@ class GraphReport:
     seconds: float
     max_abs_diff: float
     cached: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_digests(folder: Path) -> None:
+    """Write the digests of every file in `folder` (under a temporary name, then renamed)."""
+    digests = {f.name: _sha256(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != DIGESTS
+               and not f.name.startswith(".")}
+    scratch = folder / f".{DIGESTS}.{os.getpid()}"
+    scratch.write_text(json.dumps(digests, indent=1))
+    os.replace(scratch, folder / DIGESTS)
+
+
+def intact(path: Path) -> bool:
+    """Whether the cached export `path` and the files beside it still have their recorded digests."""
+    try:
+        digests = json.loads((path.parent / DIGESTS).read_text())
+        return path.name in digests and all(_sha256(path.parent / name) == digest for name, digest in digests.items())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _drop_if_damaged(path: Path) -> list[str]:
+    """Remove a cached export that no longer matches its digests; a note saying so, or none."""
+    if not path.parent.exists() or intact(path):
+        return []
+    shutil.rmtree(path.parent, ignore_errors=True)
+    log.warning("the cached ONNX export %s did not match its recorded SHA-256; exporting it again", path.parent.name)
+    return ["the cached ONNX file did not match its recorded checksum (damaged or altered) and was exported again"]
 
 
 def export_graph(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap: Wrap = NamedOutputs) -> GraphReport:
@@ -97,6 +137,7 @@ def export_graph(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap:
     (`spec.example_batch` rows)."""
     path = onnx_path(loaded, spec)
     started = time.perf_counter()
+    notes = _drop_if_damaged(path)
     cached = path.is_file()
     # Export from an fp32 CPU copy: the file then runs on every provider.
     model = loaded.model
@@ -113,7 +154,7 @@ def export_graph(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap:
     except ExportMismatch:
         shutil.rmtree(path.parent, ignore_errors=True)
         raise
-    return GraphReport(path, time.perf_counter() - started, diff, cached)
+    return GraphReport(path, time.perf_counter() - started, diff, cached, notes)
 
 
 @dataclass
@@ -134,7 +175,7 @@ class ExportReport:
                 "seconds": round(sum(g.seconds for g in self.graphs.values()), 2),
                 "cached": all(g.cached for g in self.graphs.values()),
                 "max_abs_diff_vs_torch": {name: g.max_abs_diff for name, g in self.graphs.items()},
-                "tolerance": self.tolerance}
+                "tolerance": self.tolerance, "notes": [n for g in self.graphs.values() for n in g.notes]}
 
 
 def check_exportable(loaded: LoadedModel) -> None:
@@ -152,10 +193,11 @@ def export_model(loaded: LoadedModel, form: OnnxForm) -> ExportReport:
 
 
 def ensure_exported(loaded: LoadedModel, form: OnnxForm) -> dict[str, Path]:
-    """The checked ONNX files of `loaded`, exported on first use."""
+    """The checked ONNX files of `loaded`, exported on first use (and again where a cached file no
+    longer matches its recorded digests)."""
     check_exportable(loaded)
     paths = {name: onnx_path(loaded, spec) for name, spec in form.graphs.items()}
-    if all(path.is_file() for path in paths.values()):
+    if all(path.is_file() and intact(path) for path in paths.values()):
         return paths
     return export_model(loaded, form).paths
 
@@ -199,6 +241,7 @@ def _write_onnx(module: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, pa
             dynamo=True, verbose=False,
         )
         program.save(str(scratch / path.name))
+        _record_digests(scratch)
         scratch.rename(path.parent)  # atomic: a reader sees the whole folder or none of it
     except OSError:
         if not path.is_file():  # a concurrent export that won the rename is fine
@@ -231,4 +274,5 @@ def quantize(fp32_path: Path) -> Path:
         scratch = int8_path.with_suffix(".tmp")
         quantize_dynamic(fp32_path, scratch, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         scratch.rename(int8_path)
+        _record_digests(int8_path.parent)
     return int8_path

@@ -10,6 +10,8 @@ pixel is decoded, so a decompression bomb costs nothing.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -35,21 +37,57 @@ class DecodedImage(NamedTuple):
     notes: list[str]  # what was converted that the user may want to know
 
 
+NOT_AN_UPLOAD = ("Images are taken only as files uploaded to this server, never as a path on the server: "
+                 "upload the file and try again.")
+
+
+def uploaded_file(path: str | Path, upload_folder: str | Path) -> Path:
+    """`path` if it is a regular file inside `upload_folder` (links resolved), else one UserError.
+
+    What a server is handed as a file path comes from an API client: nothing outside the upload
+    folder is ever opened, and the sentence is the same whether such a path exists or not.
+    """
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(os.path.realpath(upload_folder)):
+        raise UserError(NOT_AN_UPLOAD)
+    try:
+        info = os.stat(real)
+    except OSError:
+        raise UserError(NOT_AN_UPLOAD) from None
+    if not stat.S_ISREG(info.st_mode):  # a device, FIFO, socket or folder is never read
+        raise UserError(NOT_AN_UPLOAD)
+    if info.st_size > MAX_UPLOAD_BYTES:
+        raise UserError(_too_big(info.st_size))
+    return real
+
+
+def _too_big(size: int) -> str:
+    return (f"The file is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB. "
+            "Upload a smaller image.")
+
+
+def _read_file(path: Path) -> bytes:
+    """A regular file's bytes, at most the upload limit. Opened without blocking and checked on the
+    open descriptor, so a FIFO, a device (/dev/zero) or a folder is refused before any read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        raise UserError("The image file could not be found: check the path, or upload it again.") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError("That path is not a regular file; give the path of an image file.")
+        if info.st_size > MAX_UPLOAD_BYTES:
+            raise UserError(_too_big(info.st_size))
+        return f.read(MAX_UPLOAD_BYTES + 1)
+
+
 def _read_bytes(source: str | Path | bytes) -> bytes:
-    if isinstance(source, bytes):
-        data = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise UserError("The image file could not be found: check the path, or upload it again.")
-        if path.stat().st_size > MAX_UPLOAD_BYTES:
-            raise UserError(f"The file is {path.stat().st_size / 2**20:.1f} MB; the limit is "
-                            f"{MAX_UPLOAD_BYTES // 2**20} MB. Upload a smaller image.")
-        data = path.read_bytes()
+    data = source if isinstance(source, bytes) else _read_file(Path(source))
     if not data:
         raise UserError("The file is empty (0 bytes). Upload a JPEG, PNG, WebP, GIF, BMP or TIFF image.")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise UserError(f"The file is {len(data) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB.")
+        raise UserError(_too_big(len(data)))
     return data
 
 

@@ -91,18 +91,30 @@ def best_dtype(device: torch.device, half_precision: bool = True) -> torch.dtype
 
 def model_folder(entry: ModelEntry) -> Path:
     folder = entry.local_dir if entry.local_dir is not None else hub.fetch(entry)
-    if not (folder / "config.json").is_file():
-        raise ModelUnavailable(f"{entry.name}: {folder} has no config.json.")
+    missing = [name for name in ("config.json", *entry.files) if not (folder / name).is_file()]
+    if entry.local_dir is not None and not entry.files and not any(folder.glob("*.safetensors")):
+        missing.append("weights file (*.safetensors)")
+    if missing:
+        # names inside the model folder only: a message never shows the server's own paths
+        raise ModelUnavailable(f"{entry.name} cannot be loaded: its model folder has no {' and no '.join(missing)}. "
+                               "Reinstall it, or rebuild it with the command in its model card.")
     return folder
 
 
 def _load(entry: ModelEntry, build: Build, device: torch.device) -> LoadedModel:
+    from safetensors import SafetensorError
+
     folder = model_folder(entry)
     dtype = best_dtype(device, entry.half_precision)
     try:
         model, processor = build(folder, entry, dtype)
+    except SafetensorError as err:
+        raise ModelUnavailable(f"{entry.name}: a model file is damaged (truncated or corrupt) and cannot be "
+                               "loaded. Reinstall it, or rebuild it with the command in its model card.") from err
     except (OSError, ValueError) as err:
-        raise ModelUnavailable(f"{entry.name}: could not load from {folder}: {err}") from err
+        log.warning("could not load %s from %s: %s", entry.name, folder, err)
+        raise ModelUnavailable(f"{entry.name}: could not be loaded from its files (missing or unreadable); "
+                               "the details were logged on the server.") from err
     model.to(device).eval()
     log.info("loaded %s on %s as %s", entry.name, device, dtype)
     return LoadedModel(entry, model, processor, folder, device, dtype)

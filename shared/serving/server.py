@@ -3,14 +3,23 @@
     /                   the list of apps
     /<app>/             the app's Gradio page and API (gradio_client connects here)
     /healthz            the process is up
-    /readyz             every app's default model is loaded (503 until then)
+    /readyz             JSON per app: {"ready": true} or {"ready": false, "reason": "..."};
+                        503 while the default models load or if none loaded, 200 otherwise
+                        ("status": "degraded" when some app's default model failed)
 
-Apps are mounted on FastAPI with the safe settings of `shared.serving.ui` and a bounded queue each.
+Apps are mounted on FastAPI with the hardening of `shared.serving.ui` (bounded queue, uploaded files
+only, atomic result files) and one request-body limit for every route. A failing app's model
+does not stop the others: its page and /readyz say what is missing.
+
+On SIGTERM the server stops accepting connections, tells each request still waiting in a queue
+that it was not started (one sentence), and lets the running ones finish for up to
+SHUTDOWN_GRACE_S seconds (longer than the slowest request, an attack's 20 s limit).
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import threading
 
@@ -20,10 +29,13 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from shared import apps
-from shared.errors import UserError
+from shared.errors import ModelUnavailable, UserError
 from shared.serving import ui
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 30
+SHUTTING_DOWN = "The server is restarting and did not start this request: send it again in a minute."
 
 
 def add_local_models(specs: list[str]) -> None:
@@ -43,39 +55,92 @@ def _landing_page(demos: dict[str, gr.Blocks]) -> str:
             f"<p>Pretrained deep-learning apps.</p><ul>{items}</ul></body></html>")
 
 
+def _status_banner(name: str) -> str:
+    """A script for the app's page: when /readyz says this app's model failed, say why on top."""
+    show = ("() => fetch(new URL('../readyz', location.href)).then(r => r.json()).then(s => {"
+            " const app = (s.apps || {})[" + json.dumps(name) + "]; if (!app || app.ready !== false) return;"
+            " const p = document.createElement('p'); p.id = 'demohub-degraded';"
+            " p.style.cssText = 'background:#fee;color:#600;padding:0.8em;margin:0';"
+            " p.textContent = 'This app cannot serve its default model: ' + app.reason; document.body.prepend(p);"
+            " }).catch(() => {})")
+    return (f"<script>(() => {{ const show = {show}; if (document.readyState === 'loading') "
+            "addEventListener('DOMContentLoaded', show); else show(); })();</script>")
+
+
 def build_hub(app_names: tuple[str, ...], extra_models: list[str] = ()) -> FastAPI:
     add_local_models(list(extra_models))
     hub = FastAPI(title="demohub")
-    ready = threading.Event()
+    hub.add_middleware(ui.BodySizeLimit)
+    status: dict[str, dict] = {}  # app -> {"ready": bool, "reason": str}, filled by the preload thread
+    done = threading.Event()
     specs = {name: apps.get(name) for name in app_names}
     demos = {name: apps.page(name) for name in specs}
 
     @hub.get("/healthz")
-    def healthz():
+    async def healthz():  # on the event loop: no worker thread needed to answer
         return {"status": "ok"}
 
     @hub.get("/readyz")
-    def readyz():
-        return JSONResponse({"ready": ready.is_set()}, status_code=200 if ready.is_set() else 503)
+    async def readyz():
+        apps = {name: status.get(name, {"ready": None, "reason": "loading"}) for name in app_names}
+        ready = done.is_set() and any(app["ready"] for app in apps.values())
+        degraded = ready and not all(app["ready"] for app in apps.values())
+        body = {"ready": ready, "status": "degraded" if degraded else "ok" if ready else "starting", "apps": apps}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @hub.get("/", response_class=HTMLResponse)
     def landing():
         return _landing_page(demos)
 
     for name, demo in demos.items():
-        gr.mount_gradio_app(hub, ui.configure_queue(demo), path=f"/{name}", **ui.SAFE_SETTINGS)
+        ui.mount(hub, demo, f"/{name}", head=_status_banner(name))
 
     def preload():
-        for spec in specs.values():
-            spec.models.load()
-        ready.set()
+        for name, spec in specs.items():
+            try:
+                spec.models.load()
+                status[name] = {"ready": True}
+            except (ModelUnavailable, UserError) as err:
+                status[name] = {"ready": False, "reason": str(err)}
+                log.warning("%s is degraded: %s", name, err)
+            except Exception:  # a bug: logged, and the other apps still load
+                log.exception("loading the model of %s failed", name)
+                status[name] = {"ready": False, "reason": "its model failed to load; the error was logged."}
+        done.set()
 
     threading.Thread(target=preload, name="preload", daemon=True).start()
+    hub.state.demos = demos
     return hub
+
+
+def _answer_waiting_requests(demos: dict[str, gr.Blocks]) -> None:
+    """Answer every request still waiting in an app's queue with SHUTTING_DOWN, so that none is
+    cut off without a word when the grace period ends (gradio has no public call for this)."""
+    from gradio.server_messages import ProcessCompletedMessage
+
+    for demo in demos.values():
+        queue = demo._queue
+        queue.max_size = 0  # a request arriving now is told the queue is full
+        for waiting in queue.event_queue_per_concurrency_id.values():
+            events, waiting.queue = waiting.queue, []
+            for event in events:
+                queue.event_ids_to_events.pop(event._id, None)
+                queue.send_message(event, ProcessCompletedMessage(
+                    output={"error": SHUTTING_DOWN, "visible": True, "title": "Error"}, success=False))
+
+
+class _Server(uvicorn.Server):
+    async def shutdown(self, sockets=None) -> None:
+        _answer_waiting_requests(self.config.app.state.demos)
+        await super().shutdown(sockets)
 
 
 def serve(app_names: tuple[str, ...], host: str = "127.0.0.1", port: int = 7860,
           extra_models: list[str] = ()) -> None:
     hub = build_hub(app_names, extra_models)
     print(f"demohub: serving {', '.join(app_names)} at http://{host}:{port}/", flush=True)
-    uvicorn.run(hub, host=host, port=port, log_level="warning")
+    # forwarded_allow_ips stays at uvicorn's default (127.0.0.1): X-Forwarded-* headers are trusted
+    # only from a proxy on this machine (see README, Security).
+    config = uvicorn.Config(hub, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    _Server(config).run()

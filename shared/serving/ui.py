@@ -1,24 +1,42 @@
 """Gradio parts every app uses: the safe image input, model and backend pickers, the
-"served by" line, error handling and the safe launch settings."""
+"served by" line, error handling and the safe launch settings.
+
+`harden(demo)` is what every app gets, alone (`launch`) or mounted in the hub (`mount`): a
+bounded queue, file paths from API clients checked before gradio touches them, and result
+images written atomically. `BodySizeLimit` refuses an oversized request body before it is read.
+"""
 
 from __future__ import annotations
 
-import base64
 import functools
 import html
+import json
 import logging
+import os
+import tempfile
+from pathlib import Path
 
 import gradio as gr
+from gradio import processing_utils
+from gradio.exceptions import InvalidPathError
+from gradio.utils import get_upload_folder
+from gradio_client import utils as client_utils
+from PIL import Image
+from starlette.middleware import Middleware
 
 from shared.contract import Result
 from shared.errors import ModelUnavailable, UserError
 from shared.inference.backends import BACKENDS
-from shared.inputs.images import MAX_UPLOAD_BYTES
+from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, uploaded_file
 from shared.models import registry
 
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 32  # requests waiting per app; more are refused at once instead of piling up
+# An upload at the limit sent base64-encoded inside a JSON call (4/3 of its size), plus room.
+MAX_BODY_BYTES = 16 * 2**20
+URL_REFUSED = ("Images are taken as uploads, not as URLs to private or local addresses, and this URL "
+               "could not be fetched: download the image and upload the file instead.")
 SAFE_SETTINGS = dict(
     show_error=False,  # only gr.Error messages reach users, never exception text
     max_file_size=MAX_UPLOAD_BYTES,
@@ -30,25 +48,23 @@ SAFE_SETTINGS = dict(
 
 
 class ImageInput(gr.Image):
-    """`gr.Image` in the browser, but hands the server the raw upload, unopened.
+    """`gr.Image` in the browser, but hands the server the path of the upload, unopened.
 
     Gradio's own preprocessing opens the file with Pillow, so a corrupt or non-image upload
     fails there as a bare "Error" before the app runs. Here every upload goes to
-    `shared.inputs.images.decode_image` instead, which says what is wrong.
+    `shared.inputs.images.decode_image` instead, which says what is wrong. Only a regular file inside
+    gradio's upload folder is passed on (`harden` checks the same before gradio copies anything).
     """
 
     is_template = True  # use the frontend of gr.Image (and keep its __init__: the config is read from it)
 
-    def preprocess(self, payload) -> str | bytes | None:
+    def preprocess(self, payload) -> str | None:
         if payload is None:
             return None
-        if payload.url and payload.url.startswith("data:") and "," in payload.url:
-            try:
-                return base64.b64decode(payload.url.split(",", 1)[1], validate=True)
-            except ValueError:
-                raise gr.Error("The upload is a data: URL whose base64 data is malformed. Upload the image "
-                               "file again.", print_exception=False) from None
-        return payload.path
+        try:
+            return str(uploaded_file(payload.path, get_upload_folder()))
+        except UserError as err:
+            raise gr.Error(str(err), print_exception=False) from None
 
 
 def model_dropdown(task: str) -> gr.Dropdown:
@@ -111,6 +127,127 @@ def configure_queue(demo: gr.Blocks) -> gr.Blocks:
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 
+def _check_files(value) -> bool:
+    """Refuse any file path in a request's input that is not a regular file inside gradio's
+    upload folder (one sentence, whether it exists or not). Returns whether it names a URL."""
+    urls = []
+
+    def check(file: dict) -> dict:
+        if client_utils.is_http_url_like(file["path"]):
+            urls.append(file["path"])  # fetched by gradio with its SSRF protection
+        else:
+            try:
+                uploaded_file(file["path"], get_upload_folder())
+            except UserError as err:
+                raise gr.Error(str(err), print_exception=False) from None
+        return file
+
+    client_utils.traverse(value, check, client_utils.is_file_obj)
+    return bool(urls)
+
+
+def harden(demo: gr.Blocks) -> gr.Blocks:
+    """The queue and input checks every app gets, alone or mounted in the hub.
+
+    Gradio hashes and copies a file an API client names before any component sees it (and
+    skips its own "uploaded by a user" check while an app is mounted rather than launched),
+    so the check runs first, on the raw inputs of every event of the app.
+    """
+    preprocess_data = demo.preprocess_data
+
+    @functools.wraps(preprocess_data)
+    async def checked(block_fn, inputs, state, explicit_call=False):
+        names_url = any([_check_files(value) for value in inputs])
+        try:
+            return await preprocess_data(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except InvalidPathError:  # gradio's own check, should ours ever let a path through
+            raise gr.Error(NOT_AN_UPLOAD, print_exception=False) from None
+        except Exception:
+            if names_url:  # an SSRF refusal or a failed download: gradio says nothing of it
+                raise gr.Error(URL_REFUSED, print_exception=False) from None
+            raise
+
+    demo.preprocess_data = checked
+    return configure_queue(demo)
+
+
+def _save_pil_to_cache(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """gradio's `save_pil_to_cache`, but the file named by its content is written once, under a
+    temporary name and renamed into place: gradio rewrote it in place, so a client downloading
+    an identical result from an earlier request could read it half-written."""
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    if not path.is_file():
+        fd, scratch = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(scratch, path)
+    return str(path)
+
+
+# One place for every app and every image output (gr.Image, AnnotatedImage, Gallery all call it).
+processing_utils.save_pil_to_cache = _save_pil_to_cache
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over `limit` bytes is answered 413 before it is read
+    (from its Content-Length), or as soon as a body without one passes the limit."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.limit:
+            return await self._refuse(send)
+        received, started, refused = 0, False, False
+
+        async def counted_receive():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:  # answer now; the app sees a client that went away
+                refused = True
+                if not started:
+                    await self._refuse(send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            if refused:
+                return  # the 413 is the answer
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted_receive, watched_send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"error": f"The request body is over the limit of {self.limit // 2**20} MB. Images are "
+                                    f"taken as uploads of at most {MAX_UPLOAD_BYTES // 2**20} MB."}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def mount(hub, demo: gr.Blocks, path: str, **settings) -> None:
+    """Mount one app on the hub's FastAPI app, as hardened as when it runs alone."""
+    gr.mount_gradio_app(hub, harden(demo), path=path, **{**SAFE_SETTINGS, **settings})
+    # gradio checks that an input file was uploaded by a user only once an app has launched,
+    # and mounting never sets it: set it, so that gradio's own check works here too.
+    demo.has_launched = True
+
+
 def launch(demo: gr.Blocks, **overrides) -> None:
     """Run one app alone, as a Space does."""
-    configure_queue(demo).launch(share=False, strict_cors=True, **{**SAFE_SETTINGS, **overrides})
+    app_kwargs = {"middleware": [Middleware(BodySizeLimit)]}
+    harden(demo).launch(share=False, strict_cors=True, app_kwargs=app_kwargs, **{**SAFE_SETTINGS, **overrides})

@@ -1,0 +1,384 @@
+"""`demohub serve` as an attacker drives it, over plain HTTP (gradio's call API), offline.
+
+Every loop here is bounded in count and time, and every request goes to 127.0.0.1.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+from PIL import Image
+
+from shared.data.examples import PHOTOS
+from shared.inputs.images import NOT_AN_UPLOAD
+from tests.conftest import DIGIT_EXAMPLES, REPO, start_hub, stop_hub
+
+pytestmark = pytest.mark.slow
+
+SEGMENT = ["digits-upernet", "torch", 0.0]  # overlay opacity 0 would hand back the input photo itself
+SCENE = REPO / "apps" / "detection" / "examples" / "scene_0.png"
+
+
+def file_data(path) -> dict:
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+def call(url: str, app: str, data: list, timeout: float = 60) -> tuple[str, object]:
+    """POST the call API of `app`, then read its event stream: ("complete", outputs), ("error", message)
+    or ("refused", HTTP detail) when the call is not even queued (a full queue)."""
+    with httpx.Client(timeout=timeout) as client:
+        posted = client.post(f"{url}/{app}/gradio_api/call/{app}", json={"data": data})
+        if posted.status_code != 200:
+            return "refused", posted.json().get("detail", posted.text)
+        event_id = posted.json()["event_id"]
+        event = None
+        with client.stream("GET", f"{url}/{app}/gradio_api/call/{app}/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    event = line[len("event: "):]
+                elif line.startswith("data: ") and event in ("complete", "error"):
+                    payload = json.loads(line[len("data: "):])
+                    if event == "error":
+                        return "error", payload.get("error") if isinstance(payload, dict) else payload
+                    return "complete", payload
+    return "no answer", None
+
+
+def upload(url: str, app: str, path: Path) -> str:
+    with httpx.Client(timeout=30) as client, path.open("rb") as f:
+        answer = client.post(f"{url}/{app}/gradio_api/upload", files={"files": (path.name, f, "image/png")})
+    answer.raise_for_status()
+    return answer.json()[0]
+
+
+def files_in(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")}
+
+
+def healthz_seconds(url: str) -> float:
+    started = time.monotonic()
+    assert httpx.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
+    return time.monotonic() - started
+
+
+WATCH = """
+import sys, time, httpx
+url, until = sys.argv[1], time.monotonic() + float(sys.argv[2])
+with httpx.Client() as client:
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            client.get(url + "/healthz", timeout=5).raise_for_status()
+            print(round(time.monotonic() - started, 4), flush=True)
+        except httpx.HTTPError:
+            print(99, flush=True)
+        time.sleep(0.1)
+"""
+
+
+@contextlib.contextmanager
+def healthz_watch(url: str, limit_s: float = 300):
+    """/healthz timed every 0.1 s from a separate process (so that this test's own threads do not
+    slow the measurement) while the block runs; yields the list the times land in afterwards."""
+    times: list[float] = []
+    watcher = subprocess.Popen([sys.executable, "-c", WATCH, url, str(limit_s)], stdout=subprocess.PIPE, text=True)
+    try:
+        yield times
+    finally:
+        watcher.terminate()
+        out, _ = watcher.communicate(timeout=10)
+        times.extend(float(line) for line in out.split())
+
+
+def test_an_upload_is_answered_and_server_paths_are_refused_alike(hub_url, hub_upload_folder, tmp_path):
+    uploaded = upload(hub_url, "segmentation", SCENE)
+    kind, outputs = call(hub_url, "segmentation", [file_data(uploaded), *SEGMENT])
+    assert kind == "complete" and "digits-upernet" in outputs[-1]
+
+    photo = PHOTOS["cat"].resolve()  # a real JPEG on the server's disk
+    up = "/".join([".."] * len(hub_upload_folder.parts))
+    links = hub_upload_folder / "links"
+    links.mkdir(exist_ok=True)
+    (links / "photo.jpg").symlink_to(photo)
+    (links / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    (links / "up").symlink_to(photo.parent)
+    paths = {
+        "absolute, exists": photo,
+        "absolute, missing": photo.with_name("no-such-photo.jpg"),
+        "a secret, exists": "/etc/passwd",
+        "model weights, exist": REPO / "models" / "segmentation" / "digits-upernet" / "model.safetensors",
+        "dot-dot, exists": f"{hub_upload_folder}/{up}{photo}",
+        "dot-dot, missing": f"{hub_upload_folder}/{up}/no/such/photo.jpg",
+        "relative, exists": os.path.relpath(photo, REPO),
+        "link out of the folder, exists": links / "photo.jpg",
+        "link out of the folder, missing": links / "gone.jpg",
+        "linked folder, exists": links / "up" / photo.name,
+    }
+    before = files_in(hub_upload_folder)
+    answers = {name: call(hub_url, "segmentation", [file_data(path), *SEGMENT]) for name, path in paths.items()}
+    for name, answer in answers.items():
+        assert answer == ("error", NOT_AN_UPLOAD), name  # one sentence, whether the file exists or not
+    assert files_in(hub_upload_folder) == before  # nothing was copied from a refused path
+    for app, rest in [("classification", ["digits-convnext", "torch", 5]),
+                      ("detection", ["digits-rtdetr", "torch", 0.5, "", 20])]:
+        assert call(hub_url, app, [file_data(photo), *rest]) == ("error", NOT_AN_UPLOAD), app
+
+
+def test_urls_to_private_addresses_get_a_sentence(hub_url):
+    from shared.serving.ui import URL_REFUSED
+
+    for url in ("http://127.0.0.1:1/photo.jpg", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x.png"):
+        assert call(hub_url, "segmentation", [file_data(url), *SEGMENT]) == ("error", URL_REFUSED), url
+
+
+def test_device_files_fifos_and_folders_are_refused_without_freezing_the_server(hub_url, hub_upload_folder,
+                                                                                tmp_path):
+    inside = hub_upload_folder / "specials"
+    inside.mkdir(exist_ok=True)
+    for folder in (inside, tmp_path):
+        if not (folder / "fifo").exists():
+            os.mkfifo(folder / "fifo")
+    (inside / "zero").symlink_to("/dev/zero")
+    paths = ["/dev/zero", "/dev/urandom", tmp_path / "fifo", inside / "fifo", inside / "zero", inside, "/tmp",
+             hub_upload_folder]
+    with healthz_watch(hub_url, 60) as times, ThreadPoolExecutor(len(paths)) as pool:
+        time.sleep(0.5)
+        answers = [pool.submit(call, hub_url, "segmentation", [file_data(p), *SEGMENT], 20) for p in paths]
+        results = [a.result(timeout=25) for a in answers]
+        time.sleep(1.0)  # and a second after them
+    assert len(times) >= 5 and max(times) < 1.0, times
+    for path, answer in zip(paths, results, strict=True):
+        assert answer == ("error", NOT_AN_UPLOAD), path
+    assert healthz_seconds(hub_url) < 1.0
+    digit = file_data(upload(hub_url, "classification", DIGIT_EXAMPLES / "digit_3.png"))
+    assert call(hub_url, "classification", [digit, "digits-convnext", "torch", 1])[0] == "complete"
+
+
+def raw_request(url: str, head: bytes, body_parts: list[bytes], timeout: float = 10) -> bytes:
+    """Send a request by hand (so that the body can be far shorter than it claims); the answer's bytes."""
+    address = urlparse(url)
+    with socket.create_connection((address.hostname, address.port), timeout=timeout) as conn:
+        conn.sendall(head)
+        try:
+            for part in body_parts:
+                conn.sendall(part)
+        except OSError:  # the server answered and closed while the body was still coming
+            pass
+        answer = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("route", ["/segmentation/gradio_api/call/segmentation",
+                                   "/segmentation/gradio_api/queue/join", "/classification/gradio_api/upload",
+                                   "/healthz"])
+def test_oversized_bodies_get_413_before_they_are_read(hub_url, route):
+    # a 190 MB JSON call with a data: URL, of which only the first 1 MB is ever sent
+    start = b'{"data": [{"path": "x.png", "url": "data:image/png;base64,'
+    kind = "application/json"
+    if route.endswith("/upload"):  # a multipart upload of one big file
+        start = (b'--b\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n'
+                 b"Content-Type: image/png\r\n\r\n")
+        kind = "multipart/form-data; boundary=b"
+    head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {190 * 2**20}\r\n\r\n").encode()
+    answer = raw_request(hub_url, head, [start + b"A" * 2**20])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    if route == "/healthz":  # a route that never reads a body need not refuse one that names no length
+        return
+    # without a Content-Length (chunked), refused once it passes the limit
+    head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    chunk = b"A" * 2**20
+    chunks = [start, *[chunk] * 20]
+    answer = raw_request(hub_url, head, [b"%x\r\n%s\r\n" % (len(c), c) for c in chunks])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert healthz_seconds(hub_url) < 1.0
+
+
+def test_forty_identical_concurrent_requests_all_download_whole_images(hub_url):
+    ask = [7, 16, "3", 1.0, "digits-gan", "torch"]  # seed, n, label, truncation, model, backend
+
+    def one(_):
+        for _attempt in range(20):  # a full queue (32 places) is asked again shortly
+            kind, outputs = call(hub_url, "generative", ask, timeout=120)
+            if kind != "refused":
+                break
+            time.sleep(0.5)
+        assert kind == "complete", outputs
+        with httpx.Client(timeout=30) as client:
+            image = client.get(outputs[0]["url"])
+        image.raise_for_status()
+        return Image.open(io.BytesIO(image.content)).tobytes()
+
+    with ThreadPoolExecutor(40) as pool:
+        grids = list(pool.map(one, range(40), timeout=300))
+    assert len(grids) == 40 and len(set(grids)) == 1
+
+
+@pytest.fixture(scope="module")
+def degraded_hub(tmp_path_factory):
+    """A temp copy of the project served with the segmentation model's weights missing and the
+    detection model's weights truncated."""
+    root = tmp_path_factory.mktemp("degraded")
+    for part in ("apps", "shared", "models"):
+        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "models" / "segmentation" / "digits-upernet" / "model.safetensors").unlink()
+    weights = root / "models" / "detection" / "digits-rtdetr" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50_000])
+    process, url = start_hub(root, root / "serve.log", tmp_path_factory.mktemp("degraded-uploads"))
+    yield url, root
+    stop_hub(process)
+
+
+def test_a_hub_with_a_broken_model_is_ready_degraded_and_says_why(degraded_hub):
+    url, root = degraded_hub
+    ready = httpx.get(f"{url}/readyz", timeout=5)
+    state = ready.json()
+    assert ready.status_code == 200 and state["ready"] is True and state["status"] == "degraded"
+    assert state["apps"]["classification"] == {"ready": True}
+    segmentation, detection = state["apps"]["segmentation"], state["apps"]["detection"]
+    assert not segmentation["ready"] and "digits-upernet" in segmentation["reason"]
+    assert "has no weights file" in segmentation["reason"]
+    assert not detection["ready"] and "damaged" in detection["reason"]
+    assert str(root) not in ready.text and "/tmp" not in ready.text and "Error" not in ready.text
+
+    digit = upload(url, "classification", DIGIT_EXAMPLES / "digit_7.png")
+    kind, outputs = call(url, "classification", [file_data(digit), "digits-convnext", "torch", 1])
+    assert kind == "complete" and outputs[0]["label"] == "7"
+    scene = upload(url, "segmentation", SCENE)
+    kind, message = call(url, "segmentation", [file_data(scene), *SEGMENT])
+    assert kind == "error" and "digits-upernet" in message and "no weights file" in message
+    assert str(root) not in message
+    kind, message = call(url, "detection", [file_data(scene), "digits-rtdetr", "torch", 0.5, "", 20])
+    assert kind == "error" and "damaged" in message and str(root) not in message
+    page = httpx.get(f"{url}/segmentation/", timeout=10).text
+    assert "demohub-degraded" in page  # the page shows /readyz's reason for this app on top
+
+
+def test_load_32_concurrent_clients_over_mixed_apps(hub_url):
+    digit = file_data(upload(hub_url, "classification", DIGIT_EXAMPLES / "digit_3.png"))
+    scene = file_data(upload(hub_url, "detection", SCENE))
+    asks = [("classification", [digit, "digits-convnext", "torch", 3]),
+            ("detection", [scene, "digits-rtdetr", "torch", 0.5, "", 20]),
+            ("segmentation", [scene, "digits-upernet", "torch", 0.5]),
+            ("generative", [1, 9, "2", 1.0, "digits-gan", "torch"]),
+            ("translation", ["Is there an 8?", "en", "de", "scenes-marian", "torch", 1, 32])]
+    with healthz_watch(hub_url) as times, ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda i: call(hub_url, *asks[i % len(asks)], timeout=240), range(32), timeout=300))
+    for kind, payload in answers:
+        assert kind == "complete" or (kind == "refused" and "Queue is full" in str(payload)), (kind, payload)
+    assert sum(kind == "complete" for kind, _ in answers) >= len(asks)
+    assert len(times) >= 5 and max(times) < 1.0, sorted(times)[-10:]
+
+
+def test_a_garbled_or_altered_onnx_cache_is_exported_again(tmp_path, monkeypatch):
+    """A truncated export, and one whose weights were changed (still a valid model), are caught
+    by their recorded digests when the cache is opened, exported again, and answer as torch does."""
+    import numpy as np
+    import onnx
+
+    from apps.classification import task
+    from shared.inference import backends, export
+    from shared.inference.sessions import OnnxRunner
+    from shared.inputs.images import decode_image
+    from shared.models import loader
+
+    monkeypatch.setattr(export, "CACHE_DIR", tmp_path)
+    loaded = task.MODELS.load("digits-convnext")
+    feeds = task.preprocess(loaded, [decode_image(DIGIT_EXAMPLES / f"digit_{d}.png").image for d in (3, 7)])
+    expected = backends.runner(loaded, "torch", task.onnx_form(loaded))(feeds)["logits"]
+
+    def onnx_logits() -> np.ndarray:
+        loader.cache.clear()  # as after a restart: the cache is opened again
+        fresh = task.MODELS.load("digits-convnext")
+        return backends.runner(fresh, "onnx", task.onnx_form(fresh))(feeds)["logits"]
+
+    np.testing.assert_allclose(onnx_logits(), expected, atol=1e-4, rtol=1e-3)
+    path = export.onnx_path(loaded, task.ONNX_SPEC)
+    assert export.intact(path)
+
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # garbled
+    np.testing.assert_allclose(onnx_logits(), expected, atol=1e-4, rtol=1e-3)
+    assert export.intact(path)
+
+    graph = onnx.load(str(path))  # altered: the classifier's weights reversed, still a valid model
+    weights = max(graph.graph.initializer, key=lambda t: t.name if len(t.dims) == 2 else "")
+    array = onnx.numpy_helper.to_array(weights)
+    weights.CopyFrom(onnx.numpy_helper.from_array(array[::-1].copy(), weights.name))
+    onnx.save(graph, str(path))
+    altered = OnnxRunner(path, loaded.device, task.ONNX_SPEC)(feeds)["logits"]
+    assert np.abs(altered - expected).max() > 0.1  # what a cache that is not checked would answer
+    assert not export.intact(path)
+    report = export.export_model(loaded, task.onnx_form(loaded)).graphs["model"]
+    assert not report.cached and "exported again" in report.notes[0]
+    logits = onnx_logits()
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-3)
+    assert logits.argmax(-1).tolist() == [3, 7]
+
+
+@pytest.mark.browser
+def test_the_degraded_app_page_says_what_is_missing(degraded_hub):
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        pytest.skip("Debian's chromium is not installed (make setup installs it)")
+    from playwright.sync_api import sync_playwright
+
+    url, root = degraded_hub
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium,
+                                             args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            for app, words in [("segmentation", "has no weights file"), ("detection", "damaged")]:
+                page.goto(f"{url}/{app}/")
+                banner = page.locator("#demohub-degraded")
+                banner.wait_for(timeout=30_000)
+                assert words in banner.inner_text() and str(root) not in banner.inner_text()
+            page.goto(f"{url}/classification/")
+            page.get_by_text("Image classification").first.wait_for(timeout=30_000)
+            assert page.locator("#demohub-degraded").count() == 0
+        finally:
+            browser.close()
+
+
+def test_sigterm_lets_the_running_request_finish_and_tells_the_waiting_ones(tmp_path):
+    from shared.serving.server import SHUTDOWN_GRACE_S, SHUTTING_DOWN
+
+    process, url = start_hub(REPO, tmp_path / "serve.log", tmp_path / "uploads")
+    try:
+        digit = file_data(upload(url, "adversarial", DIGIT_EXAMPLES / "digit_7.png"))
+        ask = [digit, "digits-convnext", "pgd", 0.1, 40, 0, "none", "digits-convnext-robust"]
+        assert call(url, "adversarial", ask, 120)[0] == "complete"  # the ONNX export is done before the test
+        with ThreadPoolExecutor(3) as pool:
+            answers = []
+            for _ in range(3):
+                answers.append(pool.submit(call, url, "adversarial", ask, 120))
+                time.sleep(0.3)
+            time.sleep(1.0)  # the first is running, the others wait behind it (one at a time per app)
+            stopped_at = time.monotonic()
+            process.terminate()
+            results = [a.result(timeout=SHUTDOWN_GRACE_S + 30) for a in answers]
+        process.wait(timeout=SHUTDOWN_GRACE_S + 10)
+        assert time.monotonic() - stopped_at < SHUTDOWN_GRACE_S + 10
+    finally:
+        stop_hub(process)
+    assert results[0][0] == "complete", results[0]
+    for kind, payload in results[1:]:
+        assert kind == "complete" or (kind, payload) == ("error", SHUTTING_DOWN), (kind, payload)
