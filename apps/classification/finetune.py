@@ -114,10 +114,10 @@ def ink_steps(side: int) -> list:
     little more, larger or smaller, tilted a few degrees, soft or noisy, either ink polarity."""
     return [
         v2.Resize((side, side)), StrokeWidth(),
-        v2.RandomAffine(degrees=10, translate=(0.15, 0.15), scale=(0.75, 1.1), fill=255),
-        v2.RandomApply([v2.GaussianBlur(3, sigma=(0.3, 1.0))], p=0.3),
+        v2.RandomAffine(degrees=8, translate=(0.15, 0.15), scale=(0.85, 1.1), fill=255),
+        v2.RandomApply([v2.GaussianBlur(3, sigma=(0.3, 1.0))], p=0.2),
         v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-        v2.RandomInvert(p=0.5), v2.RandomApply([v2.GaussianNoise(sigma=0.05)], p=0.3),
+        v2.RandomInvert(p=0.5), v2.RandomApply([v2.GaussianNoise(sigma=0.05)], p=0.2),
     ]
 
 
