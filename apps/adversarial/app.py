@@ -23,6 +23,15 @@ EXAMPLES = [*sorted((Path(__file__).parent.parent / "classification" / "examples
 CLASSIFIERS = [e.name for e in registry.entries(task.MODEL_TASK)]
 
 
+def _drawing(sketch) -> Image.Image:
+    """The sketchpad's drawing as the input image, so it takes the upload's path (decode, checks)."""
+    drawn = (sketch or {}).get("composite")
+    if drawn is None or Image.alpha_composite(Image.new("RGBA", drawn.size, "white"),
+                                              drawn.convert("RGBA")).convert("L").getextrema()[0] > 128:
+        raise gr.Error("Draw a digit on the sketchpad first (dark strokes), then press the button.")
+    return drawn
+
+
 def _labels(rows: list[dict]) -> dict:
     return {row["label"]: row["score"] for row in rows}
 
@@ -62,7 +71,12 @@ with gr.Blocks(title="Adversarial examples") as demo:
                 "Sizes are in pixel units: 1.0 is the full range of a channel.")
     with gr.Row():
         with gr.Column():
-            image = ui.ImageInput(label="Image")
+            image = ui.ImageInput(label="Image", format="png")
+            with gr.Accordion("Or draw a digit", open=True):
+                sketch = gr.Sketchpad(label="Draw a digit", type="pil", canvas_size=(256, 256), height=300,
+                                      brush=gr.Brush(default_size=24, colors=["#000000"], color_mode="fixed"),
+                                      layers=False, transforms=())
+                use_drawing = gr.Button("Attack the drawing")
             model = gr.Dropdown(CLASSIFIERS, value=CLASSIFIERS[0], label="Classifier to attack")
             attack = gr.Radio(list(task.ATTACKS), value="pgd", label="Attack")
             eps = gr.Slider(0.0, 0.3, value=0.03, step=0.005, label="Epsilon (L-inf; for pgd-l2 the L2 radius)")
@@ -87,6 +101,9 @@ with gr.Blocks(title="Adversarial examples") as demo:
 
     run.click(adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
               [original, perturbation, adversarial_image, before, after, summary], api_name="adversarial")
+    use_drawing.click(_drawing, sketch, image, api_visibility="private").success(
+        adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
+        [original, perturbation, adversarial_image, before, after, summary], api_visibility="private")
     curve_button.click(robustness, [model, attack, eps], curve, api_name="robustness", api_visibility="undocumented")
 
 
