@@ -2,11 +2,14 @@
 
 Takes every argument of apps/classification/finetune.py, plus the attack used in training and
 for the robust accuracy in the card. Clean and robust accuracy on the held-out split are
-measured before (the source model) and after.
+measured before (the source model) and after; with `--ink-augment` also on the held-out digits
+as users draw them (white on black, shifted by 1/8 of the side), and PGD examples are made from
+the augmented training images.
 
     demohub data digits --out data/digits
     demohub finetune adversarial --data data/digits --out models/classification/digits-convnext-robust \
-        --model digits-convnext --epochs 15 --learning-rate 1e-3 --batch-size 64 --eps 0.1 --attack-steps 5
+        --model digits-convnext --epochs 5 --learning-rate 1e-3 --batch-size 64 --eps 0.03 --attack-steps 5 \
+        --ink-augment true
 """
 
 from __future__ import annotations

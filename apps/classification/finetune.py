@@ -11,8 +11,8 @@ Without a validation split, 10% of train (stratified) becomes one.
     # the embedded digits model, from scratch, reading digits as users draw them (see its model card)
     demohub data digits --out data/digits
     demohub finetune classification --data data/digits --out models/classification/digits-convnext \
-        --model apps/classification/digits_recipe --from-scratch --epochs 40 --learning-rate 3e-3 \
-        --batch-size 64 --ink-augment
+        --model apps/classification/digits_recipe --from-scratch --epochs 80 --learning-rate 3e-3 \
+        --batch-size 64 --ink-augment true
 
 `--ink-augment` trains a reader of drawn ink (digits, letters): random polarity, shift, scale,
 rotation, stroke width, blur and noise; the validation split gets the same augmentations (drawn
