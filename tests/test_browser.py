@@ -112,7 +112,7 @@ def test_a_digit_drawn_with_the_mouse_is_read(page, hub_url, digit):
     page.goto(f"{hub_url}/classification/")
     page.get_by_text("Image classification").first.wait_for()
     draw(page, STROKES[digit])
-    page.get_by_role("button", name="Classify the drawing").click()
+    page.get_by_role("button", name="Read the drawing").click()
     page.get_by_text("Served by").wait_for(timeout=30_000)
     assert page.get_by_test_id("label-output-value").inner_text().strip().startswith(digit)
 
@@ -120,6 +120,6 @@ def test_a_digit_drawn_with_the_mouse_is_read(page, hub_url, digit):
 def test_a_drawn_digit_can_be_attacked(page, hub_url):
     page.goto(f"{hub_url}/adversarial/")
     draw(page, STROKES["7"])
-    page.get_by_role("button", name="Attack the drawing").click()
+    page.get_by_role("button", name="Use the drawing").click()
     page.get_by_text("Served by").wait_for(timeout=60_000)
     assert page.get_by_test_id("label-output-value").first.inner_text().strip().startswith("7")  # before the attack

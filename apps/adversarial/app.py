@@ -76,7 +76,7 @@ with gr.Blocks(title="Adversarial examples") as demo:
                 sketch = gr.Sketchpad(label="Draw a digit", type="pil", canvas_size=(256, 256), height=300,
                                       brush=gr.Brush(default_size=24, colors=["#000000"], color_mode="fixed"),
                                       layers=False, transforms=())
-                use_drawing = gr.Button("Attack the drawing")
+                use_drawing = gr.Button("Use the drawing")
             model = gr.Dropdown(CLASSIFIERS, value=CLASSIFIERS[0], label="Classifier to attack")
             attack = gr.Radio(list(task.ATTACKS), value="pgd", label="Attack")
             eps = gr.Slider(0.0, 0.3, value=0.03, step=0.005, label="Epsilon (L-inf; for pgd-l2 the L2 radius)")

@@ -45,7 +45,7 @@ with gr.Blocks(title="Image classification") as demo:
                 sketch = gr.Sketchpad(label="Draw a digit", type="pil", canvas_size=(256, 256), height=300,
                                       brush=gr.Brush(default_size=24, colors=["#000000"], color_mode="fixed"),
                                       layers=False, transforms=())
-                use_drawing = gr.Button("Classify the drawing")
+                use_drawing = gr.Button("Read the drawing")
             model = ui.model_picker(task.TASK)
             backend = ui.backend_radio()
             top_k = gr.Slider(1, task.MAX_TOP_K, value=5, step=1, label="Top k")
