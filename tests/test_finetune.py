@@ -56,8 +56,10 @@ def test_ink_augmented_runs_are_reproducible_and_measured_as_users_draw(tmp_path
                            "--batch-size", "16"]) for i in (1, 2)]
     first, second = ({k: v for k, v in run.items() if "runtime" not in k and "per_second" not in k} for run in runs)
     assert first == second  # same seed: same augmentations, data order and weights
-    assert {"test_accuracy_white_on_black", "test_accuracy_shifted", "test_accuracy_shifted_white_on_black"} <= set(first)
-    assert first["test_accuracy_dark_on_white"] == pytest.approx(first["test_accuracy"], abs=1e-4)  # the same digits, two code paths
+    assert {"test_accuracy_white_on_black", "test_accuracy_shifted", "test_accuracy_shifted_white_on_black"} <= set(
+        first)
+    # the same digits through two code paths
+    assert first["test_accuracy_dark_on_white"] == pytest.approx(first["test_accuracy"], abs=1e-4)
     card = (tmp_path / "run1" / "README.md").read_text()
     assert f"white on black: **{first['test_accuracy_white_on_black']:.4f}**" in card
 

@@ -84,7 +84,10 @@ def model_card(out: Path, args: AdversarialArguments, before: dict, after: dict,
     attack = f"L-inf PGD, eps={args.eps}, {args.eval_attack_steps} steps of 2.5*eps/steps, no random start"
     sets = [name for name in finetune.USER_SETS if name == "dark_on_white" or f"clean_accuracy_{name}" in after]
     keys = [(kind, "" if name == "dark_on_white" else f"_{name}") for kind in ("clean", "robust") for name in sets]
-    row = lambda title, figures: f"| {title} | " + " | ".join(f"{figures[f'{k}_accuracy{s}']:.4f}" for k, s in keys) + " |"
+
+    def row(title: str, figures: dict) -> str:
+        return f"| {title} | " + " | ".join(f"{figures[f'{k}_accuracy{s}']:.4f}" for k, s in keys) + " |"
+
     return "\n".join([
         f"# {out.name}", "",
         f"`{args.model}` adversarially trained by `apps/adversarial/finetune.py` (PGD-{args.attack_steps} "

@@ -36,8 +36,8 @@ def classification(image, model, backend, top_k):
 
 
 with gr.Blocks(title="Image classification") as demo:
-    gr.Markdown("# Image classification\nUpload a photo, or draw a digit, to get its most likely labels. The embedded model "
-                "knows the ten digits; the Hub models know the 1,000 ImageNet classes.")
+    gr.Markdown("# Image classification\nUpload a photo, or draw a digit, to get its most likely labels. "
+                "The embedded model knows the ten digits; the Hub models know the 1,000 ImageNet classes.")
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image", format="png")

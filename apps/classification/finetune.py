@@ -68,8 +68,9 @@ class FinetuneArguments(training.TrainingOptions):
                 "width, blur, noise; validation gets the same augmentations, drawn once."})
     validation_copies: int = field(default=4, metadata={"help": "With --ink-augment: augmented copies of each "
                                                                 "validation image."})
-    stop_on: str = field(default="loss", metadata={"help": "Validation signal for early stopping and the best "
-                                                           "checkpoint: loss or accuracy.", "choices": ["loss", "accuracy"]})
+    stop_on: str = field(default="loss", metadata={
+        "help": "Validation signal for early stopping and the best checkpoint: loss or accuracy.",
+        "choices": ["loss", "accuracy"]})
 
     def check(self) -> None:
         super().check()
