@@ -148,7 +148,7 @@ def interpolate(model: str | None = None, seed: int = 0, seed_b: int = 1, steps:
     z = np.stack([slerp(a, b, t) for t in np.linspace(0, 1, steps)]).astype(np.float32)
     labels = label_ids(loaded, label, 1).repeat(steps)
     pixels, latency_ms = _run(loaded, backend, z, labels)
-    return {"strip": grid(pixels, columns=steps), "model": loaded.entry.name, "backend": backend,
+    return {"strip": grid(pixels, columns=steps), "pixels": pixels, "model": loaded.entry.name, "backend": backend,
             "latency_ms": round(latency_ms, 2)}
 
 
