@@ -3,7 +3,7 @@
 Images (one subfolder per class: the classes condition the GAN) become 32x32 grayscale.
 
     demohub data digits --out data/digits
-    demohub finetune generative --family gan --data data/digits --out models/generative/digits-gan --epochs 150
+    demohub finetune generative --family gan --data data/digits --out models/generative/digits-gan --epochs 40
     demohub finetune generative --family vae --data data/digits --out models/generative/digits-vae --epochs 80
 
     # transfer: continue from the embedded GAN on your own folder
@@ -50,7 +50,6 @@ from shared.errors import UserError
 
 SIDE = 32
 EMA_DECAY = 0.995  # half-life of about 140 steps, 6 epochs of the digits
-MODE_SEEKING_WEIGHT = 1.0
 
 
 @dataclass
@@ -67,6 +66,8 @@ class GenerativeArguments:
     resume: bool = False
     keep_checkpoints: bool = False
     samples_per_class: int = 100
+    mode_seeking_weight: float = field(default=0.02, metadata={"help": "GAN: weight of the mode-seeking term that "
+                                                                      "makes two noises give two drawings."})
     push_to_hub: str | None = None
 
     def __post_init__(self):
@@ -123,7 +124,7 @@ def diff_augment(images: torch.Tensor) -> torch.Tensor:
     return torch.where((inside_rows & inside_cols)[:, None], 1.0, shifted)
 
 
-def gan_step(generator, critic, images, labels, optimizers, autocast, ema):
+def gan_step(generator, critic, images, labels, optimizers, autocast, ema, mode_seeking_weight):
     """One hinge-loss step for the critic, then one for the generator, then the EMA update."""
     real = images * 2 - 1
     z = torch.randn(len(real), generator.latent_dim, device=real.device)
@@ -139,9 +140,9 @@ def gan_step(generator, critic, images, labels, optimizers, autocast, ema):
     optimizers[1].step()
     with autocast:
         generator_loss = -critic(diff_augment(fake), wanted).mean()
-        # Mode seeking (Mao et al. 2019): two noises for one class must give two different images.
-        spread = ((fake[:half] - fake[-half:]).abs().mean((1, 2, 3)) / (z[:half] - z[-half:]).abs().mean(1)).mean()
-        generator_loss = generator_loss + MODE_SEEKING_WEIGHT / (spread + 1e-5)
+        if half and mode_seeking_weight:  # Mao et al. 2019: two noises for one class, two different drawings
+            spread = ((fake[:half] - fake[-half:]).abs().mean((1, 2, 3)) / (z[:half] - z[-half:]).abs().mean(1)).mean()
+            generator_loss = generator_loss + mode_seeking_weight / (spread + 1e-5)
     optimizers[0].zero_grad(set_to_none=True)
     generator_loss.backward()
     optimizers[0].step()
@@ -356,7 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
         for batch_images, batch_labels in tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False):
             batch_images, batch_labels = batch_images.to(device), batch_labels.to(device)
             if args.family == "gan":
-                losses = gan_step(model, critic, batch_images, batch_labels, optimizers, autocast, ema)
+                losses = gan_step(model, critic, batch_images, batch_labels, optimizers, autocast, ema,
+                                  args.mode_seeking_weight)
             else:
                 losses = vae_step(model, batch_images, optimizers, autocast)
             for scheduler in schedulers:
