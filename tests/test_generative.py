@@ -26,9 +26,9 @@ def test_same_seed_same_grid_and_onnx_matches_torch():
 DIGITS = [str(d) for d in range(10)]
 
 
-def samples_of_each_digit(per_digit: int, truncation: float = 1.0) -> dict[str, np.ndarray]:
-    return {d: task.generate(seed=100 + i, n=per_digit, label=d, truncation=truncation)["pixels"]
-            for i, d in enumerate(DIGITS)}
+def samples_of_each_digit(per_digit: int) -> dict[str, np.ndarray]:
+    """Samples as the app draws them by default (truncation 1.0), one seed per digit."""
+    return {d: task.generate(seed=100 + i, n=per_digit, label=d)["pixels"] for i, d in enumerate(DIGITS)}
 
 
 def test_the_independent_judge_reads_real_digits_it_never_saw():
@@ -49,15 +49,16 @@ def test_the_independent_judge_reads_the_requested_digits():
 
 def test_two_seeds_give_different_samples_of_one_digit():
     first, second = (task.generate(seed=s, n=4, label="9")["pixels"].astype(int) for s in (5, 6))
-    assert np.abs(first - second).mean() > 10  # gray levels: different drawings, not rounding
+    assert np.abs(first - second).mean() > 10  # gray levels (the collapsed model: 7): different drawings
     assert min(np.abs(first[i] - first[j]).mean() for i in range(4) for j in range(i + 1, 4)) > 5
 
 
 def test_samples_of_one_digit_vary_like_real_digits():
-    """Within-class diversity at 8x8 (as issue 16 measured it), against held-out digits of that class."""
+    """Within-class diversity at 8x8 (as issue 16 measured it), against held-out digits of that class.
+    The collapsed model of issue 16 scored 0.33 here."""
     real, real_labels = quality.digits_held_out()
     ratios = [quality.diversity(quality.to_unit(px)) / quality.diversity(real[real_labels == int(d)])
-              for d, px in samples_of_each_digit(per_digit=8, truncation=3.0).items()]
+              for d, px in samples_of_each_digit(per_digit=8).items()]
     assert np.mean(ratios) >= 0.5, ratios
 
 
@@ -86,8 +87,9 @@ def test_interpolation_walks_from_one_seed_to_the_other():
     strip = task.interpolate(seed=3, seed_b=4, steps=5, label="2")
     assert strip["strip"].size == (5 * 34 * task.SHOW_SCALE, 34 * task.SHOW_SCALE)
     frames = strip["pixels"].astype(int)
-    steps = [np.abs(frames[i + 1] - frames[i]).mean() for i in range(4)]
-    assert min(steps) > 1 and np.abs(frames[-1] - frames[0]).mean() > 10, steps
+    steps = [np.abs(frames[i + 1] - frames[i]).mean() for i in range(4)]  # gray levels
+    # The collapsed model moved 3 gray levels a step, 11 end to end: no visible walk.
+    assert min(steps) > 4 and np.abs(frames[-1] - frames[0]).mean() > 15, steps
 
 
 def test_vae_reconstructs_an_uploaded_digit():
