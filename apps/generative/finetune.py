@@ -3,7 +3,7 @@
 Images (one subfolder per class: the classes condition the GAN) become 32x32 grayscale.
 
     demohub data digits --out data/digits
-    demohub finetune generative --family gan --data data/digits --out models/generative/digits-gan --epochs 60
+    demohub finetune generative --family gan --data data/digits --out models/generative/digits-gan --epochs 80
     demohub finetune generative --family vae --data data/digits --out models/generative/digits-vae --epochs 80
 
     # transfer: continue from the embedded GAN on your own folder
