@@ -61,7 +61,8 @@ def test_embedded_model_reaches_its_card_accuracy():
 def test_digits_as_users_draw_them_are_inverted_and_shifted_by_an_eighth():
     image = digit_image(split()["test"][0][0])
     ink = np.asarray(image.convert("RGB"), dtype=float)[..., 0] < 128
-    drawn = as_users_draw([image] * len(SHIFTS))
+    drawn = as_users_draw([image])
+    assert len(drawn["dark_on_white"]) == 1 and len(drawn["shifted"]) == len(SHIFTS) == 8
     np.testing.assert_array_equal(np.asarray(drawn["white_on_black"][0]), 255 - np.asarray(drawn["dark_on_white"][0]))
     for moved, (dx, dy) in zip(drawn["shifted"], SHIFTS, strict=True):
         moved_ink = np.asarray(moved, dtype=float)[..., 0] < 128
@@ -72,7 +73,7 @@ def test_digits_as_users_draw_them_are_inverted_and_shifted_by_an_eighth():
 
 def test_embedded_model_reads_digits_as_users_draw_them():
     """White ink on black (MNIST's convention) and digits off-centre by 1/8 of the side: the
-    360 held-out digits in each form."""
+    360 held-out digits in each form (each shifted in all 8 directions)."""
     loaded = task.MODELS.load()
     seen = accuracy_as_users_draw(
         lambda images: [int(rows[0]["label"]) for rows in task.run(loaded, images, "onnx", top_k=1)[0]])

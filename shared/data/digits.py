@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 
 SIDE = 32
 SPLIT_SEED = 0
-# one source pixel (1/8 of the side) in x, y or both, each direction in turn
+# one source pixel (1/8 of the side) in x, y or both: the 8 directions
 SHIFTS = [(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)]
 
 
@@ -59,10 +59,10 @@ def shifted(image: Image.Image, dx: int, dy: int) -> Image.Image:
 
 def as_users_draw(images: Sequence[Image.Image]) -> dict[str, list[Image.Image]]:
     """Dark-on-white digits as the four sets users send: as drawn, inverted, and both shifted by
-    1/8 of the side (the i-th digit by SHIFTS[i % 8], so every direction is equally represented)."""
+    1/8 of the side, every digit in each of the 8 directions (SHIFTS order, then digit order, so
+    a shifted set's labels are the digits' labels repeated 8 times)."""
     images = [image.convert("RGB") for image in images]
-    moved = [shifted(image, dx * image.width // 8, dy * image.height // 8)
-             for image, (dx, dy) in zip(images, [SHIFTS[i % len(SHIFTS)] for i in range(len(images))], strict=True)]
+    moved = [shifted(image, dx * image.width // 8, dy * image.height // 8) for dx, dy in SHIFTS for image in images]
     return {"dark_on_white": images, "white_on_black": [ImageOps.invert(im) for im in images],
             "shifted": moved, "shifted_white_on_black": [ImageOps.invert(im) for im in moved]}
 
@@ -81,5 +81,5 @@ def accuracy_as_users_draw(predict: Callable[[list[Image.Image]], Sequence[int]]
     if images is None:
         images, labels = held_out()
     labels = np.asarray(labels)
-    return {name: round(float(np.mean(np.asarray(predict(batch)) == labels)), 4)
+    return {name: round(float(np.mean(np.asarray(predict(batch)) == np.tile(labels, len(batch) // len(labels)))), 4)
             for name, batch in as_users_draw(images).items()}
