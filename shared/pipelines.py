@@ -63,3 +63,10 @@ class TranslationPipeline:
                     row, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces)
             answers.append(answer)
         return answers
+
+
+def question_prompt(tokenizer, question: str) -> list[int]:
+    """A question as a vision encoder-decoder's decoder prompt (after its start token): the
+    question's tokens, then the separator (`<sep>`, or the end token where there is none)."""
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    return tokenizer(" " + question.strip(), add_special_tokens=False)["input_ids"] + [sep]
