@@ -23,9 +23,11 @@ import torch
 from transformers import (
     AutoImageProcessor,
     AutoModelForImageClassification,
+    AutoModelForImageTextToText,
     AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
     AutoModelForSeq2SeqLM,
+    AutoProcessor,
     AutoTokenizer,
 )
 from transformers.utils import logging as transformers_logging
@@ -57,6 +59,8 @@ TASK_LOADERS: dict[str, Callable | str] = {
     "segmentation": transformers_loader(AutoModelForSemanticSegmentation, AutoImageProcessor),
     "generative": "apps.generative.models:from_pretrained",
     "translation": transformers_loader(AutoModelForSeq2SeqLM, AutoTokenizer),
+    "captioning": transformers_loader(AutoModelForImageTextToText, AutoProcessor),
+    "vqa": "apps.vqa.task:from_pretrained",  # BLIP, ViLT: AutoModelForVisualQuestionAnswering; a VED answerer
 }
 
 

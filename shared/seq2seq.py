@@ -199,6 +199,16 @@ class Seq2SeqOnnx:
         return search.greedy_search(decoder.step, start, settings)
 
 
+    def decoder_step(self, rows: torch.Tensor, **encoder_inputs) -> search.Step:
+        """A decoder step function over the encoder's output for `encoder_inputs`, one row per entry
+        of `rows` (which input each row reads): for scoring candidate answers (search.continuation_log_probs)."""
+        feeds = {name: encoder_inputs[name].cpu().numpy() for name in self.specs.encoder.input_names}
+        (hidden,) = self._run("encoder", feeds)
+        mask = feeds.get("attention_mask", np.ones(hidden.shape[:2], dtype=np.int64))
+        index = rows.cpu().numpy()
+        return _DecoderRun(self, hidden[index], mask[index], use_cache=True).step
+
+
 class _DecoderRun:
     """The decoder's state during one `generate()`: the encoder's output and the cache so far."""
 

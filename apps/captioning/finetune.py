@@ -75,6 +75,8 @@ class CaptionArguments(training.TrainingOptions):
     freeze_vision: bool = field(default=False, metadata={"help": "Train the text decoder only."})
     mask_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the per-patch digit loss where "
                                                                    "the data has segmentation masks (0: off)."})
+    with_questions: bool = field(default=False, metadata={"help": "Also learn the data's questions (`qa`, as "
+                                                                  "apps/vqa/finetune.py reads them): one model for both apps."})
     vocab_size: int = field(default=400, metadata={"help": "--from-scratch: BPE vocabulary size."})
     max_length: int = field(default=48, metadata={"help": "Tokens per caption."})
     num_beams: int = field(default=1, metadata={"help": "Beam size of the held-out evaluation."})
@@ -454,7 +456,16 @@ def run(args, argv: list[str], examples_of, evaluate, card, task: str) -> dict:
         metrics = training.rounded(metrics)
         trainer.model = model
         training.save(trainer, processor, args, metrics, card(Path(args.out), args, metrics, argv))
+        write_answers(Path(args.out), train)
     return metrics
+
+
+def write_answers(out: Path, examples: list[Example], limit: int = 200) -> None:
+    """The training answers, most common first: the candidates the VQA app scores for its top-k."""
+    answers = Counter(e.text for e in examples if e.question is not None)
+    if answers:
+        ranked = [a for a, _ in answers.most_common(limit)]
+        (out / "answers.json").write_text(json.dumps(ranked, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 def _loader(trainer, dataset, collate_fn, shuffle: bool):
@@ -488,14 +499,33 @@ def model_card(out: Path, args, metrics: dict, argv: list[str]) -> str:
     return "\n".join(lines)
 
 
-def evaluate(model, processor, held_out: list[Example], args) -> dict:
-    return evaluate_captions(model, processor, held_out, args.num_beams, args.max_length)
-
-
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = training.parse(argv, CaptionArguments, f"demohub finetune {TASK}", __doc__)
-    return run(args, argv, caption_examples, evaluate, model_card, TASK)
+    if not args.with_questions:
+        return run(args, argv, caption_examples, lambda m, p, held, a: evaluate_captions(
+            m, p, held, a.num_beams, a.max_length), model_card, TASK)
+    from apps.vqa import finetune as vqa
+
+    train: list[Example] = []
+
+    def examples_of(rows, where):  # captions and questions of the same images
+        some = caption_examples(rows, where) + vqa.qa_examples(rows, where)
+        if not train:
+            train.extend(some)
+        return some
+
+    def evaluate(model, processor, held, a):
+        captions = [e for e in held if e.question is None]
+        questions = [e for e in held if e.question is not None]
+        return {**evaluate_captions(model, processor, captions, a.num_beams, a.max_length),
+                **vqa.evaluate(model, processor, questions, a, [e for e in train if e.question is not None])}
+
+    def card(out, a, metrics, argv):
+        return model_card(out, a, metrics, argv) + "\n" + "\n".join(
+            vqa.model_card(out, a, metrics, argv).splitlines()[5:-8]) + "\n"
+
+    return run(args, argv, examples_of, evaluate, card, TASK)
 
 
 if __name__ == "__main__":

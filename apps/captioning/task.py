@@ -1,0 +1,133 @@
+"""Captioning, the recipe: image -> pixel values -> generate -> caption(s).
+
+    from apps.captioning.task import caption
+    caption("scene.png", lang="de", num_beams=4, num_captions=3, backend="onnx")
+
+The image is decoded at the shared boundary (shared/images.py), every setting is checked here
+(API clients skip the browser's limits), and the task adapter (shared/pipelines.py) generates on
+`model.generate()` or on the ONNX graphs (shared/seq2seq.py). Unset generation settings mean
+the model's own generation config. Each caption's score is the mean probability of its tokens
+(geometric mean, end token included), scored by the decoder the same way on both backends.
+"""
+
+from __future__ import annotations
+
+import time
+
+from shared import backends, images, loader, registry, scenes, text
+from shared.checks import number_in, whole_number
+from shared.errors import UserError
+from shared.loader import LoadedModel
+from shared.pipelines import ImageToTextPipeline, takes_prompt
+from shared.seq2seq import Seq2SeqOnnx, export_graphs
+
+TASK = "captioning"
+LANGUAGE_NAMES = {"en": "English", "de": "German"}
+MAX_BEAMS = 8
+MAX_NEW_TOKENS = 128
+MAX_PROMPT_CHARACTERS = 500
+MAX_NGRAM = 10
+
+
+def onnx_generator(loaded: LoadedModel) -> Seq2SeqOnnx:
+    """The model's ONNX graphs with a `generate()`, exported and checked on first use, cached."""
+    if not loaded.entry.onnx or loaded.model.config.model_type != "vision-encoder-decoder":
+        raise UserError(f"{loaded.entry.name} runs on the torch backend only; choose backend torch.")
+
+    def build() -> Seq2SeqOnnx:
+        return Seq2SeqOnnx(export_graphs(loaded, sample_encoder_feeds(loaded, 2)), loaded)
+
+    key = ("onnx-seq2seq", loaded.entry.name, str(loaded.device))
+    return loader.cache.get(key, build, lambda g: sum(p.stat().st_size for p in g.paths.values()))
+
+
+def sample_images(n: int) -> list:
+    return [scenes.make_scene(1, i).image for i in range(n)]
+
+
+def sample_encoder_feeds(loaded: LoadedModel, n: int) -> dict:
+    return {"pixel_values": loaded.processor(images=sample_images(n), return_tensors="np")["pixel_values"]}
+
+
+def pipeline(loaded: LoadedModel, backend: str) -> ImageToTextPipeline:
+    if backend not in backends.BACKENDS:
+        raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(backends.BACKENDS)}.")
+    if backend == "onnx":
+        onnx = onnx_generator(loaded)
+        return ImageToTextPipeline(loaded.model, loaded.processor, generate=onnx.generate,
+                                   decoder_step=onnx.decoder_step)
+    return ImageToTextPipeline(loaded.model, loaded.processor)
+
+
+def languages(entry) -> tuple[str, ...]:
+    return entry.languages or ("en",)
+
+
+def language_settings(loaded: LoadedModel, lang: str | None) -> dict:
+    """`forced_bos_token_id` of the language token where the model names languages (the embedded
+    model's `<en>`, `<de>`); a language the model does not speak is refused."""
+    spoken = languages(loaded.entry)
+    lang = lang or spoken[0]
+    if lang not in spoken:
+        names = ", ".join(f"{code} ({LANGUAGE_NAMES.get(code, code)})" for code in spoken)
+        raise UserError(f"{loaded.entry.name} does not caption in {lang!r}; it speaks: {names}.")
+    tokenizer = loaded.processor.tokenizer
+    token = tokenizer.convert_tokens_to_ids(f"<{lang}>")
+    return {} if token is None or token == tokenizer.unk_token_id else {"forced_bos_token_id": token}
+
+
+def check_settings(num_beams, num_captions, max_new_tokens, min_new_tokens, repetition_penalty,
+                   no_repeat_ngram_size) -> dict:
+    """The generation settings that were given, checked; unset ones stay the model's own."""
+    settings = {}
+    num_captions = whole_number("num_captions", num_captions, 1, MAX_BEAMS)
+    if num_beams is not None:
+        settings["num_beams"] = whole_number("num_beams", num_beams, 1, MAX_BEAMS)
+        if num_captions > settings["num_beams"]:
+            raise UserError(f"num_captions ({num_captions}) cannot exceed num_beams ({settings['num_beams']}): "
+                            "the captions are the best beams. Raise num_beams.")
+    elif num_captions > 1:
+        settings["num_beams"] = num_captions
+    if num_captions > 1:
+        settings["num_return_sequences"] = num_captions
+    if max_new_tokens is not None:
+        settings["max_new_tokens"] = whole_number("max_new_tokens", max_new_tokens, 1, MAX_NEW_TOKENS)
+    if min_new_tokens is not None:
+        high = settings.get("max_new_tokens", MAX_NEW_TOKENS)
+        settings["min_new_tokens"] = whole_number("min_new_tokens", min_new_tokens, 0, high)
+    if repetition_penalty is not None:
+        settings["repetition_penalty"] = number_in("repetition_penalty", repetition_penalty, 1.0, 2.0)
+    if no_repeat_ngram_size is not None:
+        settings["no_repeat_ngram_size"] = whole_number("no_repeat_ngram_size", no_repeat_ngram_size, 0, MAX_NGRAM)
+    return settings
+
+
+def check_prompt(loaded: LoadedModel, prompt) -> str | None:
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+        return None
+    if not takes_prompt(loaded.model):
+        raise UserError(f"{loaded.entry.name} takes no text prompt; leave the prompt empty "
+                        "(a BLIP captioner continues a prompt).")
+    return text.clean_text(prompt, MAX_PROMPT_CHARACTERS)
+
+
+def caption(image, model: str | None = None, backend: str = "torch", lang: str | None = None,
+            prompt: str | None = None, num_beams=None, num_captions=1, max_new_tokens=None, min_new_tokens=None,
+            repetition_penalty=None, no_repeat_ngram_size=None) -> dict:
+    """Image -> {caption, captions: [{text, score}], model, backend, latency_ms, notes}."""
+    decoded = images.decode_image(image)
+    settings = check_settings(num_beams, num_captions, max_new_tokens, min_new_tokens, repetition_penalty,
+                              no_repeat_ngram_size)
+    if backend not in backends.BACKENDS:
+        raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(backends.BACKENDS)}.")
+    entry = registry.resolve(TASK, model)
+    loaded = loader.load_model(TASK, entry.name)
+    settings.update(language_settings(loaded, lang))
+    prompt = check_prompt(loaded, prompt)
+    describe = pipeline(loaded, backend)
+    started = time.perf_counter()
+    answers = describe(decoded.image, prompt=prompt, return_scores=True, **settings)
+    latency_ms = (time.perf_counter() - started) * 1e3
+    captions = [{"text": a["generated_text"], "score": round(a["score"], 6)} for a in answers]
+    return {"caption": captions[0]["text"], "captions": captions, "model": loaded.entry.name, "backend": backend,
+            "latency_ms": round(latency_ms, 2), "notes": list(decoded.notes)}

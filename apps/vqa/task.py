@@ -1,0 +1,99 @@
+"""Visual question answering, the recipe: image + questions -> answers with scores and top-k.
+
+    from apps.vqa.task import answer
+    answer("scene.png", ["how many digits are there?", "what colour is the 7?"], top_k=3, backend="onnx")
+
+The image is decoded at the shared boundary (shared/images.py) and every question checked here.
+A generative model (a vision encoder-decoder reading the question as its decoder prompt) answers
+with `generate` on torch or on the ONNX graphs (shared/seq2seq.py); its top-k are candidate
+answers (the model folder's `answers.json`) scored by the decoder, the same way on both
+backends. A classifier (ViLT) scores its answer vocabulary with a sigmoid, on torch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoModelForVisualQuestionAnswering, AutoProcessor
+
+from apps.captioning.task import onnx_generator
+from shared import backends, images, loader, registry, text
+from shared.checks import whole_number
+from shared.errors import UserError
+from shared.loader import LoadedModel
+from shared.pipelines import VisualQuestionAnsweringPipeline
+from shared.registry import ModelEntry
+
+TASK = "vqa"
+MAX_QUESTIONS = 16
+MAX_QUESTION_CHARACTERS = 500
+MAX_TOP_K = 10
+
+
+def from_pretrained(folder: Path, entry: ModelEntry, dtype: torch.dtype):
+    """BLIP and ViLT load as VQA models; a vision encoder-decoder answerer as an image-text-to-text one."""
+    config = json.loads((folder / "config.json").read_text())
+    model_class = (AutoModelForImageTextToText if config.get("model_type") == "vision-encoder-decoder"
+                   else AutoModelForVisualQuestionAnswering)
+    processor = AutoProcessor.from_pretrained(folder)
+    return model_class.from_pretrained(folder, dtype=dtype, use_safetensors=True), processor
+
+
+def candidate_answers(loaded: LoadedModel) -> list[str]:
+    """The answers a generative model was trained to give (`answers.json` beside it), for its top-k."""
+    path = loaded.folder / "answers.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def pipeline(loaded: LoadedModel, backend: str) -> VisualQuestionAnsweringPipeline:
+    if backend not in backends.BACKENDS:
+        raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(backends.BACKENDS)}.")
+    if backend == "onnx":
+        onnx = onnx_generator(loaded)
+        return VisualQuestionAnsweringPipeline(loaded.model, loaded.processor, generate=onnx.generate,
+                                               decoder_step=onnx.decoder_step, candidates=candidate_answers(loaded))
+    return VisualQuestionAnsweringPipeline(loaded.model, loaded.processor, candidates=candidate_answers(loaded))
+
+
+def check_questions(questions) -> list[str]:
+    """One question or a list of them: each non-empty and at most 500 characters, at most 16."""
+    batch = [questions] if isinstance(questions, str) or questions is None else list(questions)
+    if not batch:
+        raise UserError("No question given: ask at least one question about the image.")
+    if len(batch) > MAX_QUESTIONS:
+        raise UserError(f"{len(batch)} questions were asked; the limit is {MAX_QUESTIONS} at a time. "
+                        "Split them into several requests.")
+    checked = []
+    for number, question in enumerate(batch, start=1):
+        if question is None or (isinstance(question, str) and not question.strip()):
+            raise UserError(f"Question {number} is empty: type a question about the image.")
+        if isinstance(question, str) and len(question) > MAX_QUESTION_CHARACTERS:
+            raise UserError(f"Question {number} has {len(question):,} characters; the limit is "
+                            f"{MAX_QUESTION_CHARACTERS}. Ask a shorter question.")
+        checked.append(text.clean_text(question, MAX_QUESTION_CHARACTERS))
+    return checked
+
+
+def answer(image, questions, model: str | None = None, backend: str = "torch", top_k=5) -> dict:
+    """Image + question(s) -> {answers: [{question, answer, score, top_k: [{answer, score}]}], model,
+    backend, latency_ms, notes}, one answer per question, in order."""
+    decoded = images.decode_image(image)
+    batch = check_questions(questions)
+    top_k = whole_number("top_k", top_k, 1, MAX_TOP_K)
+    if backend not in backends.BACKENDS:
+        raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(backends.BACKENDS)}.")
+    entry = registry.resolve(TASK, model)
+    loaded = loader.load_model(TASK, entry.name)
+    ask = pipeline(loaded, backend)
+    started = time.perf_counter()
+    answers = []
+    for question in batch:
+        ranked = ask(decoded.image, question, top_k=top_k)
+        answers.append({"question": question, "answer": ranked[0]["answer"], "score": round(ranked[0]["score"], 6),
+                        "top_k": [{"answer": r["answer"], "score": round(r["score"], 6)} for r in ranked]})
+    latency_ms = (time.perf_counter() - started) * 1e3
+    return {"answers": answers, "model": loaded.entry.name, "backend": backend, "latency_ms": round(latency_ms, 2),
+            "notes": list(decoded.notes)}
