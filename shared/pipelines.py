@@ -176,6 +176,11 @@ class VisualQuestionAnsweringPipeline:
             return [{"score": float(s), "answer": self.model.config.id2label[int(i)]}
                     for s, i in zip(scores, ids, strict=True)]
         tokenizer = self.processor.tokenizer
+        if self.model.config.model_type == "blip":  # BLIP reads the question with its text encoder (torch only)
+            inputs = self.processor(images=image, text=question, return_tensors="pt").to(self.model.device)
+            with torch.inference_mode():
+                out = self.generate(**inputs, **generate_kwargs)
+            return [{"score": None, "answer": tokenizer.decode(out[0], skip_special_tokens=True).strip()}]
         pixels = self.processor(images=[image], return_tensors="pt")["pixel_values"].to(self.model.device)
         start = self.model.config.decoder_start_token_id
         prompt = torch.tensor([[start, *question_prompt(tokenizer, question)]])

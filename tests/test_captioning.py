@@ -11,7 +11,6 @@ from apps.captioning import finetune, task
 from shared import loader, registry, scenes
 from shared.errors import UserError
 from shared.pipelines import ImageToTextPipeline
-from shared.seq2seq import Seq2SeqOnnx, export_graphs
 from tests.tiny import make_tiny_captioner
 
 EMBEDDED = registry.MODELS_DIR / "captioning" / "scenes-captioner"

@@ -67,8 +67,14 @@ def make_tiny_captioner(decoder: str, out: str | Path, seed: int = 0) -> Path:
     with a small BPE vocabulary of scene captions and a TrOCRProcessor."""
     import tempfile
 
-    from transformers import (GenerationConfig, GPT2Config, TrOCRConfig, TrOCRProcessor,
-                              VisionEncoderDecoderConfig, VisionEncoderDecoderModel)
+    from transformers import (
+        GenerationConfig,
+        GPT2Config,
+        TrOCRConfig,
+        TrOCRProcessor,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+    )
 
     from apps.captioning.finetune import train_tokenizer
     from shared import scenes

@@ -50,8 +50,8 @@ from transformers import (
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     TrOCRProcessor,
-    ViTImageProcessor,
     VisionEncoderDecoderModel,
+    ViTImageProcessor,
     set_seed,
 )
 
@@ -68,7 +68,8 @@ SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<sep>", *(f"<{lang}>" for lang in 
 class CaptionArguments(training.TrainingOptions):
     data: str = field(default="", metadata={"help": "JSONL file, or folder with metadata.csv."})
     dataset: str | None = field(default=None, metadata={"help": "A `datasets` dataset with image and text "
-                                                                "columns instead of --data; its test split is held out."})
+                                                                "columns instead of --data; its test split is "
+                                                                "held out."})
     eval_data: str | None = field(default=None, metadata={"help": "Held-out JSONL/folder for the final scores."})
     model: str = field(default="apps/captioning/scenes_recipe",
                        metadata={"help": "Registry name, local model folder, or repo_id@40-hex-revision."})
@@ -76,7 +77,8 @@ class CaptionArguments(training.TrainingOptions):
     mask_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the per-patch digit loss where "
                                                                    "the data has segmentation masks (0: off)."})
     with_questions: bool = field(default=False, metadata={"help": "Also learn the data's questions (`qa`, as "
-                                                                  "apps/vqa/finetune.py reads them): one model for both apps."})
+                                                                  "apps/vqa/finetune.py reads them): one model "
+                                                                  "for both apps."})
     vocab_size: int = field(default=400, metadata={"help": "--from-scratch: BPE vocabulary size."})
     max_length: int = field(default=48, metadata={"help": "Tokens per caption."})
     num_beams: int = field(default=1, metadata={"help": "Beam size of the held-out evaluation."})
@@ -484,7 +486,8 @@ def model_card(out: Path, args, metrics: dict, argv: list[str]) -> str:
     for lang in (*LANGUAGES, None):
         key = f"test_{lang}" if lang else "test"
         if f"{key}_bleu" in metrics:
-            line = (f"- {lang or 'captions'}, held-out `{args.eval_data or 'test split'}` ({metrics[f'{key}_captions']} "
+            line = (f"- {lang or 'captions'}, held-out `{args.eval_data or 'test split'}` "
+                    f"({metrics[f'{key}_captions']} "
                     f"captions, beam {args.num_beams}): **BLEU {metrics[f'{key}_bleu']:.2f}**, chrF "
                     f"{metrics[f'{key}_chrf']:.2f}")
             if f"{key}_object_f1" in metrics:

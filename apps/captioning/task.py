@@ -128,6 +128,7 @@ def caption(image, model: str | None = None, backend: str = "torch", lang: str |
     started = time.perf_counter()
     answers = describe(decoded.image, prompt=prompt, return_scores=True, **settings)
     latency_ms = (time.perf_counter() - started) * 1e3
-    captions = [{"text": a["generated_text"], "score": round(a["score"], 6)} for a in answers]
+    captions = [{"text": a["generated_text"], "score": None if a["score"] is None else round(a["score"], 6)}
+                for a in answers]
     return {"caption": captions[0]["text"], "captions": captions, "model": loaded.entry.name, "backend": backend,
             "latency_ms": round(latency_ms, 2), "notes": list(decoded.notes)}

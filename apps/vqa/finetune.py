@@ -112,7 +112,8 @@ def model_card(out: Path, args, metrics: dict, argv: list[str]) -> str:
              "prompt and writes the answer.", ""]
     if "test_accuracy" in metrics:
         lines.append(f"Held-out `{args.eval_data or 'test split'}` ({metrics['test_questions']} questions, "
-                     f"greedy): **accuracy {metrics['test_accuracy']:.3f}** (prior {metrics.get('prior_accuracy', 0):.3f})")
+                     f"greedy): **accuracy {metrics['test_accuracy']:.3f}** "
+                     f"(prior {metrics.get('prior_accuracy', 0):.3f})")
         lines += ["", "| question type | questions | accuracy | prior (most common training answer) |",
                   "| --- | --- | --- | --- |"]
         for kind in (*KINDS, "other"):

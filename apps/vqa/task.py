@@ -31,6 +31,7 @@ TASK = "vqa"
 MAX_QUESTIONS = 16
 MAX_QUESTION_CHARACTERS = 500
 MAX_TOP_K = 10
+MAX_ANSWER_TOKENS = 16  # answers are a few words; a question prompt may be longer than the model's max_length
 
 
 def from_pretrained(folder: Path, entry: ModelEntry, dtype: torch.dtype):
@@ -77,6 +78,10 @@ def check_questions(questions) -> list[str]:
     return checked
 
 
+def _rounded(score: float | None) -> float | None:
+    return None if score is None else round(score, 6)  # None: a model that does not score answers (BLIP)
+
+
 def answer(image, questions, model: str | None = None, backend: str = "torch", top_k=5) -> dict:
     """Image + question(s) -> {answers: [{question, answer, score, top_k: [{answer, score}]}], model,
     backend, latency_ms, notes}, one answer per question, in order."""
@@ -91,9 +96,9 @@ def answer(image, questions, model: str | None = None, backend: str = "torch", t
     started = time.perf_counter()
     answers = []
     for question in batch:
-        ranked = ask(decoded.image, question, top_k=top_k)
-        answers.append({"question": question, "answer": ranked[0]["answer"], "score": round(ranked[0]["score"], 6),
-                        "top_k": [{"answer": r["answer"], "score": round(r["score"], 6)} for r in ranked]})
+        ranked = ask(decoded.image, question, top_k=top_k, max_new_tokens=MAX_ANSWER_TOKENS)
+        answers.append({"question": question, "answer": ranked[0]["answer"], "score": _rounded(ranked[0]["score"]),
+                        "top_k": [{"answer": r["answer"], "score": _rounded(r["score"])} for r in ranked]})
     latency_ms = (time.perf_counter() - started) * 1e3
     return {"answers": answers, "model": loaded.entry.name, "backend": backend, "latency_ms": round(latency_ms, 2),
             "notes": list(decoded.notes)}
