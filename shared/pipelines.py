@@ -187,10 +187,14 @@ class VisualQuestionAnsweringPipeline:
         with torch.inference_mode():
             out = self.generate(pixel_values=pixels, decoder_input_ids=prompt.to(self.model.device),
                                 **generate_kwargs).cpu()
-        answer = tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).strip()
+        generated = out[0, prompt.shape[1]:].tolist()
+        answer = tokenizer.decode(generated, skip_special_tokens=True).strip()
         candidates = [answer, *(c for c in self.candidates if c != answer)]
         eos = tokenizer.eos_token_id
-        continuations = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] + [eos] for c in candidates]
+        # generate()'s own tokens for its answer (up to its end token); the candidates' tokens for the rest
+        own = generated[:generated.index(eos) + 1] if eos in generated else generated
+        continuations = [own] + [tokenizer(" " + c, add_special_tokens=False)["input_ids"] + [eos]
+                                 for c in candidates[1:]]
         step = self.decoder_step(torch.zeros(len(candidates), dtype=torch.long), pixel_values=pixels)
         log_probs = search.continuation_log_probs(step, prompt.repeat(len(candidates), 1), continuations)
         scores = log_probs.exp().tolist()

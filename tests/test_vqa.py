@@ -60,6 +60,7 @@ def test_top_k_scores_equal_on_both_backends_with_the_same_ranking(tiny):
     (["is there a 3?", "   "], "Question 2 is empty"),
     ([], "No question given"),
     ("x" * 501, "the limit is 500"),
+    ("is there a 3? " * 30, "tokens long; tiny-vqa reads at most"),
     (["is there a 3?"] * 17, "the limit is 16"),
 ])
 def test_bad_questions_get_one_sentence(tiny, questions, words):

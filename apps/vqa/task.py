@@ -24,7 +24,7 @@ from shared import backends, images, loader, registry, text
 from shared.checks import whole_number
 from shared.errors import UserError
 from shared.loader import LoadedModel
-from shared.pipelines import VisualQuestionAnsweringPipeline
+from shared.pipelines import VisualQuestionAnsweringPipeline, question_prompt
 from shared.registry import ModelEntry
 
 TASK = "vqa"
@@ -78,6 +78,19 @@ def check_questions(questions) -> list[str]:
     return checked
 
 
+def check_lengths(loaded: LoadedModel, questions: list[str]) -> None:
+    """A generative model reads the question into its decoder: it must leave room for the answer."""
+    if loaded.model.config.model_type != "vision-encoder-decoder":
+        return
+    positions = loaded.model.config.get_text_config(decoder=True).max_position_embeddings
+    limit = positions - MAX_ANSWER_TOKENS - 2
+    for number, question in enumerate(questions, start=1):
+        tokens = len(question_prompt(loaded.processor.tokenizer, question))
+        if tokens > limit:
+            raise UserError(f"Question {number} is {tokens} tokens long; {loaded.entry.name} reads at most {limit}. "
+                            "Ask a shorter question.")
+
+
 def _rounded(score: float | None) -> float | None:
     return None if score is None else round(score, 6)  # None: a model that does not score answers (BLIP)
 
@@ -92,6 +105,7 @@ def answer(image, questions, model: str | None = None, backend: str = "torch", t
         raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(backends.BACKENDS)}.")
     entry = registry.resolve(TASK, model)
     loaded = loader.load_model(TASK, entry.name)
+    check_lengths(loaded, batch)
     ask = pipeline(loaded, backend)
     started = time.perf_counter()
     answers = []
