@@ -98,6 +98,7 @@ def test_recipe_answers_the_same_on_both_backends(tiny):
     ({"num_beams": 2, "num_captions": 3}, "cannot exceed num_beams"),
     ({"max_new_tokens": 0}, "max_new_tokens must be a whole number from 1 to 128"),
     ({"max_new_tokens": 5, "min_new_tokens": 6}, "min_new_tokens must be a whole number from 0 to 5"),
+    ({"max_new_tokens": 100}, "max_new_tokens must be a whole number up to 62"),
     ({"repetition_penalty": 3}, "repetition_penalty must be a number from 1.0 to 2.0"),
     ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size must be a whole number"),
     ({"backend": "tensorrt"}, "Unknown backend"),

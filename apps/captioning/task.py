@@ -102,6 +102,17 @@ def check_settings(num_beams, num_captions, max_new_tokens, min_new_tokens, repe
     return settings
 
 
+def check_length(loaded: LoadedModel, settings: dict) -> None:
+    """New tokens must fit the decoder's positions (past them is an index error, on CUDA a poisoned
+    process): room for the start and a language token."""
+    positions = getattr(loaded.model.config.get_text_config(decoder=True), "max_position_embeddings", None)
+    limit = min(MAX_NEW_TOKENS, positions - 2) if positions else MAX_NEW_TOKENS
+    for name in ("max_new_tokens", "min_new_tokens"):
+        if settings.get(name, 0) > limit:
+            raise UserError(f"{name} must be a whole number up to {limit} for {loaded.entry.name} (its decoder "
+                            f"holds {positions} positions); got {settings[name]}.")
+
+
 def check_prompt(loaded: LoadedModel, prompt) -> str | None:
     if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
         return None
@@ -122,6 +133,7 @@ def caption(image, model: str | None = None, backend: str = "torch", lang: str |
         raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(backends.BACKENDS)}.")
     entry = registry.resolve(TASK, model)
     loaded = loader.load_model(TASK, entry.name)
+    check_length(loaded, settings)
     settings.update(language_settings(loaded, lang))
     prompt = check_prompt(loaded, prompt)
     describe = pipeline(loaded, backend)
