@@ -89,15 +89,22 @@ def best_dtype(device: torch.device, half_precision: bool = True) -> torch.dtype
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def _missing(folder: Path, names) -> list[str]:
+    return [name for name in names if not any(folder.glob(name))]
+
+
+def _unavailable(entry: ModelEntry, missing: list[str]) -> ModelUnavailable:
+    # names inside the model folder only: a message never shows the server's own paths
+    return ModelUnavailable(f"{entry.name} cannot be loaded: its model folder has no {' and no '.join(missing)}. "
+                            "Reinstall it, or rebuild it with the command in its model card.")
+
+
 def model_folder(entry: ModelEntry) -> Path:
+    """The folder of `entry`'s files (downloaded if needed), with its config and listed files."""
     folder = entry.local_dir if entry.local_dir is not None else hub.fetch(entry)
-    missing = [name for name in ("config.json", *entry.files) if not (folder / name).is_file()]
-    if entry.local_dir is not None and not entry.files and not any(folder.glob("*.safetensors")):
-        missing.append("weights file (*.safetensors)")
+    missing = _missing(folder, ("config.json", *entry.files))
     if missing:
-        # names inside the model folder only: a message never shows the server's own paths
-        raise ModelUnavailable(f"{entry.name} cannot be loaded: its model folder has no {' and no '.join(missing)}. "
-                               "Reinstall it, or rebuild it with the command in its model card.")
+        raise _unavailable(entry, missing)
     return folder
 
 
@@ -105,6 +112,8 @@ def _load(entry: ModelEntry, build: Build, device: torch.device) -> LoadedModel:
     from safetensors import SafetensorError
 
     folder = model_folder(entry)
+    if not any(folder.glob("*.safetensors")):  # a recipe folder (a config to train from scratch) is no model
+        raise _unavailable(entry, ["weights file (*.safetensors)"])
     dtype = best_dtype(device, entry.half_precision)
     try:
         model, processor = build(folder, entry, dtype)
