@@ -25,10 +25,10 @@ import importlib.metadata
 import re
 import shutil
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 
@@ -182,10 +182,12 @@ def front_matter(space: Space) -> str:
 
 def visitor_page(space: Space, namespace: str) -> str:
     spec = apps.get(space.app)
-    rows = "\n".join(
-        f"| `{e.name}` | {'embedded in this Space' if e.source == 'embedded' else f'`{e.repo_id}` @ `{e.revision[:12]}`'}"
-        f" | {e.license} | {'yes' if e.commercial_use else '**no**'} |"
-        for e in registry.entries(spec.models.task))
+    def where(e) -> str:
+        return "embedded in this Space" if e.source == "embedded" else f"`{e.repo_id}` @ `{e.revision[:12]}`"
+
+    rows = "\n".join(f"| `{e.name}` | {where(e)} | {e.license} | {'yes' if e.commercial_use else '**no**'} |"
+                     for e in registry.entries(spec.models.task))
+    host = f"{namespace}-{space.name}".lower().replace("_", "-").replace(".", "-")
     arguments = ", ".join(f'{key}=handle_file("{value.name}")' if isinstance(value, Path) else f"{key}={value!r}"
                           for key, value in spec.example.items())
     return f"""
@@ -215,7 +217,7 @@ print(client.predict({arguments}, api_name="/{spec.name}"))
 ```
 
 From an assistant: this Space is also an MCP server, at
-`https://{namespace.lower()}-{space.name.replace('_', '-')}.hf.space/gradio_api/mcp/` (streamable HTTP), with one tool, `{spec.name}`.
+`https://{host}.hf.space/gradio_api/mcp/` (streamable HTTP), with one tool, `{spec.name}`.
 Images go in as URLs or base64 data.
 """
 
@@ -272,7 +274,7 @@ def push(namespace: str, names: list[str] | None, private: bool = False, dry_run
         raise UserError(f"--namespace takes a Hub user or organisation name, not {namespace!r}.")
     spaces = select(names)
     if not dry_run and huggingface_hub.constants.HF_HUB_OFFLINE:
-        raise UserError("HF_HUB_OFFLINE is set, so nothing can be pushed: unset it, or use --dry-run to see the commit.")
+        raise UserError("HF_HUB_OFFLINE is set, so nothing can be pushed: unset it, or see the commit with --dry-run.")
     if not dry_run and huggingface_hub.get_token() is None:
         raise UserError("No Hugging Face token was found: run `hf auth login` (or set HF_TOKEN) and push again.")
     pushed = {}
