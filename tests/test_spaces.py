@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 import tomllib
@@ -130,6 +131,8 @@ def test_each_built_space_runs_alone_and_answers(built, tmp_path):
                 except Exception:  # noqa: BLE001 - not up yet
                     time.sleep(1)
             assert client is not None, (tmp_path / f"{name}.log").read_text()
+            tools = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/mcp/schema", timeout=30))
+            assert [tool["name"] for tool in tools] == [spec.name]  # the Space is an MCP server too
             outputs = client.predict(**spec.cold_start_request(), api_name=f"/{spec.name}")
             served = outputs[-1]
             assert f"**{registry.default(spec.models.task).name}**" in served, served
