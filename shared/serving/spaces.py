@@ -56,11 +56,13 @@ APP_FILE = '''"""The {title} Space: apps/{app}/app.py served alone, its API also
 """
 
 from shared.inference import gpu  # noqa: F401  (first: `spaces` is imported before anything touches CUDA)
-from apps.{app}.app import demo
+from shared import apps
 from shared.serving import mcp, ui
 
+demo = mcp.describe(apps.page("{app}"), "{app}")
+
 if __name__ == "__main__":
-    ui.launch(mcp.describe(demo, "{app}"), mcp_server=True)
+    ui.launch(demo, mcp_server=True)
 '''
 
 
@@ -118,7 +120,8 @@ def app_closure(app: str) -> list[str]:
                     modules = [f"{node.module}.{alias.name}" for alias in node.names]
                 else:
                     continue
-                todo += [m.split(".")[1] for m in modules if m.startswith("apps.") and m.split(".")[1] in apps.specs()]
+                parts = [m.split(".") for m in modules]
+                todo += [p[1] for p in parts if len(p) > 1 and p[0] == apps.APPS_DIR.name and p[1] in apps.specs()]
     return sorted(found)
 
 
