@@ -11,7 +11,6 @@ first).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 try:
@@ -30,6 +29,15 @@ if spaces is not None:
     _call = spaces.GPU(duration=GPU_SECONDS)(_call)
 
 
-def on_gpu(fn: Callable) -> Callable:
-    """`fn`, called through the one ZeroGPU entry point."""
-    return functools.partial(_call, fn)
+class on_gpu:  # noqa: N801 - used as a function: on_gpu(fn)(...)
+    """`fn`, called through the one ZeroGPU entry point; its attributes (an ONNX generator's
+    `.generate`, say) stay reachable as they are."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return _call(self.fn, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.fn, name)
