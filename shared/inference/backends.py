@@ -24,6 +24,9 @@ BACKENDS = ("torch", "onnx")
 def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
+    if backend == "onnx" and gpu.ZERO_GPU:
+        raise UserError("On a ZeroGPU Space only the torch backend runs (the GPU is lent per request, and an ONNX "
+                        "session outlives one); choose torch.")
     return backend
 
 

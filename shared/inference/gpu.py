@@ -27,6 +27,8 @@ def _call(fn: Callable, *args, **kwargs):
 
 if spaces is not None:
     _call = spaces.GPU(duration=GPU_SECONDS)(_call)
+# On ZeroGPU the GPU exists only inside a call; an ONNX session outlives calls, so only torch runs there.
+ZERO_GPU = spaces is not None and bool(spaces.config.Config.zero_gpu)
 
 
 class on_gpu:  # noqa: N801 - used as a function: on_gpu(fn)(...)
