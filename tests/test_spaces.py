@@ -169,3 +169,17 @@ def test_push_offline_fails_at_once_with_one_sentence():
     unknown = subprocess.run([sys.executable, "-m", "shared.serving.cli", "spaces", "build", "--out", "/tmp/x",
                               "--space", "nope"], cwd=REPO, env=env, capture_output=True, text=True)
     assert unknown.returncode == 1 and "No Space named nope" in unknown.stderr
+
+
+def test_push_without_a_token_or_a_reachable_hub_says_so_in_one_sentence(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+    env.update(PYTHONPATH=str(REPO), HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    command = [sys.executable, "-m", "shared.serving.cli", "spaces", "push", "--namespace", "someone", "--space",
+               "classification"]
+    no_token = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert no_token.returncode == 1 and no_token.stderr.count("\n") == 1
+    assert "No Hugging Face token was found" in no_token.stderr
+    unreachable = subprocess.run(command, cwd=REPO, env={**env, "HF_TOKEN": "hf_not_a_real_token"},
+                                 capture_output=True, text=True)  # a port nothing listens on: refused at once
+    assert unreachable.returncode == 1 and unreachable.stderr.count("\n") == 1
+    assert "The Hub could not be reached to push someone/classification" in unreachable.stderr
