@@ -85,6 +85,8 @@ def load(path: Path = SPACES_FILE) -> dict[str, Space]:
     for row in yaml.safe_load(path.read_text())["spaces"]:
         space = Space(row["repo"], row["app"], tuple(row.get("extras", ())), tuple(row.get("packages", ())),
                       dict(row["front_matter"]))
+        if not re.fullmatch(r"[^/\s]+/[^/\s]+", space.repo):
+            raise UserError(f"spaces.yaml: repo {space.repo!r} must be owner/name.")
         if space.app not in apps.specs():
             raise UserError(f"spaces.yaml: Space {space.repo} serves {space.app!r}, which is not an app under apps/.")
         unknown = set(space.front_matter) - FRONT_MATTER_KEYS
@@ -112,7 +114,7 @@ def app_closure(app: str) -> list[str]:
         if name in found:
             continue
         found.append(name)
-        for path in (REPO / "apps" / name).rglob("*.py"):
+        for path in (apps.APPS_DIR / name).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     modules = [alias.name for alias in node.names]
@@ -228,15 +230,17 @@ Images go in as URLs or base64 data.
 def build_space(space: Space, out: Path, namespace: str | None = None) -> Path:
     """Write one Space's folder under `out`; returns it."""
     folder = out / space.name
+    if folder.exists() and not (folder / "app.py").is_file() and any(folder.iterdir()):
+        raise UserError(f"{folder} exists and is not a built Space; build into another --out folder.")
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     namespace = namespace or space.repo.split("/")[0]
     needed = app_closure(space.app)
     (folder / "apps").mkdir()
-    shutil.copy2(REPO / "apps" / "__init__.py", folder / "apps" / "__init__.py")
+    shutil.copy2(apps.APPS_DIR / "__init__.py", folder / "apps" / "__init__.py")
     for name in needed:
-        shutil.copytree(REPO / "apps" / name, folder / "apps" / name, ignore=IGNORED)
+        shutil.copytree(apps.APPS_DIR / name, folder / "apps" / name, ignore=IGNORED)
     shutil.copytree(REPO / "shared", folder / "shared", ignore=IGNORED)
     tasks = tasks_of(needed)
     (folder / "models").mkdir()
