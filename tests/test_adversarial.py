@@ -111,3 +111,25 @@ def test_robust_model_is_at_least_three_times_as_robust():
     plain = task.robust_accuracy(loaded_plain, pixels, labels, "pgd", eps, steps=10)
     robust = task.robust_accuracy(loaded_robust, pixels, labels, "pgd", eps, steps=10)
     assert robust >= 3 * plain and robust > 0.3
+
+
+@pytest.mark.slow
+def test_adversarial_finetune_measures_every_way_users_draw(tmp_path):
+    from apps.adversarial import finetune
+    from shared.data.digits import digit_image, split
+
+    for split_name, (pixels, labels) in split().items():
+        for index, (p, label) in enumerate(zip(pixels[:150], labels[:150], strict=True)):
+            (tmp_path / "data" / split_name / str(label)).mkdir(parents=True, exist_ok=True)
+            digit_image(p).save(tmp_path / "data" / split_name / str(label) / f"{index:03d}.png")
+    out = tmp_path / "robust"
+    metrics = finetune.main(["--data", str(tmp_path / "data"), "--out", str(out), "--epochs", "1", "--batch-size",
+                             "16", "--eps", "0.03", "--attack-steps", "2", "--eval-attack-steps", "5",
+                             "--ink-augment", "true"])
+    for when in ("before", "after"):
+        for kind in ("clean", "robust"):
+            for drawn in ("", "_white_on_black", "_shifted", "_shifted_white_on_black"):
+                assert 0 <= metrics[f"{when}_{kind}_accuracy{drawn}"] <= 1
+    assert metrics["after_clean_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    card = (out / "README.md").read_text()
+    assert "clean white on black" in card and f"{metrics['after_robust_accuracy_shifted']:.4f}" in card

@@ -1,5 +1,6 @@
 """The classification page in a real browser: Debian's chromium driven by playwright."""
 
+import math
 import os
 import shutil
 
@@ -78,3 +79,47 @@ def test_translation_page_swaps_and_translates(page, hub_url):
     page.wait_for_function("document.querySelectorAll('textarea')[0].value === 'Gibt es eine 8?'", timeout=10_000)
     page.get_by_role("button", name="Translate").click()
     page.wait_for_function("document.querySelectorAll('textarea')[1].value === 'Is there an 8?'", timeout=30_000)
+
+
+# Strokes of a digit in a unit square (0,0 top left), as a person draws them with the mouse.
+STROKES = {
+    "1": [[(0.45, 0.2), (0.55, 0.12), (0.55, 0.88)]],
+    "7": [[(0.22, 0.15), (0.78, 0.15), (0.6, 0.5), (0.45, 0.88)]],
+    "0": [[(0.5 + 0.26 * math.sin(2 * math.pi * t / 24), 0.5 - 0.36 * math.cos(2 * math.pi * t / 24))
+           for t in range(25)]],
+}
+
+
+def draw(page, strokes):
+    """Draw `strokes` with the mouse on the first sketchpad of the page (its square drawing area
+    sits in the middle of the canvas element, about 80% of its height)."""
+    page.get_by_role("button", name="Brush").first.click()
+    canvas = page.locator("canvas").first
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    side = 0.8 * min(box["width"], box["height"])
+    left, top = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
+    for stroke in strokes:
+        page.mouse.move(left + stroke[0][0] * side, top + stroke[0][1] * side)
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(left + x * side, top + y * side, steps=6)
+        page.mouse.up()
+
+
+@pytest.mark.parametrize("digit", list(STROKES))
+def test_a_digit_drawn_with_the_mouse_is_read(page, hub_url, digit):
+    page.goto(f"{hub_url}/classification/")
+    page.get_by_text("Image classification").first.wait_for()
+    draw(page, STROKES[digit])
+    page.get_by_role("button", name="Read the drawing").click()
+    page.get_by_text("Served by").wait_for(timeout=30_000)
+    assert page.get_by_test_id("label-output-value").inner_text().strip().startswith(digit)
+
+
+def test_a_drawn_digit_can_be_attacked(page, hub_url):
+    page.goto(f"{hub_url}/adversarial/")
+    draw(page, STROKES["7"])
+    page.get_by_role("button", name="Use the drawing").click()
+    page.get_by_text("Served by").wait_for(timeout=60_000)
+    assert page.get_by_test_id("label-output-value").first.inner_text().strip().startswith("7")  # before the attack

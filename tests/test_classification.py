@@ -6,7 +6,7 @@ import pytest
 from transformers import pipeline
 
 from apps.classification import task
-from shared.data.digits import digit_image, split
+from shared.data.digits import SHIFTS, accuracy_as_users_draw, as_users_draw, digit_image, split
 from shared.data.examples import PHOTOS
 from shared.errors import UserError
 from shared.inference import export
@@ -56,6 +56,29 @@ def test_embedded_model_reaches_its_card_accuracy():
     predicted, _ = task.run(loaded, [digit_image(p).convert("RGB") for p in pixels], "onnx", top_k=1)
     accuracy = np.mean([rows[0]["label"] == str(label) for rows, label in zip(predicted, labels, strict=True)])
     assert accuracy >= 0.97
+
+
+def test_digits_as_users_draw_them_are_inverted_and_shifted_by_an_eighth():
+    image = digit_image(split()["test"][0][0])
+    ink = np.asarray(image.convert("RGB"), dtype=float)[..., 0] < 128
+    drawn = as_users_draw([image])
+    assert len(drawn["dark_on_white"]) == 1 and len(drawn["shifted"]) == len(SHIFTS) == 8
+    np.testing.assert_array_equal(np.asarray(drawn["white_on_black"][0]), 255 - np.asarray(drawn["dark_on_white"][0]))
+    for moved, (dx, dy) in zip(drawn["shifted"], SHIFTS, strict=True):
+        moved_ink = np.asarray(moved, dtype=float)[..., 0] < 128
+        assert moved_ink.sum() <= ink.sum() and np.asarray(moved)[..., 0].max() == 255  # ink may leave; paper stays
+        kept = np.roll(ink, (dy * 4, dx * 4), axis=(0, 1))
+        assert (moved_ink & kept).sum() >= 0.8 * moved_ink.sum()  # the ink moved 4 px (1/8 of 32) that way
+
+
+def test_embedded_model_reads_digits_as_users_draw_them():
+    """White ink on black (MNIST's convention) and digits off-centre by 1/8 of the side: the
+    360 held-out digits in each form (each shifted in all 8 directions)."""
+    loaded = task.MODELS.load()
+    seen = accuracy_as_users_draw(
+        lambda images: [int(rows[0]["label"]) for rows in task.run(loaded, images, "onnx", top_k=1)[0]])
+    assert seen["dark_on_white"] >= 0.97 and seen["white_on_black"] >= 0.97, seen
+    assert seen["shifted"] >= 0.95 and seen["shifted_white_on_black"] >= 0.95, seen
 
 
 @pytest.mark.parametrize("digit", ["3", "7"])

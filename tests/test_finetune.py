@@ -43,6 +43,27 @@ def test_linear_probe_from_the_embedded_model_learns_and_loads(tmp_path):
     assert {row["label"] for row in result["labels"]} == set(DIGITS)
 
 
+def test_ink_augmented_runs_are_reproducible_and_measured_as_users_draw(tmp_path):
+    data = tmp_path / "data"
+    digits_folder(data / "train", per_class=20)
+    pixels, labels = split()["test"]
+    for index, (p, label) in enumerate(zip(pixels[:60], labels[:60], strict=True)):
+        if str(label) in DIGITS:
+            (data / "test" / str(label)).mkdir(parents=True, exist_ok=True)
+            digit_image(p).save(data / "test" / str(label) / f"{index:03d}.png")
+    runs = [finetune.main(["--data", str(data), "--out", str(tmp_path / f"run{i}"), "--ink-augment", "true",
+                           "--validation-copies", "3", "--epochs", "2", "--learning-rate", "1e-3",
+                           "--batch-size", "16"]) for i in (1, 2)]
+    first, second = ({k: v for k, v in run.items() if "runtime" not in k and "per_second" not in k} for run in runs)
+    assert first == second  # same seed: same augmentations, data order and weights
+    assert {"test_accuracy_white_on_black", "test_accuracy_shifted", "test_accuracy_shifted_white_on_black"} <= set(
+        first)
+    # the same digits through two code paths
+    assert first["test_accuracy_dark_on_white"] == pytest.approx(first["test_accuracy"], abs=1e-4)
+    card = (tmp_path / "run1" / "README.md").read_text()
+    assert f"white on black: **{first['test_accuracy_white_on_black']:.4f}**" in card
+
+
 def test_full_finetune_of_a_hub_architecture_resumes(tmp_path):
     data = digits_folder(tmp_path / "data", per_class=12)
     source = make_tiny_classifier("vit", tmp_path / "source-vit")

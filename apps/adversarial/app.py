@@ -22,6 +22,7 @@ from shared.serving import ui
 CLASSIFIERS = [e.name for e in registry.entries(task.MODELS.task)]
 
 
+
 def _labels(rows: list[dict]) -> dict:
     return {row["label"]: row["score"] for row in rows}
 
@@ -63,7 +64,8 @@ with gr.Blocks(title="Adversarial examples") as demo:
                 "Sizes are in pixel units: 1.0 is the full range of a channel.")
     with gr.Row():
         with gr.Column():
-            image = ui.ImageInput(label="Image")
+            image = ui.ImageInput(label="Image", format="png")
+            sketch, use_drawing = ui.digit_sketchpad("Use the drawing")
             model = gr.Dropdown(CLASSIFIERS, value=CLASSIFIERS[0], label="Classifier to attack")
             attack = gr.Radio(list(task.ATTACKS), value="pgd", label="Attack")
             eps = gr.Slider(0.0, 0.3, value=0.03, step=0.005, label="Epsilon (L-inf; for pgd-l2 the L2 radius)")
@@ -88,6 +90,9 @@ with gr.Blocks(title="Adversarial examples") as demo:
 
     run.click(adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
               [original, perturbation, adversarial_image, before, after, summary], api_name="adversarial")
+    use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
+        adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
+        [original, perturbation, adversarial_image, before, after, summary], api_visibility="private")
     curve_button.click(robustness, [model, attack, eps], curve, api_name="robustness", api_visibility="undocumented")
 
 

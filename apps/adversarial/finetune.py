@@ -2,11 +2,14 @@
 
 Takes every argument of apps/classification/finetune.py, plus the attack used in training and
 for the robust accuracy in the card. Clean and robust accuracy on the held-out split are
-measured before (the source model) and after.
+measured before (the source model) and after; with `--ink-augment` also on the held-out digits
+as users draw them (white on black, shifted by 1/8 of the side), and PGD examples are made from
+the augmented training images.
 
     demohub data digits --out data/digits
     demohub finetune adversarial --data data/digits --out models/classification/digits-convnext-robust \
-        --model digits-convnext --epochs 15 --learning-rate 1e-3 --batch-size 64 --eps 0.1 --attack-steps 5
+        --model digits-convnext --epochs 5 --learning-rate 1e-3 --batch-size 64 --eps 0.03 --attack-steps 5 \
+        --ink-augment true
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from apps.adversarial import attacks
 from apps.classification import finetune
 from apps.classification.task import MODELS as CLASSIFIERS
 from shared import training
+from shared.data import digits
 
 
 @dataclass
@@ -57,35 +61,47 @@ class AdversarialTrainer(Trainer):
 
 
 def held_out_accuracy(model, processor, splits, args: AdversarialArguments) -> dict[str, float]:
-    """Clean and PGD accuracy on the test split (validation if there is none)."""
-    split = splits["test"] if "test" in splits else splits["validation"]
-    batch = finetune.collate([split[i] for i in range(len(split))])
-    mean = torch.tensor(processor.image_mean).view(1, -1, 1, 1)
-    std = torch.tensor(processor.image_std).view(1, -1, 1, 1)
+    """Clean and PGD accuracy on the test split (validation if there is none), as drawn; with
+    --ink-augment also inverted, shifted by 1/8 of the side, and both (`shared.data.digits.as_users_draw`)."""
+    split = (splits["test"] if "test" in splits else splits["validation"]).with_format(None)
+    drawn = digits.as_users_draw(split["image"])
+    sets = drawn if args.ink_augment else {"dark_on_white": drawn["dark_on_white"]}
     device = next(model.parameters()).device
-    pixels = (batch["pixel_values"] * std + mean).clamp(0, 1).to(device)
-    labels = batch["labels"].to(device)
+    labels = torch.tensor(split["label"], device=device)
     classifier = attacks.PixelSpaceClassifier(model.eval(), processor.image_mean, processor.image_std).to(device)
-    adversarial, _ = attacks.pgd(classifier, pixels, labels, args.eps, args.eval_attack_steps,
-                                 2.5 * args.eps / args.eval_attack_steps)
-    with torch.inference_mode():
-        clean = (classifier(pixels).argmax(1) == labels).float().mean().item()
-        robust = (classifier(adversarial).argmax(1) == labels).float().mean().item()
-    return {"clean_accuracy": round(clean, 4), "robust_accuracy": round(robust, 4)}
+    result = {}
+    for name, images in sets.items():
+        pixels = processor(images=images, do_normalize=False, return_tensors="pt")["pixel_values"].to(device)
+        wanted = labels.repeat(len(images) // len(labels))  # a shifted set holds every digit 8 times
+        adversarial, _ = attacks.pgd(classifier, pixels, wanted, args.eps, args.eval_attack_steps,
+                                     2.5 * args.eps / args.eval_attack_steps)
+        with torch.inference_mode():
+            clean = (classifier(pixels).argmax(1) == wanted).float().mean().item()
+            robust = (classifier(adversarial).argmax(1) == wanted).float().mean().item()
+        suffix = "" if name == "dark_on_white" else f"_{name}"
+        result[f"clean_accuracy{suffix}"], result[f"robust_accuracy{suffix}"] = round(clean, 4), round(robust, 4)
+    return result
 
 
 def model_card(out: Path, args: AdversarialArguments, before: dict, after: dict, argv: list[str]) -> str:
     attack = f"L-inf PGD, eps={args.eps}, {args.eval_attack_steps} steps of 2.5*eps/steps, no random start"
+    sets = [name for name in finetune.USER_SETS if name == "dark_on_white" or f"clean_accuracy_{name}" in after]
+    keys = [(kind, "" if name == "dark_on_white" else f"_{name}") for kind in ("clean", "robust") for name in sets]
+
+    def row(title: str, figures: dict) -> str:
+        return f"| {title} | " + " | ".join(f"{figures[f'{k}_accuracy{s}']:.4f}" for k, s in keys) + " |"
+
     return "\n".join([
         f"# {out.name}", "",
         f"`{args.model}` adversarially trained by `apps/adversarial/finetune.py` (PGD-{args.attack_steps} "
         f"examples at eps={args.eps}) on `{args.data or args.dataset}`.", "",
-        f"Held-out accuracy, clean and under attack ({attack}):", "",
-        "| model | clean | robust |", "| --- | --- | --- |",
-        f"| before: `{args.model}` | {before['clean_accuracy']:.4f} | {before['robust_accuracy']:.4f} |",
-        f"| after: `{out.name}` | {after['clean_accuracy']:.4f} | {after['robust_accuracy']:.4f} |", "",
-        f"Robust accuracy is {after['robust_accuracy'] / max(before['robust_accuracy'], 1e-4):.1f}x the "
-        "undefended model's. Pixel units: 1.0 is a channel's full range.", "",
+        f"Held-out accuracy, clean and under attack ({attack}), on the test split as drawn"
+        + (", inverted (white on black), shifted by 1/8 of the side, and both:" if len(sets) > 1 else ":"), "",
+        "| model | " + " | ".join(f"{k} {s[1:].replace('_', ' ') or 'dark on white'}" for k, s in keys) + " |",
+        "| --- |" + " --- |" * len(keys),
+        row(f"before: `{args.model}`", before), row(f"after: `{out.name}`", after), "",
+        f"Robust accuracy (dark on white) is {after['robust_accuracy'] / max(before['robust_accuracy'], 1e-4):.1f}x "
+        "the undefended model's. Pixel units: 1.0 is a channel's full range.", "",
         "Rebuild:", "", "```", "demohub finetune adversarial " + " ".join(argv), "```", "",
     ])
 

@@ -23,11 +23,12 @@ def classification(image, model, backend, top_k):
 
 
 with gr.Blocks(title="Image classification") as demo:
-    gr.Markdown("# Image classification\nUpload a photo to get its most likely labels. The embedded model "
-                "knows the ten digits; the Hub models know the 1,000 ImageNet classes.")
+    gr.Markdown("# Image classification\nUpload a photo, or draw a digit, to get its most likely labels. "
+                "The embedded model knows the ten digits; the Hub models know the 1,000 ImageNet classes.")
     with gr.Row():
         with gr.Column():
-            image = ui.ImageInput(label="Image")
+            image = ui.ImageInput(label="Image", format="png")
+            sketch, use_drawing = ui.digit_sketchpad("Read the drawing")
             model = ui.model_picker(task.MODELS.task)
             backend = ui.backend_radio()
             top_k = gr.Slider(1, task.MAX_TOP_K, value=5, step=1, label="Top k")
@@ -38,6 +39,8 @@ with gr.Blocks(title="Image classification") as demo:
     gr.Examples(SPEC.examples, inputs=[image])
 
     submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification")
+    use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
+        classification, [image, model, backend, top_k], [labels, served], api_visibility="private")
 
 
 if __name__ == "__main__":

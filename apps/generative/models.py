@@ -46,17 +46,28 @@ class ConditionalGenerator(nn.Module, PyTorchModelHubMixin, tags=["demohub", "ga
         return {"images": self.body(h)}
 
 
+class MinibatchStd(nn.Module):
+    """Appends the batch's mean feature standard deviation as one more channel (Karras 2018): a
+    critic that sees it can tell a batch of near-copies from real variety, so collapse costs."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        spread = h.std(dim=0, unbiased=False).mean().expand(len(h), 1, *h.shape[2:])
+        return torch.cat([h, spread], dim=1)
+
+
 class ProjectionDiscriminator(nn.Module, PyTorchModelHubMixin, tags=["demohub", "gan"]):
-    """Images and labels -> realness scores; class information enters by projection (Miyato 2018)."""
+    """Images and labels -> realness scores; class information enters by projection (Miyato 2018).
+    Spectral norm on every layer, and a minibatch-std channel before the last convolution."""
 
     model_type = "demohub-cgan-discriminator"
 
-    def __init__(self, num_classes: int = 10, width: int = 64):
+    def __init__(self, num_classes: int = 10, width: int = 32):
         super().__init__()
         self.features = nn.Sequential(
             spectral_norm(nn.Conv2d(1, width, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(2 * width, 4 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            MinibatchStd(), spectral_norm(nn.Conv2d(4 * width + 1, 4 * width, 3, 1, 1)), nn.LeakyReLU(0.2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.score = spectral_norm(nn.Linear(4 * width, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, 4 * width))

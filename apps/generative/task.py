@@ -158,7 +158,8 @@ def interpolate(model: str | None = None, seed: int = 0, seed_b: int = 1, steps:
     z = np.stack([slerp(a, b, t) for t in np.linspace(0, 1, steps)]).astype(np.float32)
     labels = label_ids(loaded, label, 1).repeat(steps)
     pixels, latency_ms = _run(loaded, backend, z, labels)
-    return Result(loaded, backend, latency_ms, {"steps": steps}, images={"strip": grid(pixels, columns=steps)})
+    return Result(loaded, backend, latency_ms, {"steps": steps},
+                  images={"strip": grid(pixels, columns=steps), "pixels": pixels})
 
 
 @torch.inference_mode()

@@ -5,19 +5,25 @@
 writes `train/<label>/*.png` and `test/<label>/*.png`: a fixed, stratified 80/20 split
 (`train_test_split(..., test_size=0.2, stratify=labels, random_state=0)`) of the 1,797 8x8
 digits, upscaled to 32x32 and drawn dark on white like ink on paper.
+
+`accuracy_as_users_draw(predict)` measures a classifier on the held-out digits as users send
+them: dark on white, white on black (the MNIST convention), and shifted by 1/8 of the side.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 SIDE = 32
 SPLIT_SEED = 0
+# one source pixel (1/8 of the side) in x, y or both: the 8 directions
+SHIFTS = [(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)]
 
 
 def digit_image(pixels: np.ndarray, side: int = SIDE) -> Image.Image:
@@ -42,3 +48,38 @@ def write_imagefolder(out: str | Path) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             digit_image(pixels).save(folder / f"{index:04d}.png")
     return out
+
+
+def shifted(image: Image.Image, dx: int, dy: int) -> Image.Image:
+    """`image` moved by (dx, dy) pixels; the uncovered border takes the background (corner) colour."""
+    canvas = Image.new(image.mode, image.size, image.getpixel((0, 0)))
+    canvas.paste(image, (dx, dy))
+    return canvas
+
+
+def as_users_draw(images: Sequence[Image.Image]) -> dict[str, list[Image.Image]]:
+    """Dark-on-white digits as the four sets users send: as drawn, inverted, and both shifted by
+    1/8 of the side, every digit in each of the 8 directions (SHIFTS order, then digit order, so
+    a shifted set's labels are the digits' labels repeated 8 times)."""
+    images = [image.convert("RGB") for image in images]
+    moved = [shifted(image, dx * image.width // 8, dy * image.height // 8) for dx, dy in SHIFTS for image in images]
+    return {"dark_on_white": images, "white_on_black": [ImageOps.invert(im) for im in images],
+            "shifted": moved, "shifted_white_on_black": [ImageOps.invert(im) for im in moved]}
+
+
+def held_out() -> tuple[list[Image.Image], list[int]]:
+    """The 360 held-out digits, rendered as `demohub data digits` writes them, and their labels."""
+    pixels, labels = split()["test"]
+    return [digit_image(p) for p in pixels], [int(label) for label in labels]
+
+
+def accuracy_as_users_draw(predict: Callable[[list[Image.Image]], Sequence[int]],
+                           images: Sequence[Image.Image] | None = None,
+                           labels: Sequence[int] | None = None) -> dict[str, float]:
+    """Accuracy of `predict` (RGB images -> class indices) on each set of `as_users_draw`;
+    by default on the held-out digits, whose class index is the digit."""
+    if images is None:
+        images, labels = held_out()
+    labels = np.asarray(labels)
+    return {name: round(float(np.mean(np.asarray(predict(batch)) == np.tile(labels, len(batch) // len(labels)))), 4)
+            for name, batch in as_users_draw(images).items()}

@@ -251,3 +251,21 @@ def launch(demo: gr.Blocks, **overrides) -> None:
     """Run one app alone, as a Space does."""
     app_kwargs = {"middleware": [Middleware(BodySizeLimit)]}
     harden(demo).launch(share=False, strict_cors=True, app_kwargs=app_kwargs, **{**SAFE_SETTINGS, **overrides})
+
+
+def digit_sketchpad(button: str) -> tuple[gr.Sketchpad, gr.Button]:
+    """"Or draw a digit": a sketchpad with a black brush and the button that reads it (see `drawing`)."""
+    with gr.Accordion("Or draw a digit", open=True):
+        sketch = gr.Sketchpad(label="Draw a digit", type="pil", canvas_size=(256, 256), height=300,
+                              brush=gr.Brush(default_size=24, colors=["#000000"], color_mode="fixed"),
+                              layers=False, transforms=())
+        return sketch, gr.Button(button)
+
+
+def drawing(sketch) -> Image.Image:
+    """The sketchpad's drawing as the input image, so it takes the upload's path (decode, checks)."""
+    drawn = (sketch or {}).get("composite")
+    if drawn is None or Image.alpha_composite(Image.new("RGBA", drawn.size, "white"),
+                                              drawn.convert("RGBA")).convert("L").getextrema()[0] > 128:
+        raise gr.Error("Draw a digit on the sketchpad first (dark strokes), then press the button.")
+    return drawn
