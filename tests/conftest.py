@@ -46,14 +46,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_hub(root: Path, log: Path, upload_folder: Path, ready_within_s: float = 120):
-    """`demohub serve` from the checkout at `root`, in a subprocess as a user starts it, with gradio's
-    upload folder at `upload_folder`; (process, URL) once /readyz answers 200."""
+def start_hub(root: Path, log: Path, upload_folder: Path, ready_within_s: float = 120, extra_args: tuple = ()):
+    """`demohub serve [extra_args]` from the checkout at `root`, in a subprocess as a user starts it, with
+    gradio's upload folder at `upload_folder`; (process, URL) once /readyz answers 200."""
     port = free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(upload_folder), "PYTHONPATH": str(root)}
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "shared.serving.cli", "serve", "--port", str(port)],
-                                   cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", "shared.serving.cli", "serve", "--port", str(port), *extra_args]
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ready_within_s
     while time.monotonic() < deadline:

@@ -21,7 +21,7 @@ from apps.classification import task as classification
 from shared.contract import Result
 from shared.data.digits import digit_image, split
 from shared.errors import ModelUnavailable, UserError
-from shared.inference import backends
+from shared.inference import backends, gpu
 from shared.inputs.checks import number_in, whole_number
 from shared.inputs.images import decode_image
 from shared.models import registry
@@ -98,15 +98,15 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
     eps, steps, step_size, target = check_settings(loaded, attack, eps, steps, step_size, target)
     classifier = classifier_of(loaded)
     pixels = pixels_of(loaded, [decoded.image])
-    before = predicted(loaded, classifier, pixels, top_k)[0]
+    before = gpu.on_gpu(predicted)(loaded, classifier, pixels, top_k)[0]
     label2id = {v: k for k, v in loaded.model.config.id2label.items()}
     wanted = torch.tensor([label2id[target or before[0]["label"]]], device=pixels.device)
 
     started = time.monotonic()
-    adversarial, steps_run = run_attack(classifier, pixels, wanted, attack, eps, steps, step_size,
-                                        targeted=target is not None, deadline=started + TIME_LIMIT_S)
+    adversarial, steps_run = gpu.on_gpu(run_attack)(classifier, pixels, wanted, attack, eps, steps, step_size,
+                                                    targeted=target is not None, deadline=started + TIME_LIMIT_S)
     seconds = time.monotonic() - started
-    after = predicted(loaded, classifier, adversarial, top_k)[0]
+    after = gpu.on_gpu(predicted)(loaded, classifier, adversarial, top_k)[0]
     delta = adversarial - pixels
     success = after[0]["label"] == target if target else after[0]["label"] != before[0]["label"]
     notes = list(decoded.notes)

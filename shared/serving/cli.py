@@ -1,6 +1,6 @@
 """`demohub`: one command line for every app.
 
-    demohub serve [--port 7860] [--add-model classification=DIR]
+    demohub serve [--port 7860] [--add-model classification=DIR] [--mcp]
     demohub predict classification --image PATH [--model M] [--backend torch|onnx] [--top-k K]
     demohub predict generative --seed S --n N [--label L] --out PNG [--model M] [--backend B]
     demohub predict adversarial --image PATH --attack pgd --eps E [--target LABEL] [--transfer-model M]
@@ -8,6 +8,8 @@
     demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
     demohub bench APP [--model M] [--repeats N] [--cold-start]
     demohub data digits --out DIR
+    demohub spaces build --out DIR [--space NAME ...] [--namespace USER_OR_ORG]
+    demohub spaces push --namespace USER_OR_ORG [--space NAME ...] [--private] [--dry-run]
     demohub data synth --out DIR --n N --seed S [--text-only] [--max-repeats R]
 
 Results are printed as JSON. A bad input or setting exits with status 1 and one line on
@@ -68,7 +70,8 @@ def _finetune(args) -> dict:
 def _serve(args) -> None:
     from shared.serving import server
 
-    server.serve(tuple(apps.specs()), host=args.host, port=args.port, extra_models=args.add_model)
+    server.serve(tuple(apps.specs()), host=args.host, port=args.port, extra_models=args.add_model,
+                 mcp_server=args.mcp)
 
 
 def _data(args) -> dict:
@@ -82,6 +85,18 @@ def _data(args) -> dict:
     return scenes.write_datasets(args.out, n, seed, text_only=args.text_only, max_repeats=max_repeats)
 
 
+def _spaces(args) -> dict:
+    from shared.serving import spaces
+
+    if args.action == "build":
+        if not args.out:
+            raise UserError("spaces build needs --out DIR, the folder the Spaces are written under.")
+        return spaces.build(args.space, args.out, args.namespace)
+    if not args.namespace:
+        raise UserError("spaces push needs --namespace, the Hub user or organisation that owns the Spaces.")
+    return spaces.push(args.namespace, args.space, private=args.private, dry_run=args.dry_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="demohub", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,7 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--add-model", action="append", default=[], metavar="APP=DIR",
                        help="Offer a local model folder (e.g. a fine-tuning output) in APP's dropdown.")
+    serve.add_argument("--mcp", action="store_true",
+                       help="Also serve each app's main function as an MCP tool at /APP/gradio_api/mcp/.")
     serve.set_defaults(handler=_serve)
+
+    spaces = commands.add_parser("spaces", help="Build or push every app as a Hugging Face Space.")
+    spaces.add_argument("action", choices=["build", "push"])
+    spaces.add_argument("--space", action="append", help="Only this Space of spaces.yaml (repeatable; default: all).")
+    spaces.add_argument("--out", help="build: the folder the Spaces are written under, one folder each.")
+    spaces.add_argument("--namespace", help="push: the Hub user or organisation (build: named in the Space's card).")
+    spaces.add_argument("--private", action="store_true", help="push: create the Spaces private.")
+    spaces.add_argument("--dry-run", action="store_true", help="push: list the files and the commit, upload nothing.")
+    spaces.set_defaults(handler=_spaces)
 
     for verb, handler, helptext in [("predict", _predict, "Run an app on one input."),
                                     ("export", _export, "Export an app's model to ONNX, checked."),

@@ -2,6 +2,7 @@
 
     /                   the list of apps
     /<app>/             the app's Gradio page and API (gradio_client connects here)
+    /<app>/gradio_api/mcp/   with --mcp: the app's main function as an MCP tool (streamable HTTP)
     /healthz            the process is up
     /readyz             JSON per app: {"ready": true} or {"ready": false, "reason": "..."};
                         503 while the default models load or if none loaded, 200 otherwise
@@ -30,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from shared import apps
 from shared.errors import ModelUnavailable, UserError
-from shared.serving import ui
+from shared.serving import mcp, ui
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _status_banner(name: str) -> str:
             "addEventListener('DOMContentLoaded', show); else show(); })();</script>")
 
 
-def build_hub(app_names: tuple[str, ...], extra_models: list[str] = ()) -> FastAPI:
+def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_server: bool = False) -> FastAPI:
     add_local_models(list(extra_models))
     hub = FastAPI(title="demohub")
     hub.add_middleware(ui.BodySizeLimit)
@@ -93,7 +94,9 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = ()) -> FastA
         return _landing_page(demos)
 
     for name, demo in demos.items():
-        ui.mount(hub, demo, f"/{name}", head=_status_banner(name))
+        if mcp_server:
+            mcp.describe(demo, name)
+        ui.mount(hub, demo, f"/{name}", head=_status_banner(name), mcp_server=mcp_server)
 
     def preload():
         for name, spec in specs.items():
@@ -136,8 +139,8 @@ class _Server(uvicorn.Server):
 
 
 def serve(app_names: tuple[str, ...], host: str = "127.0.0.1", port: int = 7860,
-          extra_models: list[str] = ()) -> None:
-    hub = build_hub(app_names, extra_models)
+          extra_models: list[str] = (), mcp_server: bool = False) -> None:
+    hub = build_hub(app_names, extra_models, mcp_server)
     print(f"demohub: serving {', '.join(app_names)} at http://{host}:{port}/", flush=True)
     # forwarded_allow_ips stays at uvicorn's default (127.0.0.1): X-Forwarded-* headers are trusted
     # only from a proxy on this machine (see README, Security).
