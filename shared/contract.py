@@ -29,16 +29,22 @@ from shared.models.registry import ModelEntry
 class Result:
     """One answer of any app: the task's payload plus who answered, how, and how fast.
 
-    `answer` is JSON (what `demohub predict` prints, with the fields below); `images` are
+    `model_ms` is the model's own time (inputs to outputs); `latency_ms` the whole request's
+    (decode, load, export, run, answer), set by the task's `timing.whole_request`, and the notes
+    say what the request loaded or exported. `answer` is JSON (what `demohub predict` prints, with the fields below); `images` are
     pictures for the page. `result["labels"]` reads either, as transformers' ModelOutput does.
     """
 
     loaded: LoadedModel
     backend: str
-    latency_ms: float
+    model_ms: float
     answer: dict[str, Any]
     images: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    latency_ms: float = field(default=0.0, init=False)
+
+    def __post_init__(self):
+        self.latency_ms = self.model_ms  # until the whole request's time replaces it
 
     @property
     def entry(self) -> ModelEntry:
@@ -55,7 +61,7 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.answer, "model": self.entry.name, "backend": self.backend, "precision": self.precision,
-                "latency_ms": round(self.latency_ms, 2), "notes": self.all_notes}
+                "latency_ms": round(self.latency_ms, 2), "model_ms": round(self.model_ms, 2), "notes": self.all_notes}
 
     def __getitem__(self, key: str) -> Any:
         return self.images[key] if key in self.images else self.to_json()[key]

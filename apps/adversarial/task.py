@@ -18,6 +18,7 @@ from PIL import Image
 
 from apps.adversarial import attacks
 from apps.classification import task as classification
+from shared import timing
 from shared.contract import Result
 from shared.data.digits import digit_image, split
 from shared.errors import ModelUnavailable, UserError
@@ -86,6 +87,7 @@ def as_image(pixels: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
+@timing.whole_request
 def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.03, steps: int = 10,
            step_size: float = 0.0, target: str | None = None, transfer_model: str | None = None,
            top_k: int = 5, fallback: bool = False) -> Result:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+from shared import timing
 from shared.contract import Result
 from shared.data.examples import PHOTOS
 from shared.inference import backends, export
@@ -76,6 +77,7 @@ def run(loaded: LoadedModel, images: list[Image.Image], backend: str, top_k: int
     return top_k_labels(loaded, logits, top_k), latency_ms
 
 
+@timing.whole_request
 def classify(image, model: str | None = None, backend: str = "torch", top_k: int = 5,
              fallback: bool = False) -> Result:
     """One image (path, bytes or PIL) -> Result with `labels`: [{label, score}], best first.

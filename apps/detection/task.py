@@ -19,6 +19,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForObjectDetection
 from transformers.utils import ModelOutput
 
+from shared import timing
 from shared.contract import Result
 from shared.data.examples import PHOTOS
 from shared.data.scenes import make_scene
@@ -83,6 +84,7 @@ def run(loaded: LoadedModel, images: list[Image.Image], backend: str, threshold:
     return detections, (time.perf_counter() - started) * 1e3
 
 
+@timing.whole_request
 def detect(image, model: str | None = None, backend: str = "torch", threshold: float = 0.5,
            classes: list[str] | None = None, max_detections: int = 20, fallback: bool = False) -> Result:
     """One image -> Result with `detections` [{label, score, box}] and the decoded input as

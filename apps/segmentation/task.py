@@ -18,6 +18,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 from transformers.utils import ModelOutput
 
+from shared import timing
 from shared.contract import Result
 from shared.data.examples import PHOTOS
 from shared.data.scenes import make_scene
@@ -59,6 +60,7 @@ def segments(loaded: LoadedModel, classes: np.ndarray) -> list[dict]:
     return sorted(rows, key=lambda row: -row["area_fraction"])
 
 
+@timing.whole_request
 def segment(image, model: str | None = None, backend: str = "torch", fallback: bool = False) -> Result:
     """One image -> Result with `segments` [{label, id, area_fraction}], and as images the decoded
     input `image` and its `mask` (H, W class ids)."""

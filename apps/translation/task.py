@@ -17,6 +17,7 @@ import time
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
+from shared import timing
 from shared.contract import Result
 from shared.errors import UserError
 from shared.inference import backends, seq2seq
@@ -152,6 +153,7 @@ def generation_defaults(name: str | None) -> dict:
     return {"num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens or max(1, config.max_length - 1)}
 
 
+@timing.whole_request
 def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | None = None, backend: str = "torch",
               num_beams: int | None = None, max_new_tokens: int | None = None, fallback: bool = False) -> Result:
     """Text -> Result with `translation` and `sentences` (how many pieces were translated).

@@ -94,12 +94,16 @@ def backend_radio() -> gr.Radio:
                     info="onnx: exported on first use, then run with onnxruntime")
 
 
+def duration(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
 def served_line(result: Result) -> str:
     """Who answered, under which licence, on which backend and precision, how fast, and any notes
     (an offline fallback among them)."""
     entry = result.entry
     line = (f"Served by **{entry.name}** ({entry.licence_line}) on **{result.backend}** ({result.precision}) "
-            f"in **{result.latency_ms:.1f} ms**.")
+            f"in **{duration(result.latency_ms)}** (the model itself: {duration(result.model_ms)}).")
     return line + "".join(f"\n\nNote: {html.escape(note)}" for note in result.all_notes)
 
 
