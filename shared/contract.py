@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.inference.graphs import OnnxForm
+from shared.inputs.images import is_plain
 from shared.models.loader import LoadedModel, TaskModels
 from shared.models.registry import ModelEntry
 
@@ -70,6 +71,14 @@ class Result:
         return key in self.images or key in self.to_json()
 
 
+def beyond_what_it_knows(entry: ModelEntry, image) -> list[str]:
+    """The note for an answer on a photo from a model that knows only plain images (registry `knows`)."""
+    if entry.knows and not is_plain(image):
+        return [f"{entry.name} knows only {entry.knows}; this image looks like a photo, so its answer is a guess "
+                "among those. Pick a model that knows photos for it."]
+    return []
+
+
 @dataclass(frozen=True)
 class AppSpec:
     """Everything the shared code needs to know about one app."""
@@ -81,11 +90,16 @@ class AppSpec:
     predict: Callable[..., Result]  # the recipe's entry point: inputs and settings -> Result
     onnx: Callable[[LoadedModel], OnnxForm]  # how a loaded model becomes ONNX graphs and runs on each backend
     example: dict[str, Any]  # one request: keyword arguments of `predict` and of the page's API (paths for files)
-    examples: list[list]  # the page's example rows (inputs of its main event)
+    examples: list[list]  # the page's example rows (inputs of its main event) for models that know photos
     cli_arguments: Callable[[argparse.ArgumentParser], None]
     cli_predict: Callable[[argparse.Namespace], dict]  # parsed arguments -> what is printed
     finetune: Callable[[list[str]], dict]  # finetune.py's main(argv)
     held_out: Callable[[LoadedModel, Callable], dict] | None = None  # held-out metrics on a runtime (int8 check)
+    plain_examples: list[list] = field(default_factory=list)  # the rows for models of plain images (registry `knows`)
+
+    def examples_for(self, entry: ModelEntry) -> list[list]:
+        """The example rows that suit `entry`: digits or scenes for a model that knows only those."""
+        return self.plain_examples if entry.knows and self.plain_examples else self.examples
 
     @property
     def folder(self) -> Path:

@@ -123,3 +123,15 @@ def test_a_drawn_digit_can_be_attacked(page, hub_url):
     page.get_by_role("button", name="Use the drawing").click()
     page.get_by_text("Served by").wait_for(timeout=60_000)
     assert page.get_by_test_id("label-output-value").first.inner_text().strip().startswith("7")  # before the attack
+
+
+def test_examples_follow_the_model(page, hub_url):
+    page.goto(f"{hub_url}/classification/")
+    page.locator("img[src*='digit_3']").first.wait_for(timeout=30_000)  # digits for the digits model
+    assert page.locator("img[src*='chelsea']").count() == 0
+
+    model = page.get_by_label("Model")
+    model.click()
+    page.get_by_role("option", name="google/vit-base-patch16-224", exact=False).first.click()
+    page.locator("img[src*='chelsea']").first.wait_for(timeout=30_000)  # photos for an ImageNet model
+    assert page.locator("img[src*='digit_3']").count() == 0

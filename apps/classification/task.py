@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from shared import timing
-from shared.contract import Result
+from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
@@ -89,7 +89,7 @@ def classify(image, model: str | None = None, backend: str = "torch", top_k: int
     top_k = check_top_k(top_k)
     loaded = MODELS.load(model, fallback=fallback)
     labels, latency_ms = run(loaded, [decoded.image], backend, top_k)
-    notes = list(decoded.notes)
+    notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
     num_labels = loaded.model.config.num_labels
     if top_k > num_labels:
         notes.append(f"{loaded.entry.name} knows {num_labels} labels, fewer than the {top_k} asked for: "

@@ -20,7 +20,7 @@ from transformers import AutoImageProcessor, AutoModelForObjectDetection
 from transformers.utils import ModelOutput
 
 from shared import timing
-from shared.contract import Result
+from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
 from shared.data.scenes import make_scene
 from shared.errors import UserError
@@ -109,7 +109,8 @@ def detect(image, model: str | None = None, backend: str = "torch", threshold: f
     if classes:
         detections = [d for d in detections if d["label"] in classes]
     return Result(loaded, backend, latency_ms, {"detections": detections[:max_detections]},
-                  images={"image": decoded.image}, notes=decoded.notes)
+                  images={"image": decoded.image},
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
 
 
 def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | None = None, batch_size: int = 16,

@@ -19,7 +19,7 @@ from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 from transformers.utils import ModelOutput
 
 from shared import timing
-from shared.contract import Result
+from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
 from shared.data.scenes import make_scene
 from shared.inference import backends, export
@@ -72,7 +72,8 @@ def segment(image, model: str | None = None, backend: str = "torch", fallback: b
     (classes,) = class_map(loaded, logits, [(decoded.image.height, decoded.image.width)])
     latency_ms = (time.perf_counter() - started) * 1e3
     return Result(loaded, backend, latency_ms, {"segments": segments(loaded, classes)},
-                  images={"image": decoded.image, "mask": classes.astype(np.int32)}, notes=decoded.notes)
+                  images={"image": decoded.image, "mask": classes.astype(np.int32)},
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
 
 
 def mean_iou(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:

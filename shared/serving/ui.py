@@ -24,7 +24,7 @@ from gradio_client import utils as client_utils
 from PIL import Image
 from starlette.middleware import Middleware
 
-from shared.contract import Result
+from shared.contract import AppSpec, Result
 from shared.errors import ModelUnavailable, UserError
 from shared.inference.backends import BACKENDS
 from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, uploaded_file
@@ -87,6 +87,37 @@ def model_picker(task: str) -> gr.Dropdown:
     card = gr.Markdown(model_card_line(task, model.value))
     model.change(lambda name: model_card_line(task, name), model, card, api_visibility="private")
     return model
+
+
+def example_rows(spec: AppSpec, model: str | None) -> list[list]:
+    """The example rows for the model picked (an unknown name gets the photos)."""
+    try:
+        entry = registry.get(spec.models.task, model)
+    except UserError:
+        return spec.examples
+    return spec.examples_for(entry)
+
+
+def model_examples(spec: AppSpec, model: gr.Dropdown, inputs: list) -> None:
+    """The page's examples, following the model picked: digits or scenes for a model that knows
+    only those, photos for the others (each set is a gr.Examples in a column; a private event
+    shows one column: updating a gr.Dataset would copy its files again, and gradio refuses the
+    photos' folder)."""
+    if not spec.plain_examples:
+        gr.Examples(spec.examples, inputs=inputs)
+        return
+    shown = example_rows(spec, model.value)
+    sets = []
+    for rows in (spec.plain_examples, spec.examples):
+        with gr.Column(visible=rows == shown) as column:
+            gr.Examples(rows, inputs=inputs)
+        sets.append((rows, column))
+
+    def follow(name):
+        rows = example_rows(spec, name)
+        return [gr.Column(visible=candidate == rows) for candidate, _ in sets]
+
+    model.change(follow, model, [column for _, column in sets], api_visibility="private")
 
 
 def backend_radio() -> gr.Radio:
