@@ -58,7 +58,7 @@ def whole_request(predict):
         finally:
             _current.reset(token)
         result.latency_ms = (time.perf_counter() - request.started) * 1e3
-        result.notes = [*request.notes, *result.notes]
+        result.notes = [*result.notes, *request.notes]
         return result
 
     return timed
