@@ -32,8 +32,9 @@ class Result:
 
     `model_ms` is the model's own time (inputs to outputs); `latency_ms` the whole request's
     (decode, load, export, run, answer), set by the task's `timing.whole_request`, and the notes
-    say what the request loaded or exported. `answer` is JSON (what `demohub predict` prints, with the fields below); `images` are
-    pictures for the page. `result["labels"]` reads either, as transformers' ModelOutput does.
+    say what the request loaded or exported. `answer` is JSON (what `demohub predict` prints, with
+    the fields below); `images` are pictures for the page. `result["labels"]` reads either, as
+    transformers' ModelOutput does.
     """
 
     loaded: LoadedModel
@@ -74,8 +75,8 @@ class Result:
 def beyond_what_it_knows(entry: ModelEntry, image) -> list[str]:
     """The note for an answer on a photo from a model that knows only plain images (registry `knows`)."""
     if entry.knows and not is_plain(image):
-        return [f"{entry.name} knows only {entry.knows}; this image looks like a photo, so its answer is a guess "
-                "among those. Pick a model that knows photos for it."]
+        return [f"{entry.name} knows only {entry.knows}; this image looks like a photo, so its answer is "
+                "a guess among those. Pick a model that knows photos for it."]
     return []
 
 

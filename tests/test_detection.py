@@ -56,7 +56,8 @@ def test_boxes_are_clipped_to_the_image(tiny_yolos):
             for clipped, drawn in zip(answer, raw, strict=True):
                 xmin, ymin, xmax, ymax = clipped["box"]
                 assert 0 <= xmin <= xmax <= width and 0 <= ymin <= ymax <= height
-                assert clipped["box"] == [min(max(v, 0), side) for v, side in zip(drawn["box"], (width, height) * 2)]
+                sides = (width, height, width, height)
+                assert clipped["box"] == [min(max(v, 0), side) for v, side in zip(drawn["box"], sides, strict=True)]
                 outside += clipped["box"] != drawn["box"]
     assert outside  # some boxes the models drew did cross the border
 
