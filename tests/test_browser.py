@@ -135,3 +135,21 @@ def test_examples_follow_the_model(page, hub_url):
     page.get_by_role("option", name="google/vit-base-patch16-224", exact=False).first.click()
     page.locator("img[src*='chelsea']").first.wait_for(timeout=30_000)  # photos for an ImageNet model
     assert page.locator("img[src*='digit_3']").count() == 0
+
+
+def test_the_landing_page_has_a_working_card_per_app(page, hub_url):
+    from shared import apps
+
+    page.goto(f"{hub_url}/")
+    assert page.locator("link[rel=icon]").count() == 1
+    for name, spec in apps.specs().items():
+        card = page.locator(f"#app-{name}")
+        text = card.inner_text()
+        assert spec.title in text and spec.summary in text and "Apache-2.0" in text and "ready" in text
+        assert card.locator(f"a[href='/{name}/?view=api']").count() == 1
+    for name, spec in apps.specs().items():
+        page.goto(f"{hub_url}/")
+        page.locator(f"#app-{name}").get_by_role("link", name="Open the app").click()
+        page.wait_for_url(f"{hub_url}/{name}/")
+        page.get_by_text(spec.title).first.wait_for(timeout=30_000)  # the app's page, served
+        assert page.locator("#demohub-degraded").count() == 0
