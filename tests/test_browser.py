@@ -153,3 +153,16 @@ def test_the_landing_page_has_a_working_card_per_app(page, hub_url):
         page.wait_for_url(f"{hub_url}/{name}/")
         page.get_by_text(spec.title).first.wait_for(timeout=30_000)  # the app's page, served
         assert page.locator("#demohub-degraded").count() == 0
+
+
+def test_translation_shows_the_count_and_refuses_past_the_limit_without_cutting(page, hub_url):
+    from shared.inputs.text import MAX_CHARACTERS
+
+    page.goto(f"{hub_url}/translation/")
+    text = page.locator("textarea").nth(0)
+    text.fill("Is there an 8? " * (MAX_CHARACTERS // 15) + "x" * (MAX_CHARACTERS % 15 + 1))
+    page.get_by_text(f"{MAX_CHARACTERS + 1:,} / {MAX_CHARACTERS:,} characters").wait_for(timeout=10_000)
+    assert len(text.input_value()) == MAX_CHARACTERS + 1  # nothing cut
+    page.get_by_role("button", name="Translate").click()
+    refusal = f"The text has {MAX_CHARACTERS + 1:,} characters; the limit is {MAX_CHARACTERS:,}."
+    page.get_by_text(refusal).first.wait_for(timeout=30_000)  # the API's own sentence
