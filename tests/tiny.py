@@ -59,3 +59,49 @@ def make_tiny_classifier(arch: str, out: str | Path, seed: int = 0) -> Path:
 
 if __name__ == "__main__":
     print(make_tiny_classifier(sys.argv[1], sys.argv[2]))
+
+
+def make_tiny_captioner(decoder: str, out: str | Path, seed: int = 0) -> Path:
+    """A random VisionEncoderDecoder in a Hub captioner's format: ViT + "gpt2"
+    (nlpconnect/vit-gpt2-image-captioning's) or ViT + "trocr" (TrOCR's, the embedded model's),
+    with a small BPE vocabulary of scene captions and a TrOCRProcessor."""
+    import tempfile
+
+    from transformers import (
+        GenerationConfig,
+        GPT2Config,
+        TrOCRConfig,
+        TrOCRProcessor,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+    )
+
+    from apps.captioning.finetune import train_tokenizer
+    from shared.data import scenes
+
+    torch.manual_seed(seed)
+    texts = [text for i in range(30) for text in scenes.make_scene(seed, i).caption.values()]
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = train_tokenizer(texts, Path(scratch), 120, 32)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.bos_token_id)
+    encoder = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64)
+    if decoder == "gpt2":
+        text = GPT2Config(vocab_size=len(tokenizer), n_embd=48, n_layer=2, n_head=2, n_positions=64,
+                          add_cross_attention=True, is_decoder=True, **ids)
+    else:
+        text = TrOCRConfig(vocab_size=len(tokenizer), d_model=32, decoder_layers=3, decoder_attention_heads=2,
+                           decoder_ffn_dim=64, max_position_embeddings=64, use_learned_position_embeddings=True,
+                           layernorm_embedding=True, **ids)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, text)
+    for key, value in ids.items():
+        setattr(config, key, value)
+    model = VisionEncoderDecoderModel(config)
+    model.generation_config = GenerationConfig(**ids, max_length=20)
+    processor = TrOCRProcessor(image_processor=ViTImageProcessor(size={"height": 32, "width": 32}),
+                               tokenizer=tokenizer)
+    out = Path(out)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

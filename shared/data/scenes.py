@@ -260,3 +260,25 @@ def write_datasets(out: str | Path, n: int, seed: int, text_only: bool = False, 
     return {"images": str(out / "images"), "detection": str(out / "detection.json"),
             "segmentation_masks": str(out / "masks"), "labels": str(out / "labels.json"),
             "text": str(out / "text.jsonl"), "translation": str(translation)}
+
+
+_COLOUR_WORDS = {"en": {name: name for name in COLOURS}, "de": {stem: name for name, (_, stem) in COLOURS.items()}}
+
+
+def parse_objects(text: str, lang: str = "en") -> list[tuple[str, int]]:
+    """(colour, digit) pairs named in a caption of this world, in order: "a red 3 to the left of
+    a blue 7" -> [("red", 3), ("blue", 7)]; German "eine rote 3 ..." alike. How a generated
+    caption is checked against the scene (captioning's object F1)."""
+    import re
+
+    words = _COLOUR_WORDS[lang]
+    pattern = rf"\b({'|'.join(words)})(?:e|en)? (\d)\b" if lang == "de" else rf"\b({'|'.join(words)}) (\d)\b"
+    return [(words[colour], int(digit)) for colour, digit in re.findall(pattern, text.lower())]
+
+
+def parse_relation(text: str, lang: str = "en") -> str | None:
+    """The relation word of a two-digit caption ("left", "right", "above", "below"), or None."""
+    for name, phrases in RELATIONS.items():
+        if f" {phrases[0 if lang == 'en' else 1]} " in f" {text.lower()} ":
+            return name
+    return None

@@ -10,7 +10,9 @@ texts; `src_lang`/`tgt_lang`; `return_text`, `return_tensors`, `clean_up_tokeniz
 `truncation`; every other keyword goes to `generate`. Multilingual tokenizers that know a
 translation direction (M2M100, NLLB) prepare their inputs themselves, as the pipeline let
 them; a Marian tokenizer with target-language tokens (`>>de<<`) gets the token put in front.
-The captioning and VQA adapters will have the same shape with an image processor in front.
+`ImageToTextPipeline` and `VisualQuestionAnsweringPipeline` keep the removed image-to-text and
+visual-question-answering pipelines' calls and answers the same way, with an image processor
+in front and, for the ONNX backend, `generate` and `decoder_step` from shared/seq2seq.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
+from shared.errors import UserError
+from shared.inference import search
 
 
 def target_language_token(tokenizer, tgt_lang: str | None) -> str:
@@ -63,3 +68,136 @@ class TranslationPipeline:
                     row, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces)
             answers.append(answer)
         return answers
+
+
+def question_prompt(tokenizer, question: str) -> list[int]:
+    """A question as a vision encoder-decoder's decoder prompt (after its start token): the
+    question's tokens, then the separator (`<sep>`, or the end token where there is none)."""
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    return tokenizer(" " + question.strip(), add_special_tokens=False)["input_ids"] + [sep]
+
+
+def torch_decoder_step(model, rows: torch.Tensor, **encoder_inputs):
+    """The torch twin of `Seq2SeqOnnx.decoder_step`: next-token logits for decoder ids, one row per
+    entry of `rows`, over the encoder's output for `encoder_inputs` (no cache: answers are short)."""
+    with torch.inference_mode():
+        hidden = model.get_encoder()(**encoder_inputs).last_hidden_state[rows.to(model.device)]
+
+    def step(decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = model(encoder_outputs=(hidden,), decoder_input_ids=decoder_input_ids.to(model.device))
+        return out.logits[:, -1].float().cpu()
+
+    return step
+
+
+def takes_prompt(model) -> bool:
+    """Whether a captioner reads a text prompt: BLIP does (conditional captioning); a vision
+    encoder-decoder starts from its start token (or a language token) alone."""
+    return model.config.model_type == "blip"
+
+
+class ImageToTextPipeline:
+    """The removed `pipeline("image-to-text")`: images in, [{"generated_text"}] out per image.
+
+    `caption(image, max_new_tokens=20, num_beams=4, num_return_sequences=3)` gives the 3 best beams;
+    with `return_scores=True` each also has "score": the mean log-probability of its tokens (end
+    token included) as a probability, computed with the decoder the same way on both backends
+    (vision encoder-decoders; None for others).
+    """
+
+    def __init__(self, model, processor, generate: Callable | None = None, decoder_step: Callable | None = None):
+        self.model, self.processor = model, processor
+        self.generate = generate or model.generate
+        self.decoder_step = decoder_step or (lambda rows, **inputs: torch_decoder_step(model, rows, **inputs))
+
+    def __call__(self, images, prompt: str | None = None, max_new_tokens: int | None = None,
+                 return_scores: bool = False, **generate_kwargs) -> list:
+        single = not isinstance(images, list | tuple)
+        batch = [images] if single else list(images)
+        if prompt is not None and not takes_prompt(self.model):
+            raise UserError(f"{type(self.model).__name__} takes no text prompt; leave the prompt empty.")
+        inputs = self.processor(images=batch, text=[prompt] * len(batch) if prompt else None, return_tensors="pt")
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        if max_new_tokens is not None:
+            generate_kwargs["max_new_tokens"] = max_new_tokens
+        with torch.inference_mode():
+            token_ids = self.generate(**inputs, **generate_kwargs).cpu()
+        per_image = len(token_ids) // len(batch)
+        texts = [t.strip() for t in self.processor.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+        answers = [{"generated_text": t} for t in texts]
+        if return_scores:
+            prefix = 1 + ("forced_bos_token_id" in generate_kwargs)  # start and a forced language token
+            scores = (self.scores(inputs, token_ids, per_image, prefix)
+                      if self.model.config.model_type == "vision-encoder-decoder" else [None] * len(answers))
+            for answer, score in zip(answers, scores, strict=True):
+                answer["score"] = score
+        grouped = [answers[i * per_image:(i + 1) * per_image] for i in range(len(batch))]
+        return grouped[0] if single else grouped
+
+    def scores(self, inputs: dict, token_ids: torch.Tensor, per_image: int, prefix: int) -> list[float]:
+        """exp(mean log-probability) of each generated caption's tokens after the first `prefix`
+        (which generate() was told), up to its end token."""
+        config = self.model.generation_config
+        eos = config.eos_token_id if isinstance(config.eos_token_id, int) else (config.eos_token_id or [None])[0]
+        continuations = []
+        for row in token_ids[:, prefix:].tolist():
+            continuations.append(row[:row.index(eos) + 1] if eos in row else row)
+        rows = torch.arange(len(token_ids)) // per_image
+        step = self.decoder_step(rows, pixel_values=inputs["pixel_values"])
+        log_probs = search.continuation_log_probs(step, token_ids[:, :prefix], continuations)
+        return [float(torch.exp(lp / len(c))) for lp, c in zip(log_probs, continuations, strict=True)]
+
+
+class VisualQuestionAnsweringPipeline:
+    """The removed `pipeline("visual-question-answering")`: an image and a question in,
+    [{"score", "answer"}] (the `top_k` best) out.
+
+    Classifier models (ViLT) score their answer vocabulary with a sigmoid, as the old pipeline
+    did. Generative models (a vision encoder-decoder reading the question as its decoder prompt)
+    answer with `generate` (the first answer returned); the rest of their top-k are candidate
+    answers (the model's `answers` list) scored by the decoder in one batched pass with it: each
+    answer's probability, end token included, the same on both backends.
+    """
+
+    def __init__(self, model, processor, generate: Callable | None = None, decoder_step: Callable | None = None,
+                 candidates: list[str] | None = None):
+        self.model, self.processor, self.candidates = model, processor, list(candidates or [])
+        self.generate = generate or model.generate
+        self.decoder_step = decoder_step or (lambda rows, **inputs: torch_decoder_step(model, rows, **inputs))
+        self.classifier = hasattr(model, "classifier") and model.config.model_type != "blip"
+
+    def __call__(self, image, question: str, top_k: int = 1, **generate_kwargs) -> list[dict]:
+        if self.classifier:
+            inputs = self.processor(images=image, text=question, return_tensors="pt").to(self.model.device)
+            with torch.inference_mode():
+                probs = self.model(**inputs).logits.sigmoid()[0]
+            scores, ids = probs.topk(min(top_k, len(probs)))
+            return [{"score": float(s), "answer": self.model.config.id2label[int(i)]}
+                    for s, i in zip(scores, ids, strict=True)]
+        tokenizer = self.processor.tokenizer
+        if self.model.config.model_type == "blip":  # BLIP reads the question with its text encoder (torch only)
+            inputs = self.processor(images=image, text=question, return_tensors="pt").to(self.model.device)
+            with torch.inference_mode():
+                out = self.generate(**inputs, **generate_kwargs)
+            return [{"score": None, "answer": tokenizer.decode(out[0], skip_special_tokens=True).strip()}]
+        pixels = self.processor(images=[image], return_tensors="pt")["pixel_values"].to(self.model.device)
+        start = self.model.config.decoder_start_token_id
+        prompt = torch.tensor([[start, *question_prompt(tokenizer, question)]])
+        with torch.inference_mode():
+            out = self.generate(pixel_values=pixels, decoder_input_ids=prompt.to(self.model.device),
+                                **generate_kwargs).cpu()
+        generated = out[0, prompt.shape[1]:].tolist()
+        answer = tokenizer.decode(generated, skip_special_tokens=True).strip()
+        candidates = [answer, *(c for c in self.candidates if c != answer)]
+        eos = tokenizer.eos_token_id
+        # generate()'s own tokens for its answer (up to its end token); the candidates' tokens for the rest
+        own = generated[:generated.index(eos) + 1] if eos in generated else generated
+        continuations = [own] + [tokenizer(" " + c, add_special_tokens=False)["input_ids"] + [eos]
+                                 for c in candidates[1:]]
+        step = self.decoder_step(torch.zeros(len(candidates), dtype=torch.long), pixel_values=pixels)
+        log_probs = search.continuation_log_probs(step, prompt.repeat(len(candidates), 1), continuations)
+        scores = log_probs.exp().tolist()
+        # generate()'s answer first, as the old pipeline answered; then the other candidates by score
+        ranked = [(scores[0], answer), *sorted(zip(scores[1:], candidates[1:], strict=True), key=lambda p: -p[0])]
+        return [{"score": s, "answer": c} for s, c in ranked[:top_k]]

@@ -54,6 +54,8 @@ def settings(generation_config: GenerationConfig, start_length: int = 1, **kwarg
         raise UserError(f"Unknown generation settings: {', '.join(sorted(unused))}.")
     for name, off in _UNSUPPORTED.items():
         value = getattr(config, name, None)
+        if name == "num_return_sequences" and value is not None and value <= config.num_beams:
+            continue  # the n best beams: beam search keeps them anyway
         if value is not None and value != off:
             raise UserError(f"The onnx backend does not support {name}={value!r}; use the torch backend.")
     max_length = config.max_length if config.max_new_tokens is None else start_length + config.max_new_tokens
@@ -179,6 +181,21 @@ def beam_search(step: Step, reorder: Callable[[torch.Tensor], None], input_ids: 
         improvable &= (best_running > worst_finished).any(dim=-1, keepdim=True)
         if not (improvable.any() and not (is_finished.all() and early_stopping is True) and not done.all()):
             break
-    # the best finished beam of each input, cut to the longest of them (as transformers returns them)
-    length = prompt_len + int(finished_lengths[:, 0].max())
-    return finished[:, 0, :length]
+    # the n best finished beams of each input, cut to the longest of them (as transformers returns them)
+    n = s.config.num_return_sequences or 1
+    length = prompt_len + int(finished_lengths[:, :n].max())
+    return finished[:, :n, :length].reshape(batch * n, length)
+
+
+def continuation_log_probs(step: Step, prefix: torch.Tensor, continuations: list[list[int]]) -> torch.Tensor:
+    """The log-probability of each continuation after its row of `prefix`, token by token with
+    the tokens themselves fed back (teacher forcing): how a generative model scores candidate
+    answers. One row per continuation; the rows go through `step` together."""
+    lengths = torch.tensor([len(c) for c in continuations])
+    targets = torch.tensor([c + [c[-1]] * (int(lengths.max()) - len(c)) for c in continuations])
+    total, ids = torch.zeros(len(continuations)), prefix
+    for t in range(targets.shape[1]):
+        picked = torch.log_softmax(step(ids).float(), dim=-1).gather(1, targets[:, t:t + 1])[:, 0]
+        total += torch.where(t < lengths, picked, torch.zeros_like(picked))
+        ids = torch.cat([ids, targets[:, t:t + 1]], dim=1)
+    return total

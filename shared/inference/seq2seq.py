@@ -15,7 +15,8 @@ adapter takes either (pipelines.py). The graphs:
 
 The decoder modules rebuild transformers' `EncoderDecoderCache` from flat tensors, so any
 encoder-decoder model that takes `encoder_outputs` and `past_key_values` exports this way:
-Marian and M2M100 here, a VisionEncoderDecoder captioner with `encoder_inputs=("pixel_values",)`.
+Marian and M2M100 here, and a VisionEncoderDecoder (ViT + TrOCR or GPT-2: captioning, and VQA
+with the question as a decoder prompt) with `encoder_inputs=("pixel_values",)`.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def sample_feeds(loaded: LoadedModel, graphs: Seq2SeqSpecs, encoder_feeds: Feeds
     rows = len(hidden)
     mask = encoder_feeds.get("attention_mask", np.ones(hidden.shape[:2], dtype=np.int64))
     start = model.config.decoder_start_token_id
-    tokens = np.array([[start, 5, 6]] * rows, dtype=np.int64) % model.config.vocab_size
+    tokens = np.array([[start, 5, 6]] * rows, dtype=np.int64) % model.config.get_text_config(decoder=True).vocab_size
     decoder = {"decoder_input_ids": tokens, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
     outputs = export.torch_outputs(model, graphs.decoder, decoder, DecoderGraph)
     kv = dict(zip(graphs.decoder.output_names[1:], outputs[1:], strict=True))
@@ -127,8 +128,10 @@ def sample_feeds(loaded: LoadedModel, graphs: Seq2SeqSpecs, encoder_feeds: Feeds
 
 
 def decoder_layers(config) -> int:
-    """Marian, M2M100, BART: `decoder_layers`; a VisionEncoderDecoder: its text decoder's layers."""
-    return getattr(config, "decoder_layers", None) or config.get_text_config(decoder=True).num_hidden_layers
+    """Marian, M2M100, BART: `decoder_layers`; a VisionEncoderDecoder: its text decoder's layers
+    (`decoder_layers` where it has them: a Marian text config's `num_hidden_layers` is the encoder's)."""
+    text = config.get_text_config(decoder=True)
+    return getattr(config, "decoder_layers", None) or getattr(text, "decoder_layers", None) or text.num_hidden_layers
 
 
 def form(loaded: LoadedModel, encoder_inputs: tuple[str, ...], encoder_feeds: Callable[[int], Feeds]) -> OnnxForm:
@@ -171,10 +174,17 @@ class Seq2SeqOnnx:
         # the exporter drops inputs a graph never reads (the hidden states, once cross keys/values are cached)
         return self.sessions[graph].run(None, {k: v for k, v in feeds.items() if k in self.inputs[graph]})
 
-    def generate(self, input_ids=None, attention_mask=None, pixel_values=None, use_cache: bool = True,
-                 **generate_kwargs) -> torch.Tensor:
-        """Token ids as `model.generate()` returns them (greedy, or beam search with num_beams > 1)."""
-        settings = search.settings(self.generation_config, **generate_kwargs)
+    def generate(self, input_ids=None, attention_mask=None, pixel_values=None, decoder_input_ids=None,
+                 use_cache: bool = True, **generate_kwargs) -> torch.Tensor:
+        """Token ids as `model.generate()` returns them (greedy, or beam search with num_beams > 1);
+        `decoder_input_ids` is a decoder prompt (a question), one row per input, all of one length."""
+        rows = len(next(t for t in (input_ids, pixel_values) if t is not None))
+        prompt = torch.full((rows, 1), self.decoder_start_token_id, dtype=torch.long)
+        if decoder_input_ids is not None:  # as generate(): the start token goes in front where it is missing
+            prompt = decoder_input_ids.cpu().long()
+            if not (prompt[:, 0] == self.decoder_start_token_id).all():
+                prompt = torch.cat([torch.full((rows, 1), self.decoder_start_token_id), prompt], dim=1)
+        settings = search.settings(self.generation_config, start_length=prompt.shape[1], **generate_kwargs)
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
         encoder_feeds = {name: given[name].cpu().numpy() for name in self.specs.encoder.input_names}
         (hidden,) = self._run("encoder", encoder_feeds)
@@ -183,10 +193,20 @@ class Seq2SeqOnnx:
         if beams > 1:
             hidden, mask = np.repeat(hidden, beams, axis=0), np.repeat(mask, beams, axis=0)
         decoder = _DecoderRun(self, hidden, mask, use_cache)
-        start = torch.full((len(hidden), 1), self.decoder_start_token_id, dtype=torch.long)
+        start = prompt.repeat_interleave(beams, dim=0)
         if beams > 1:
             return search.beam_search(decoder.step, decoder.reorder, start, settings)
         return search.greedy_search(decoder.step, start, settings)
+
+
+    def decoder_step(self, rows: torch.Tensor, **encoder_inputs) -> search.Step:
+        """A decoder step function over the encoder's output for `encoder_inputs`, one row per entry
+        of `rows` (which input each row reads): for scoring candidate answers (search.continuation_log_probs)."""
+        feeds = {name: encoder_inputs[name].cpu().numpy() for name in self.specs.encoder.input_names}
+        (hidden,) = self._run("encoder", feeds)
+        mask = feeds.get("attention_mask", np.ones(hidden.shape[:2], dtype=np.int64))
+        index = rows.cpu().numpy()
+        return _DecoderRun(self, hidden[index], mask[index], use_cache=True).step
 
 
 class _DecoderRun:

@@ -1,0 +1,147 @@
+"""Captioning: ONNX generation of vision encoder-decoders equal to generate(), the image-to-text
+adapter equal to processor + generate + decode, caption scores equal on both backends, the
+recipe's checks, the embedded captioner on held-out scenes, and a fine-tuning smoke run."""
+
+import json
+
+import pytest
+import torch
+
+from apps.captioning import finetune, task
+from shared.data import scenes
+from shared.errors import UserError
+from shared.inference.pipelines import ImageToTextPipeline
+from shared.models import loader, registry
+from tests.tiny import make_tiny_captioner
+
+EMBEDDED = registry.MODELS_DIR / "captioning" / "scenes-captioner"
+SETTINGS = [{"num_beams": 1, "max_new_tokens": 12}, {"num_beams": 4, "max_new_tokens": 12}]
+
+
+def tiny_loaded(decoder: str, folder) -> loader.LoadedModel:
+    entry = registry.add_local(task.TASK, make_tiny_captioner(decoder, folder), name=f"tiny-ved-{decoder}")
+    return task.MODELS.load(entry.name, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module", params=["gpt2", "trocr"])
+def tiny(request, tmp_path_factory):
+    """A random ViT+GPT-2 (nlpconnect's format) or ViT+TrOCR with its ONNX generator."""
+    loaded = tiny_loaded(request.param, tmp_path_factory.mktemp(request.param))
+    return loaded, task.onnx_generator(loaded)
+
+
+def pixels(loaded, n: int, seed: int = 5) -> torch.Tensor:
+    images = [scenes.make_scene(seed, i).image for i in range(n)]
+    return loaded.processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+@pytest.mark.parametrize("batch", [1, 8])
+def test_onnx_tokens_equal_generate_on_tiny_veds(tiny, settings, batch):
+    loaded, onnx = tiny
+    inputs = pixels(loaded, batch)
+    expected = loaded.model.generate(pixel_values=inputs, **settings)
+    assert torch.equal(onnx.generate(pixel_values=inputs, **settings), expected)
+    assert torch.equal(onnx.generate(pixel_values=inputs, use_cache=False, **settings), expected)
+
+
+def test_onnx_n_best_beams_and_decoder_prompts_equal_generate(tiny):
+    loaded, onnx = tiny
+    inputs = pixels(loaded, 3)
+    settings = {"num_beams": 4, "num_return_sequences": 3, "max_new_tokens": 10}
+    assert torch.equal(onnx.generate(pixel_values=inputs, **settings), loaded.model.generate(pixel_values=inputs,
+                                                                                              **settings))
+    prompt = torch.tensor([[loaded.model.config.decoder_start_token_id, 7, 9, 11]] * 3)
+    for settings in SETTINGS:
+        assert torch.equal(onnx.generate(pixel_values=inputs, decoder_input_ids=prompt, **settings),
+                           loaded.model.generate(pixel_values=inputs, decoder_input_ids=prompt, **settings))
+
+
+def test_adapter_answers_what_processor_generate_decode_answer(tiny):
+    loaded, onnx = tiny
+    images = [scenes.make_scene(6, i).image for i in range(3)]
+    inputs = loaded.processor(images=images, return_tensors="pt")
+    recipe = loaded.processor.tokenizer.batch_decode(loaded.model.generate(**inputs, max_new_tokens=10),
+                                                     skip_special_tokens=True)
+    for generate in (None, onnx.generate):
+        answers = ImageToTextPipeline(loaded.model, loaded.processor, generate=generate)(images, max_new_tokens=10)
+        assert [a[0]["generated_text"] for a in answers] == [t.strip() for t in recipe]
+    single = ImageToTextPipeline(loaded.model, loaded.processor)(images[0], max_new_tokens=10)
+    assert single == [{"generated_text": recipe[0].strip()}]
+
+
+def test_caption_scores_equal_on_both_backends(tiny):
+    loaded, onnx = tiny
+    image = scenes.make_scene(6, 0).image
+    settings = {"num_beams": 4, "num_return_sequences": 3, "max_new_tokens": 10, "return_scores": True}
+    on_torch = ImageToTextPipeline(loaded.model, loaded.processor)(image, **settings)
+    on_onnx = ImageToTextPipeline(loaded.model, loaded.processor, onnx.generate, onnx.decoder_step)(image, **settings)
+    assert [a["generated_text"] for a in on_torch] == [a["generated_text"] for a in on_onnx]
+    assert all(0 < a["score"] <= 1 for a in on_torch)
+    assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(on_torch, on_onnx, strict=True))
+
+
+def test_recipe_answers_the_same_on_both_backends(tiny):
+    loaded, _ = tiny
+    image = scenes.make_scene(6, 1).image
+    torch_answer = task.caption(image, model=loaded.entry.name, num_captions=2, max_new_tokens=8)
+    onnx_answer = task.caption(image, model=loaded.entry.name, backend="onnx", num_captions=2, max_new_tokens=8)
+    assert [c["text"] for c in torch_answer["captions"]] == [c["text"] for c in onnx_answer["captions"]]
+    assert len(torch_answer["captions"]) == 2 and torch_answer["caption"] == torch_answer["captions"][0]["text"]
+    assert onnx_answer["backend"] == "onnx" and onnx_answer["latency_ms"] > 0
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"prompt": "a photo of"}, "takes no text prompt"),
+    ({"lang": "fr"}, "does not caption in 'fr'"),
+    ({"num_beams": 0}, "num_beams must be a whole number from 1 to 8"),
+    ({"num_beams": 9}, "num_beams must be a whole number from 1 to 8"),
+    ({"num_beams": 2, "num_captions": 3}, "cannot exceed num_beams"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be a whole number from 1 to 128"),
+    ({"max_new_tokens": 5, "min_new_tokens": 6}, "min_new_tokens must be a whole number from 0 to 5"),
+    ({"max_new_tokens": 100}, "max_new_tokens must be a whole number up to 62"),
+    ({"repetition_penalty": 3}, "repetition_penalty must be a number from 1.0 to 2.0"),
+    ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size must be a whole number"),
+    ({"backend": "tensorrt"}, "Unknown backend"),
+])
+def test_bad_settings_get_one_sentence(tiny, kwargs, words):
+    loaded, _ = tiny
+    with pytest.raises(UserError, match=words):
+        task.caption(scenes.make_scene(6, 0).image, model=loaded.entry.name, **kwargs)
+
+
+def test_bad_images_are_refused_as_everywhere():
+    with pytest.raises(UserError, match="empty"):
+        task.caption(b"")
+    with pytest.raises(UserError):
+        task.caption(b"not an image at all")
+
+
+@pytest.mark.skipif(not (EMBEDDED / "model.safetensors").is_file(), reason="embedded captioner not trained yet")
+def test_embedded_captioner_onnx_equals_generate_and_reads_scenes():
+    loaded = task.MODELS.load("scenes-captioner")
+    onnx = task.onnx_generator(loaded)
+    inputs = pixels(loaded, 8, seed=1)
+    for settings in SETTINGS:
+        for lang in ("en", "de"):
+            forced = {**settings, "forced_bos_token_id": finetune.language_token(loaded.processor.tokenizer, lang)}
+            expected = loaded.model.generate(pixel_values=inputs, **forced)
+            assert torch.equal(onnx.generate(pixel_values=inputs, **forced), expected)
+            assert torch.equal(onnx.generate(pixel_values=inputs, use_cache=False, **forced), expected)
+    metrics = json.loads((EMBEDDED / "metrics.json").read_text())
+    assert metrics["test_en_bleu"] > 15 and metrics["test_de_bleu"] > 15  # the card's figures (bars not met yet)
+    answer = task.caption(scenes.make_scene(1, 2).image, lang="de", backend="onnx")
+    assert answer["caption"].startswith("eine ") and answer["model"] == "scenes-captioner"
+
+
+@pytest.mark.slow
+def test_finetune_smoke_run_from_scratch_writes_a_servable_model(tmp_path):
+    data = tmp_path / "scenes"
+    scenes.write_datasets(data, 24, seed=9)
+    out = tmp_path / "run"
+    metrics = finetune.main(["--data", str(data / "text.jsonl"), "--eval-data", str(data / "text.jsonl"), "--out",
+                             str(out), "--from-scratch", "--epochs", "1", "--batch-size", "8"])
+    assert {"test_en_bleu", "test_de_chrf", "eval_loss"} <= set(metrics)
+    assert (out / "model.safetensors").is_file() and (out / "README.md").read_text().count("Rebuild") == 1
+    entry = registry.add_local(task.TASK, out, name="smoke-captioner")
+    assert isinstance(task.caption(scenes.make_scene(9, 0).image, model=entry.name, max_new_tokens=4)["caption"], str)

@@ -1,0 +1,116 @@
+"""VQA: the adapter answers what processor + generate + decode answer, top-k scores equal on
+both backends with the same ranking, the recipe's checks, the embedded model on held-out
+scenes, and a fine-tuning smoke run."""
+
+import json
+
+import pytest
+import torch
+
+from apps.vqa import finetune, task
+from shared.data import scenes
+from shared.errors import UserError
+from shared.inference.pipelines import VisualQuestionAnsweringPipeline, question_prompt
+from shared.models import registry
+from tests.tiny import make_tiny_captioner
+
+EMBEDDED = registry.MODELS_DIR / "vqa" / "scenes-vqa"
+QUESTIONS = ["how many digits are there?", "is there a 7?", "welche farbe hat die 3?"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random ViT+TrOCR answerer with a few candidate answers beside it."""
+    folder = make_tiny_captioner("trocr", tmp_path_factory.mktemp("vqa") / "tiny-vqa")
+    (folder / "answers.json").write_text(json.dumps(["yes", "no", "2", "red", "ja", "nein"]))
+    entry = registry.add_local(task.TASK, folder, name="tiny-vqa")
+    loaded = task.MODELS.load(entry.name, device=torch.device("cpu"))
+    return loaded, task.onnx_generator(loaded)
+
+
+def test_adapter_answers_what_processor_generate_decode_answer(tiny):
+    loaded, onnx = tiny
+    image = scenes.make_scene(4, 0).image
+    tokenizer = loaded.processor.tokenizer
+    for question in QUESTIONS:
+        prompt = torch.tensor([[loaded.model.config.decoder_start_token_id, *question_prompt(tokenizer, question)]])
+        pixels = loaded.processor(images=[image], return_tensors="pt")["pixel_values"]
+        out = loaded.model.generate(pixel_values=pixels, decoder_input_ids=prompt, max_new_tokens=5)
+        recipe = tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).strip()
+        for generate in (None, onnx.generate):
+            ranked = VisualQuestionAnsweringPipeline(loaded.model, loaded.processor, generate=generate)(
+                image, question, max_new_tokens=5)
+            assert ranked[0]["answer"] == recipe
+
+
+def test_top_k_scores_equal_on_both_backends_with_the_same_ranking(tiny):
+    loaded, _ = tiny
+    image = scenes.make_scene(4, 1).image
+    on_torch = task.answer(image, QUESTIONS, model=loaded.entry.name, top_k=5)
+    on_onnx = task.answer(image, QUESTIONS, model=loaded.entry.name, backend="onnx", top_k=5)
+    for a, b in zip(on_torch["answers"], on_onnx["answers"], strict=True):
+        assert [t["answer"] for t in a["top_k"]] == [t["answer"] for t in b["top_k"]]
+        assert all(abs(x["score"] - y["score"]) <= 1e-4 for x, y in zip(a["top_k"], b["top_k"], strict=True))
+        assert len(a["top_k"]) == 5 and a["answer"] == a["top_k"][0]["answer"]
+        assert all(0 <= t["score"] <= 1 for t in a["top_k"])
+    assert [a["question"] for a in on_onnx["answers"]] == QUESTIONS and on_onnx["backend"] == "onnx"
+
+
+@pytest.mark.parametrize(("questions", "words"), [
+    ("", "Question 1 is empty"),
+    (["is there a 3?", "   "], "Question 2 is empty"),
+    ([], "No question given"),
+    ("x" * 501, "the limit is 500"),
+    ("is there a 3? " * 30, "tokens long; tiny-vqa reads at most"),
+    (["is there a 3?"] * 17, "the limit is 16"),
+])
+def test_bad_questions_get_one_sentence(tiny, questions, words):
+    loaded, _ = tiny
+    with pytest.raises(UserError, match=words):
+        task.answer(scenes.make_scene(4, 0).image, questions, model=loaded.entry.name)
+
+
+def test_bad_top_k_and_backend_get_one_sentence(tiny):
+    loaded, _ = tiny
+    image = scenes.make_scene(4, 0).image
+    with pytest.raises(UserError, match="top_k must be a whole number from 1 to 10"):
+        task.answer(image, "is there a 3?", model=loaded.entry.name, top_k=0)
+    with pytest.raises(UserError, match="Unknown backend"):
+        task.answer(image, "is there a 3?", model=loaded.entry.name, backend="gpu")
+
+
+def test_question_types_are_read_in_both_languages():
+    assert [finetune.kind_of(q) for q in ("How many digits are there?", "gibt es eine 8?", "welche farbe hat die 2?",
+                                          "is the 3 to the left of the 7?", "why?")] == [
+        "count", "is_there", "colour", "left_of", "other"]
+
+
+@pytest.mark.skipif(not (EMBEDDED / "model.safetensors").is_file(), reason="embedded VQA model not trained yet")
+def test_embedded_model_answers_held_out_scenes_on_both_backends():
+    metrics = json.loads((EMBEDDED / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > metrics["prior_accuracy"] + 0.1  # the card's figures, from the script
+    right, asked = 0, 0
+    for index in range(6):
+        scene = scenes.make_scene(1, index)
+        questions = [qa["question"]["en"] for qa in scene.qa]
+        on_torch = task.answer(scene.image, questions, top_k=3)
+        on_onnx = task.answer(scene.image, questions, backend="onnx", top_k=3)
+        assert [a["answer"] for a in on_torch["answers"]] == [a["answer"] for a in on_onnx["answers"]]
+        right += sum(a["answer"] == qa["answer"]["en"] for a, qa in zip(on_torch["answers"], scene.qa, strict=True))
+        asked += len(questions)
+    assert right / asked >= 0.5
+
+
+@pytest.mark.slow
+def test_finetune_smoke_run_from_a_captioner(tmp_path):
+    data = tmp_path / "scenes"
+    scenes.write_datasets(data, 24, seed=9)
+    start = make_tiny_captioner("trocr", tmp_path / "start")
+    out = tmp_path / "run"
+    metrics = finetune.main(["--data", str(data / "text.jsonl"), "--eval-data", str(data / "text.jsonl"), "--out",
+                             str(out), "--model", str(start), "--freeze-vision", "--epochs", "1", "--batch-size", "8"])
+    assert {"test_accuracy", "test_accuracy_count", "prior_accuracy_is_there"} <= set(metrics)
+    assert json.loads((out / "answers.json").read_text())  # the candidates the app scores
+    entry = registry.add_local(task.TASK, out, name="smoke-vqa")
+    answered = task.answer(scenes.make_scene(9, 0).image, "is there a 3?", model=entry.name)
+    assert isinstance(answered["answers"][0]["answer"], str)
