@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.inference.graphs import OnnxForm
+from shared.inputs.images import is_plain
 from shared.models.loader import LoadedModel, TaskModels
 from shared.models.registry import ModelEntry
 
@@ -29,16 +30,23 @@ from shared.models.registry import ModelEntry
 class Result:
     """One answer of any app: the task's payload plus who answered, how, and how fast.
 
-    `answer` is JSON (what `demohub predict` prints, with the fields below); `images` are
-    pictures for the page. `result["labels"]` reads either, as transformers' ModelOutput does.
+    `model_ms` is the model's own time (inputs to outputs); `latency_ms` the whole request's
+    (decode, load, export, run, answer), set by the task's `timing.whole_request`, and the notes
+    say what the request loaded or exported. `answer` is JSON (what `demohub predict` prints, with
+    the fields below); `images` are pictures for the page. `result["labels"]` reads either, as
+    transformers' ModelOutput does.
     """
 
     loaded: LoadedModel
     backend: str
-    latency_ms: float
+    model_ms: float
     answer: dict[str, Any]
     images: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    latency_ms: float = field(default=0.0, init=False)
+
+    def __post_init__(self):
+        self.latency_ms = self.model_ms  # until the whole request's time replaces it
 
     @property
     def entry(self) -> ModelEntry:
@@ -55,13 +63,21 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.answer, "model": self.entry.name, "backend": self.backend, "precision": self.precision,
-                "latency_ms": round(self.latency_ms, 2), "notes": self.all_notes}
+                "latency_ms": round(self.latency_ms, 2), "model_ms": round(self.model_ms, 2), "notes": self.all_notes}
 
     def __getitem__(self, key: str) -> Any:
         return self.images[key] if key in self.images else self.to_json()[key]
 
     def __contains__(self, key: str) -> bool:
         return key in self.images or key in self.to_json()
+
+
+def beyond_what_it_knows(entry: ModelEntry, image) -> list[str]:
+    """The note for an answer on a photo from a model that knows only plain images (registry `knows`)."""
+    if entry.knows and not is_plain(image):
+        return [f"{entry.name} knows only {entry.knows}; this image looks like a photo, so its answer is "
+                "a guess among those. Pick a model that knows photos for it."]
+    return []
 
 
 @dataclass(frozen=True)
@@ -75,11 +91,16 @@ class AppSpec:
     predict: Callable[..., Result]  # the recipe's entry point: inputs and settings -> Result
     onnx: Callable[[LoadedModel], OnnxForm]  # how a loaded model becomes ONNX graphs and runs on each backend
     example: dict[str, Any]  # one request: keyword arguments of `predict` and of the page's API (paths for files)
-    examples: list[list]  # the page's example rows (inputs of its main event)
+    examples: list[list]  # the page's example rows (inputs of its main event) for models that know photos
     cli_arguments: Callable[[argparse.ArgumentParser], None]
     cli_predict: Callable[[argparse.Namespace], dict]  # parsed arguments -> what is printed
     finetune: Callable[[list[str]], dict]  # finetune.py's main(argv)
     held_out: Callable[[LoadedModel, Callable], dict] | None = None  # held-out metrics on a runtime (int8 check)
+    plain_examples: list[list] = field(default_factory=list)  # the rows for models of plain images (registry `knows`)
+
+    def examples_for(self, entry: ModelEntry) -> list[list]:
+        """The example rows that suit `entry`: digits or scenes for a model that knows only those."""
+        return self.plain_examples if entry.knows and self.plain_examples else self.examples
 
     @property
     def folder(self) -> Path:

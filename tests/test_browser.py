@@ -123,3 +123,46 @@ def test_a_drawn_digit_can_be_attacked(page, hub_url):
     page.get_by_role("button", name="Use the drawing").click()
     page.get_by_text("Served by").wait_for(timeout=60_000)
     assert page.get_by_test_id("label-output-value").first.inner_text().strip().startswith("7")  # before the attack
+
+
+def test_examples_follow_the_model(page, hub_url):
+    page.goto(f"{hub_url}/classification/")
+    page.locator("img[src*='digit_3']").first.wait_for(timeout=30_000)  # digits for the digits model
+    assert page.locator("img[src*='chelsea']").count() == 0
+
+    model = page.get_by_label("Model")
+    model.click()
+    page.get_by_role("option", name="google/vit-base-patch16-224", exact=False).first.click()
+    page.locator("img[src*='chelsea']").first.wait_for(timeout=30_000)  # photos for an ImageNet model
+    assert page.locator("img[src*='digit_3']").count() == 0
+
+
+def test_the_landing_page_has_a_working_card_per_app(page, hub_url):
+    from shared import apps
+
+    page.goto(f"{hub_url}/")
+    assert page.locator("link[rel=icon]").count() == 1
+    for name, spec in apps.specs().items():
+        card = page.locator(f"#app-{name}")
+        text = card.inner_text()
+        assert spec.title in text and spec.summary in text and "Apache-2.0" in text and "ready" in text
+        assert card.locator(f"a[href='/{name}/?view=api']").count() == 1
+    for name, spec in apps.specs().items():
+        page.goto(f"{hub_url}/")
+        page.locator(f"#app-{name}").get_by_role("link", name="Open the app").click()
+        page.wait_for_url(f"{hub_url}/{name}/")
+        page.get_by_text(spec.title).first.wait_for(timeout=30_000)  # the app's page, served
+        assert page.locator("#demohub-degraded").count() == 0
+
+
+def test_translation_shows_the_count_and_refuses_past_the_limit_without_cutting(page, hub_url):
+    from shared.inputs.text import MAX_CHARACTERS
+
+    page.goto(f"{hub_url}/translation/")
+    text = page.locator("textarea").nth(0)
+    text.fill("Is there an 8? " * (MAX_CHARACTERS // 15) + "x" * (MAX_CHARACTERS % 15 + 1))
+    page.get_by_text(f"{MAX_CHARACTERS + 1:,} / {MAX_CHARACTERS:,} characters").wait_for(timeout=10_000)
+    assert len(text.input_value()) == MAX_CHARACTERS + 1  # nothing cut
+    page.get_by_role("button", name="Translate").click()
+    refusal = f"The text has {MAX_CHARACTERS + 1:,} characters; the limit is {MAX_CHARACTERS:,}."
+    page.get_by_text(refusal).first.wait_for(timeout=30_000)  # the API's own sentence

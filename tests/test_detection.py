@@ -10,6 +10,7 @@ from apps.detection.data import CocoFolder, train_transform
 from shared.data.examples import PHOTOS
 from shared.data.scenes import make_scene, write_datasets
 from shared.errors import UserError
+from shared.inputs.images import decode_image
 from shared.models import registry
 
 SCENES = [make_scene(1, i).image for i in range(3)]
@@ -29,17 +30,36 @@ def tiny_yolos(tmp_path_factory):
     return registry.add_local("detection", folder).name
 
 
-def test_boxes_equal_the_transformers_pipeline(tiny_yolos):
+def test_unclipped_boxes_equal_the_transformers_pipeline(tiny_yolos):
     for name, threshold in [("digits-rtdetr", 0.3), (tiny_yolos, 0.0)]:
         loaded = task.MODELS.load(name)
         peer = pipeline("object-detection", model=loaded.model, image_processor=loaded.processor)
         for image in [*SCENES, PHOTOS["coffee"]]:
-            ours = task.detect(image, model=name, threshold=threshold, max_detections=100)["detections"]
+            ((ours,), _) = task.run(loaded, [decode_image(image).image], "torch", threshold, clip=False)
             theirs = sorted(peer(str(image) if not hasattr(image, "size") else image, threshold=threshold),
                             key=lambda d: -d["score"])
             assert [d["label"] for d in ours] == [d["label"] for d in theirs]
             assert [d["box"] for d in ours] == [[d["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for d in theirs]
             np.testing.assert_allclose([d["score"] for d in ours], [d["score"] for d in theirs], atol=1e-5)
+
+
+def test_boxes_are_clipped_to_the_image(tiny_yolos):
+    outside = 0
+    for name, threshold in [("digits-rtdetr", 0.3), (tiny_yolos, 0.0)]:
+        loaded = task.MODELS.load(name)
+        for image in [*SCENES, PHOTOS["coffee"]]:
+            decoded = decode_image(image).image
+            width, height = decoded.size
+            ((raw,), _) = task.run(loaded, [decoded], "torch", threshold, clip=False)
+            answer = task.detect(image, model=name, threshold=threshold, max_detections=100)["detections"]
+            assert [d["label"] for d in answer] == [d["label"] for d in raw]
+            for clipped, drawn in zip(answer, raw, strict=True):
+                xmin, ymin, xmax, ymax = clipped["box"]
+                assert 0 <= xmin <= xmax <= width and 0 <= ymin <= ymax <= height
+                sides = (width, height, width, height)
+                assert clipped["box"] == [min(max(v, 0), side) for v, side in zip(drawn["box"], sides, strict=True)]
+                outside += clipped["box"] != drawn["box"]
+    assert outside  # some boxes the models drew did cross the border
 
 
 def test_onnx_detections_match_torch():

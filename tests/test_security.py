@@ -354,6 +354,11 @@ def test_the_degraded_app_page_says_what_is_missing(degraded_hub):
             page.goto(f"{url}/classification/")
             page.get_by_text("Image classification").first.wait_for(timeout=30_000)
             assert page.locator("#demohub-degraded").count() == 0
+            page.goto(f"{url}/")  # the landing page's cards say the same
+            for app, words in [("segmentation", "has no weights file"), ("detection", "damaged")]:
+                status = page.locator(f"#app-{app} .status").inner_text()
+                assert status.startswith("degraded") and words in status and str(root) not in status
+            assert page.locator("#app-classification .status").inner_text() == "ready"
         finally:
             browser.close()
 

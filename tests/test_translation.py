@@ -176,3 +176,11 @@ def test_no_default_forbids_commercial_use_and_nllb_is_not_a_default():
         assert entry.default is False or entry.commercial_use
     assert registry.default(task.TASK).name == "scenes-marian"
     assert registry.get(task.TASK, "facebook/m2m100_418M").license == "MIT"
+
+
+def test_progress_is_told_batch_by_batch():
+    heard = []
+    text = " ".join(["Is there an 8?"] * (task.BATCH_SIZE + 2))
+    result = task.translate(text, "en", "de", on_progress=lambda done, total: heard.append((done, total)))
+    assert result["sentences"] == task.BATCH_SIZE + 2
+    assert heard == [(task.BATCH_SIZE, task.BATCH_SIZE + 2), (task.BATCH_SIZE + 2, task.BATCH_SIZE + 2)]

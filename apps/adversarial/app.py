@@ -86,7 +86,7 @@ with gr.Blocks(title="Adversarial examples") as demo:
     with gr.Accordion("Robustness curve: accuracy against epsilon on 100 held-out digits", open=False):
         curve_button = gr.Button("Compute for this model and attack (up to 2 x epsilon)")
         curve = gr.LinePlot(x="eps", y="accuracy", y_lim=[0, 1], label="Accuracy")
-    gr.Examples(SPEC.examples, inputs=[image])
+    ui.model_examples(SPEC, model, [image])
 
     run.click(adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
               [original, perturbation, adversarial_image, before, after, summary], api_name="adversarial")

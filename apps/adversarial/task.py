@@ -18,7 +18,8 @@ from PIL import Image
 
 from apps.adversarial import attacks
 from apps.classification import task as classification
-from shared.contract import Result
+from shared import timing
+from shared.contract import Result, beyond_what_it_knows
 from shared.data.digits import digit_image, split
 from shared.errors import ModelUnavailable, UserError
 from shared.inference import backends, gpu
@@ -86,6 +87,7 @@ def as_image(pixels: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
+@timing.whole_request
 def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.03, steps: int = 10,
            step_size: float = 0.0, target: str | None = None, transfer_model: str | None = None,
            top_k: int = 5, fallback: bool = False) -> Result:
@@ -109,7 +111,7 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
     after = gpu.on_gpu(predicted)(loaded, classifier, adversarial, top_k)[0]
     delta = adversarial - pixels
     success = after[0]["label"] == target if target else after[0]["label"] != before[0]["label"]
-    notes = list(decoded.notes)
+    notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
     if steps_run < steps and attack != "deepfool":
         notes.append(f"stopped after {steps_run} of {steps} steps at the {TIME_LIMIT_S:.0f} s time limit")
 

@@ -16,6 +16,7 @@ import time
 
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from shared import timing
 from shared.contract import Result
 from shared.data import scenes
 from shared.errors import UserError
@@ -126,6 +127,7 @@ def check_prompt(loaded: LoadedModel, prompt) -> str | None:
     return text.clean_text(prompt, MAX_PROMPT_CHARACTERS)
 
 
+@timing.whole_request
 def caption(image, model: str | None = None, backend: str = "torch", lang: str | None = None,
             prompt: str | None = None, num_beams=None, num_captions=1, max_new_tokens=None, min_new_tokens=None,
             repetition_penalty=None, no_repeat_ngram_size=None, fallback: bool = False) -> Result:

@@ -36,7 +36,7 @@ with gr.Blocks(title="Image classification") as demo:
         with gr.Column():
             labels = gr.Label(label="Labels")
             served = gr.Markdown()
-    gr.Examples(SPEC.examples, inputs=[image])
+    ui.model_examples(SPEC, model, [image])
 
     submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification")
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from shared.contract import Result
+from shared import timing
+from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
@@ -76,6 +77,7 @@ def run(loaded: LoadedModel, images: list[Image.Image], backend: str, top_k: int
     return top_k_labels(loaded, logits, top_k), latency_ms
 
 
+@timing.whole_request
 def classify(image, model: str | None = None, backend: str = "torch", top_k: int = 5,
              fallback: bool = False) -> Result:
     """One image (path, bytes or PIL) -> Result with `labels`: [{label, score}], best first.
@@ -87,7 +89,7 @@ def classify(image, model: str | None = None, backend: str = "torch", top_k: int
     top_k = check_top_k(top_k)
     loaded = MODELS.load(model, fallback=fallback)
     labels, latency_ms = run(loaded, [decoded.image], backend, top_k)
-    notes = list(decoded.notes)
+    notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
     num_labels = loaded.model.config.num_labels
     if top_k > num_labels:
         notes.append(f"{loaded.entry.name} knows {num_labels} labels, fewer than the {top_k} asked for: "

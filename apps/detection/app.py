@@ -42,7 +42,7 @@ with gr.Blocks(title="Object detection") as demo:
             annotated = gr.AnnotatedImage(label="Detections")
             table = gr.Dataframe(headers=["label", "score", "xmin", "ymin", "xmax", "ymax"], label="Boxes")
             served = gr.Markdown()
-    gr.Examples(SPEC.examples, inputs=[image])
+    ui.model_examples(SPEC, model, [image])
 
     submit.click(detection, [image, model, backend, threshold, classes, max_detections], [annotated, table, served],
                  api_name="detection")

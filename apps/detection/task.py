@@ -19,7 +19,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForObjectDetection
 from transformers.utils import ModelOutput
 
-from shared.contract import Result
+from shared import timing
+from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
 from shared.data.scenes import make_scene
 from shared.errors import UserError
@@ -62,27 +63,35 @@ def sample_feeds(loaded: LoadedModel, batch_size: int) -> Feeds:
 
 
 def postprocess(loaded: LoadedModel, outputs: dict[str, np.ndarray], sizes: list[tuple[int, int]],
-                threshold: float) -> list[list[dict]]:
-    """Per image, detections {label, score, box} at or above `threshold`, best first."""
+                threshold: float, clip: bool = True) -> list[list[dict]]:
+    """Per image, detections {label, score, box} at or above `threshold`, best first; each box
+    clipped to the image (`clip=False`: as the model drew it, as transformers' pipeline gives it)."""
     raw = ModelOutput(logits=torch.from_numpy(outputs["logits"]), pred_boxes=torch.from_numpy(outputs["pred_boxes"]))
     results = loaded.processor.post_process_object_detection(raw, threshold=threshold, target_sizes=sizes)
     id2label = loaded.model.config.id2label
     detections = []
-    for result in results:
+    for (height, width), result in zip(sizes, results, strict=True):
         rows = [{"label": id2label[int(label)], "score": float(score), "box": [int(v) for v in box.tolist()]}
                 for score, label, box in zip(result["scores"], result["labels"], result["boxes"], strict=True)]
+        if clip:
+            for row in rows:
+                xmin, ymin, xmax, ymax = row["box"]
+                row["box"] = [min(max(xmin, 0), width), min(max(ymin, 0), height),
+                              min(max(xmax, 0), width), min(max(ymax, 0), height)]
         detections.append(sorted(rows, key=lambda row: -row["score"]))
     return detections
 
 
-def run(loaded: LoadedModel, images: list[Image.Image], backend: str, threshold: float) -> tuple[list, float]:
+def run(loaded: LoadedModel, images: list[Image.Image], backend: str, threshold: float,
+        clip: bool = True) -> tuple[list, float]:
     run_model = backends.runner(loaded, backend, onnx_form(loaded))
     started = time.perf_counter()
     outputs = run_model(preprocess(loaded, images))
-    detections = postprocess(loaded, outputs, [(im.height, im.width) for im in images], threshold)
+    detections = postprocess(loaded, outputs, [(im.height, im.width) for im in images], threshold, clip)
     return detections, (time.perf_counter() - started) * 1e3
 
 
+@timing.whole_request
 def detect(image, model: str | None = None, backend: str = "torch", threshold: float = 0.5,
            classes: list[str] | None = None, max_detections: int = 20, fallback: bool = False) -> Result:
     """One image -> Result with `detections` [{label, score, box}] and the decoded input as
@@ -100,7 +109,8 @@ def detect(image, model: str | None = None, backend: str = "torch", threshold: f
     if classes:
         detections = [d for d in detections if d["label"] in classes]
     return Result(loaded, backend, latency_ms, {"detections": detections[:max_detections]},
-                  images={"image": decoded.image}, notes=decoded.notes)
+                  images={"image": decoded.image},
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
 
 
 def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | None = None, batch_size: int = 16,

@@ -19,6 +19,7 @@ from scipy.stats import truncnorm
 
 from apps.generative import models
 from apps.generative.models import ConditionalGenerator
+from shared import timing
 from shared.contract import Result
 from shared.errors import UserError
 from shared.inference import backends, export
@@ -125,6 +126,7 @@ def _run(loaded: LoadedModel, backend: str, z: np.ndarray, labels: np.ndarray) -
     return to_pixels(loaded, images), (time.perf_counter() - started) * 1e3
 
 
+@timing.whole_request
 def generate(model: str | None = None, seed: int = 0, n: int = 16, label: str | None = None,
              truncation: float = 1.0, backend: str = "torch", fallback: bool = False) -> Result:
     """A grid of `n` samples from `seed`: Result with `n`, and as images the `grid` (PIL) and the
@@ -147,6 +149,7 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
 
 
+@timing.whole_request
 def interpolate(model: str | None = None, seed: int = 0, seed_b: int = 1, steps: int = 8, label: str | None = None,
                 truncation: float = 1.0, backend: str = "torch", fallback: bool = False) -> Result:
     """A `strip` of `steps` images walking the latent space from `seed` to `seed_b`."""
@@ -163,6 +166,7 @@ def interpolate(model: str | None = None, seed: int = 0, seed_b: int = 1, steps:
 
 
 @torch.inference_mode()
+@timing.whole_request
 def reconstruct(image, model: str = "digits-vae", seed: int = 0, n: int = 8, truncation: float = 0.5,
                 backend: str = "torch", fallback: bool = False) -> Result:
     """VAE: an uploaded image as the model sees it (`input`), its `reconstruction`, and `n` samples

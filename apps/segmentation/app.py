@@ -49,7 +49,7 @@ with gr.Blocks(title="Semantic segmentation") as demo:
             key = gr.HTML(label="Legend")
             table = gr.Dataframe(headers=["class", "area %"], label="Area by class")
             served = gr.Markdown()
-    gr.Examples(SPEC.examples, inputs=[image])
+    ui.model_examples(SPEC, model, [image])
 
     submit.click(segmentation, [image, model, backend, opacity], [picture, key, table, served], api_name="segmentation")
 

@@ -21,8 +21,9 @@ SPEC = AppSpec(
     predict=task.segment,
     onnx=task.onnx_form,
     example={"image": PHOTOS["astronaut"]},
-    examples=[[str(path)] for path in (*sorted((Path(__file__).parent.parent / "detection" / "examples").glob("*.png")),
-                                  PHOTOS["astronaut"])],
+    examples=[[str(PHOTOS[name])] for name in ("astronaut", "coffee", "rocket")],
+    plain_examples=[[str(path)] for path in sorted(
+        (Path(__file__).parent.parent / "detection" / "examples").glob("*.png"))],
     cli_arguments=cli.add_arguments,
     cli_predict=cli.predict,
     finetune=finetune,

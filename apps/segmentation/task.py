@@ -18,7 +18,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 from transformers.utils import ModelOutput
 
-from shared.contract import Result
+from shared import timing
+from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
 from shared.data.scenes import make_scene
 from shared.inference import backends, export
@@ -59,6 +60,7 @@ def segments(loaded: LoadedModel, classes: np.ndarray) -> list[dict]:
     return sorted(rows, key=lambda row: -row["area_fraction"])
 
 
+@timing.whole_request
 def segment(image, model: str | None = None, backend: str = "torch", fallback: bool = False) -> Result:
     """One image -> Result with `segments` [{label, id, area_fraction}], and as images the decoded
     input `image` and its `mask` (H, W class ids)."""
@@ -70,7 +72,8 @@ def segment(image, model: str | None = None, backend: str = "torch", fallback: b
     (classes,) = class_map(loaded, logits, [(decoded.image.height, decoded.image.width)])
     latency_ms = (time.perf_counter() - started) * 1e3
     return Result(loaded, backend, latency_ms, {"segments": segments(loaded, classes)},
-                  images={"image": decoded.image, "mask": classes.astype(np.int32)}, notes=decoded.notes)
+                  images={"image": decoded.image, "mask": classes.astype(np.int32)},
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
 
 
 def mean_iou(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:

@@ -45,9 +45,14 @@ def model_settings(model: str):
 
 
 @ui.user_errors
-def translation(text, src_lang, tgt_lang, model, backend, num_beams, max_new_tokens):
+def translation(text, src_lang, tgt_lang, model, backend, num_beams, max_new_tokens,
+                progress=gr.Progress()):  # noqa: B008 (gradio's way: the default marks the progress bar)
+    def sentences_done(done, total):
+        progress(done / total, desc=f"{done} of {total} sentences")
+
     result = task.translate(text, src_lang=src_lang, tgt_lang=tgt_lang, model=model, backend=backend,
-                            num_beams=num_beams, max_new_tokens=max_new_tokens, fallback=True)
+                            num_beams=num_beams, max_new_tokens=max_new_tokens, fallback=True,
+                            on_progress=sentences_done)
     count = result["sentences"]
     return result["translation"], ui.served_line(result) + f" ({count} sentence{'s' * (count != 1)})"
 
@@ -64,8 +69,9 @@ with gr.Blocks(title="Translation") as demo:
                 src_lang = gr.Dropdown(LANGUAGE_CHOICES, value="en", label="From")
                 swap = gr.Button("⇄ Swap", scale=0, min_width=80)
                 tgt_lang = gr.Dropdown(LANGUAGE_CHOICES, value="de", label="To")
-            text = gr.Textbox(lines=6, label="Text", max_length=MAX_CHARACTERS,
-                              placeholder="A red 3 to the left of a blue 7.")
+            # no max_length: the browser would cut a paste mid-word without a word; the count says the limit
+            text = gr.Textbox(lines=6, label="Text", placeholder="A red 3 to the left of a blue 7.")
+            count = gr.Markdown(f"0 / {MAX_CHARACTERS:,} characters", elem_id="translation-count")
             model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model")
             card = gr.Markdown(model_line(model.value, "en", "de"))
             backend = ui.backend_radio()
@@ -80,6 +86,8 @@ with gr.Blocks(title="Translation") as demo:
             served = gr.Markdown()
     gr.Examples(SPEC.examples, inputs=[text, src_lang, tgt_lang])
 
+    text.change(None, text, count, js=f"(t) => `${{[...(t || '')].length.toLocaleString('en')}} / "
+                                      f"{MAX_CHARACTERS:,} characters`")
     swap.click(lambda a, b, text_in, text_out: (b, a, text_out or text_in, text_in if text_out else text_out),
                [src_lang, tgt_lang, text, translated], [src_lang, tgt_lang, text, translated], api_visibility="private")
     for changed in (model.change, src_lang.change, tgt_lang.change):

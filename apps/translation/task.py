@@ -14,9 +14,11 @@ by line. Generation settings left unset are the model's own (its generation conf
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
+from shared import timing
 from shared.contract import Result
 from shared.errors import UserError
 from shared.inference import backends, seq2seq
@@ -152,9 +154,12 @@ def generation_defaults(name: str | None) -> dict:
     return {"num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens or max(1, config.max_length - 1)}
 
 
+@timing.whole_request
 def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | None = None, backend: str = "torch",
-              num_beams: int | None = None, max_new_tokens: int | None = None, fallback: bool = False) -> Result:
-    """Text -> Result with `translation` and `sentences` (how many pieces were translated).
+              num_beams: int | None = None, max_new_tokens: int | None = None, fallback: bool = False,
+              on_progress: Callable[[int, int], None] = lambda done, total: None) -> Result:
+    """Text -> Result with `translation` and `sentences` (how many pieces were translated);
+    `on_progress(done, total)` hears of the sentences translated so far, batch by batch.
 
     With `fallback` (the UI), a Hub model that cannot be loaded here is replaced by the embedded
     model when that one knows the pair, and the notes say so; the CLI fails instead.
@@ -177,6 +182,7 @@ def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | Non
     for i in range(0, len(pieces), BATCH_SIZE):
         answers = translate_batch(pieces[i:i + BATCH_SIZE], src_lang=src_lang, tgt_lang=tgt_lang, **settings)
         translated += [answer["translation_text"] for answer in answers]
+        on_progress(len(translated), len(pieces))
     latency_ms = (time.perf_counter() - started) * 1e3
     out, rest = [], iter(translated)
     for line in lines:

@@ -21,6 +21,7 @@ from transformers import AutoModelForImageTextToText, AutoModelForVisualQuestion
 
 from apps.captioning import task as captioning
 from apps.captioning.task import onnx_generator
+from shared import timing
 from shared.contract import Result
 from shared.errors import UserError
 from shared.inference import backends
@@ -104,6 +105,7 @@ def _rounded(score: float | None) -> float | None:
     return None if score is None else round(score, 6)  # None: a model that does not score answers (BLIP)
 
 
+@timing.whole_request
 def answer(image, questions, model: str | None = None, backend: str = "torch", top_k=5,
            fallback: bool = False) -> Result:
     """Image + question(s) -> Result with `answers`: [{question, answer, score, top_k: [{answer, score}]}],

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared import timing
 from shared.errors import UserError
 from shared.inference.graphs import Feeds, NamedOutputs, OnnxForm, OnnxSpec, Wrap
 from shared.inference.sessions import CACHE_DIR, OnnxRunner, ort_session
@@ -199,7 +200,8 @@ def ensure_exported(loaded: LoadedModel, form: OnnxForm) -> dict[str, Path]:
     paths = {name: onnx_path(loaded, spec) for name, spec in form.graphs.items()}
     if all(path.is_file() and intact(path) for path in paths.values()):
         return paths
-    return export_model(loaded, form).paths
+    with timing.building(f"exported {loaded.entry.name} to ONNX", after=", cached for next time"):
+        return export_model(loaded, form).paths
 
 
 class TorchRunner:

@@ -148,3 +148,14 @@ def decode_image(source: str | Path | bytes | Image.Image | None) -> DecodedImag
     except _DECODE_ERRORS as err:
         raise UserError(f"The image is damaged or truncated and cannot be decoded ({err}). "
                         "Re-save it and upload it again.") from None
+
+
+PLAIN_SHARE = 0.68  # digits and synthetic scenes: 0.75 and more; the example photos: 0.61 at most
+
+
+def is_plain(image: Image.Image) -> bool:
+    """Whether most of the image is two colours, as a digit, a drawing or a synthetic scene is and
+    a photo is not (the share of its two commonest colours, at 4 levels a channel, on 64x64)."""
+    pixels = np.asarray(image.convert("RGB").resize((64, 64))) // 64
+    _, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+    return np.sort(counts)[-2:].sum() / counts.sum() >= PLAIN_SHARE

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
+from shared import timing
 from shared.errors import ModelUnavailable
 from shared.models import hub, registry
 from shared.models.registry import ModelEntry
@@ -116,7 +117,8 @@ def _load(entry: ModelEntry, build: Build, device: torch.device) -> LoadedModel:
         raise _unavailable(entry, ["weights file (*.safetensors)"])
     dtype = best_dtype(device, entry.half_precision)
     try:
-        model, processor = build(folder, entry, dtype)
+        with timing.building(f"loaded {entry.name}"):
+            model, processor = build(folder, entry, dtype)
     except SafetensorError as err:
         raise ModelUnavailable(f"{entry.name}: a model file is damaged (truncated or corrupt) and cannot be "
                                "loaded. Reinstall it, or rebuild it with the command in its model card.") from err

@@ -49,6 +49,7 @@ class ModelEntry:
     family: str = ""  # models chosen together in the UI, e.g. "opus-mt": the language pair picks one
     samples: bool = True  # generative: draws samples from a prior (a photo autoencoder only encodes)
     encodes: bool = False  # generative: has an encoder, so it can reconstruct an uploaded image
+    knows: str = ""  # a model of plain images only (digits, synthetic scenes): what it knows (noted on a photo)
 
     @property
     def knows_languages(self) -> bool:

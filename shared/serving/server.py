@@ -1,6 +1,6 @@
 """`demohub serve`: every app in one server, each at its own path, with health routes.
 
-    /                   the list of apps
+    /                   a card per app: what it does, its default model, whether it is ready (shared/serving/landing.py)
     /<app>/             the app's Gradio page and API (gradio_client connects here)
     /<app>/gradio_api/mcp/   with --mcp: the app's main function as an MCP tool (streamable HTTP)
     /healthz            the process is up
@@ -19,7 +19,6 @@ SHUTDOWN_GRACE_S seconds (longer than the slowest request, an attack's 20 s limi
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import threading
@@ -31,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from shared import apps
 from shared.errors import ModelUnavailable, UserError
+from shared.serving import landing as landing_page
 from shared.serving import mcp, ui
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,6 @@ def add_local_models(specs: list[str]) -> None:
         if app not in apps.specs():
             raise UserError(f"--add-model: unknown app {app!r}; the apps are {', '.join(apps.specs())}.")
         apps.get(app).models.resolve(folder)
-
-
-def _landing_page(demos: dict[str, gr.Blocks]) -> str:
-    items = "".join(f'<li><a href="/{name}/">{html.escape(demo.title)}</a></li>' for name, demo in demos.items())
-    return (f"<!doctype html><html><head><title>demohub</title></head><body><h1>demohub</h1>"
-            f"<p>Pretrained deep-learning apps.</p><ul>{items}</ul></body></html>")
 
 
 def _status_banner(name: str) -> str:
@@ -91,7 +85,7 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_serv
 
     @hub.get("/", response_class=HTMLResponse)
     def landing():
-        return _landing_page(demos)
+        return landing_page.page(specs, status)
 
     for name, demo in demos.items():
         if mcp_server:

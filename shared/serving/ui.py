@@ -24,7 +24,7 @@ from gradio_client import utils as client_utils
 from PIL import Image
 from starlette.middleware import Middleware
 
-from shared.contract import Result
+from shared.contract import AppSpec, Result
 from shared.errors import ModelUnavailable, UserError
 from shared.inference.backends import BACKENDS
 from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, uploaded_file
@@ -89,9 +89,44 @@ def model_picker(task: str) -> gr.Dropdown:
     return model
 
 
+def example_rows(spec: AppSpec, model: str | None) -> list[list]:
+    """The example rows for the model picked (an unknown name gets the photos)."""
+    try:
+        entry = registry.get(spec.models.task, model)
+    except UserError:
+        return spec.examples
+    return spec.examples_for(entry)
+
+
+def model_examples(spec: AppSpec, model: gr.Dropdown, inputs: list) -> None:
+    """The page's examples, following the model picked: digits or scenes for a model that knows
+    only those, photos for the others (each set is a gr.Examples in a column; a private event
+    shows one column: updating a gr.Dataset would copy its files again, and gradio refuses the
+    photos' folder)."""
+    if not spec.plain_examples:
+        gr.Examples(spec.examples, inputs=inputs)
+        return
+    shown = example_rows(spec, model.value)
+    sets = []
+    for rows in (spec.plain_examples, spec.examples):
+        with gr.Column(visible=rows == shown) as column:
+            gr.Examples(rows, inputs=inputs)
+        sets.append((rows, column))
+
+    def follow(name):
+        rows = example_rows(spec, name)
+        return [gr.Column(visible=candidate == rows) for candidate, _ in sets]
+
+    model.change(follow, model, [column for _, column in sets], api_visibility="private")
+
+
 def backend_radio() -> gr.Radio:
     return gr.Radio(list(BACKENDS), value="torch", label="Backend",
                     info="onnx: exported on first use, then run with onnxruntime")
+
+
+def duration(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
 def served_line(result: Result) -> str:
@@ -99,7 +134,7 @@ def served_line(result: Result) -> str:
     (an offline fallback among them)."""
     entry = result.entry
     line = (f"Served by **{entry.name}** ({entry.licence_line}) on **{result.backend}** ({result.precision}) "
-            f"in **{result.latency_ms:.1f} ms**.")
+            f"in **{duration(result.latency_ms)}** (the model itself: {duration(result.model_ms)}).")
     return line + "".join(f"\n\nNote: {html.escape(note)}" for note in result.all_notes)
 
 

@@ -1,0 +1,78 @@
+"""A model of plain images (digits, synthetic scenes) says what it knows when given a photo, and
+each page's examples follow the model picked."""
+
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from apps.adversarial.task import attack
+from apps.classification.task import classify
+from apps.detection.task import detect
+from apps.segmentation.task import segment
+from shared import apps
+from shared.data.examples import PHOTOS
+from shared.data.scenes import make_scene
+from shared.inputs.images import decode_image, is_plain
+from shared.models import registry
+from shared.serving import ui
+from tests.conftest import DIGIT_EXAMPLES
+
+DIGIT = DIGIT_EXAMPLES / "digit_7.png"
+
+
+def knows_note(result) -> list[str]:
+    return [note for note in result.all_notes if " knows only " in note]
+
+
+def drawing() -> Image.Image:
+    """A 7 as the sketchpad draws it: black strokes on white."""
+    image = Image.new("RGB", (256, 256), "white")
+    ImageDraw.Draw(image).line([(70, 50), (190, 50), (110, 220)], fill="black", width=24)
+    return image
+
+
+def test_plain_images_and_photos_are_told_apart():
+    assert all(is_plain(decode_image(path).image) for path in sorted(DIGIT_EXAMPLES.glob("*.png")))
+    assert is_plain(drawing()) and all(is_plain(make_scene(1, i).image) for i in range(20))
+    assert not any(is_plain(decode_image(path).image) for path in PHOTOS.values())
+
+
+def test_a_photo_on_a_digits_model_says_what_the_model_knows():
+    (note,) = knows_note(classify(PHOTOS["cat"], model="digits-convnext"))
+    assert note.startswith("digits-convnext knows only handwritten digits 0-9")
+    assert knows_note(attack(PHOTOS["cat"], model="digits-convnext", steps=2))
+    assert knows_note(detect(PHOTOS["coffee"], model="digits-rtdetr"))
+    assert knows_note(segment(PHOTOS["coffee"], model="digits-upernet"))
+
+
+def test_a_digit_or_a_scene_gets_no_such_note(tiny_models):
+    assert not knows_note(classify(DIGIT, model="digits-convnext"))
+    assert not knows_note(classify(drawing(), model="digits-convnext"))
+    assert not knows_note(attack(DIGIT, model="digits-convnext", steps=2))
+    assert not knows_note(detect(make_scene(1, 0).image, model="digits-rtdetr"))
+    assert not knows_note(segment(make_scene(1, 0).image, model="digits-upernet"))
+    assert not knows_note(classify(PHOTOS["cat"], model=next(iter(tiny_models.values()))))  # it knows photos
+
+
+def test_examples_follow_the_model():
+    classification = apps.get("classification")
+    digits = ui.example_rows(classification, "digits-convnext")
+    photos = ui.example_rows(classification, "google/vit-base-patch16-224")
+    assert digits != photos
+    assert all(is_plain(decode_image(row[0]).image) for row in digits)
+    assert not any(is_plain(decode_image(row[0]).image) for row in photos)
+    for name in ("classification", "adversarial", "detection", "segmentation"):
+        spec = apps.get(name)
+        for entry in registry.entries(spec.models.task):
+            rows = ui.example_rows(spec, entry.name)
+            assert rows and all(is_plain(decode_image(row[0]).image) == bool(entry.knows) for row in rows), entry.name
+
+
+def test_each_page_shows_the_examples_of_its_default_model():
+    import gradio as gr
+
+    for name in ("classification", "adversarial", "detection", "segmentation"):
+        datasets = [block for block in apps.page(name).blocks.values() if isinstance(block, gr.Dataset)]
+        shown = [[row[0]["orig_name"] for row in dataset.samples] for dataset in datasets if dataset.parent.visible]
+        assert len(datasets) == 2 and len(shown) == 1, name
+        assert shown[0] == [Path(row[0]).name for row in apps.get(name).plain_examples], name
