@@ -136,7 +136,7 @@ def test_each_built_space_runs_alone_and_answers(built, tmp_path):
             outputs = client.predict(**spec.cold_start_request(), api_name=f"/{spec.name}")
             served = outputs[-1]
             assert f"**{registry.default(spec.models.task).name}**" in served, served
-            assert "Note:" not in served, served  # the default model, with no fallback
+            assert "instead" not in served, served  # the default model, with no fallback
     finally:
         for process, _ in started.values():
             process.terminate()

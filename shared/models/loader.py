@@ -109,7 +109,19 @@ def model_folder(entry: ModelEntry) -> Path:
     return folder
 
 
+# One model is built at a time: transformers' from_pretrained switches process-wide state (weight
+# initialisation is patched off while it runs), so two builds in two threads (the hub's start-up
+# preload and a first request) can break each other. Loads are rare; requests for a loaded model
+# never wait here.
+_BUILD_LOCK = threading.Lock()
+
+
 def _load(entry: ModelEntry, build: Build, device: torch.device) -> LoadedModel:
+    with _BUILD_LOCK:
+        return _build(entry, build, device)
+
+
+def _build(entry: ModelEntry, build: Build, device: torch.device) -> LoadedModel:
     from safetensors import SafetensorError
 
     folder = model_folder(entry)
