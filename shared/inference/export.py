@@ -56,14 +56,15 @@ def weights_fingerprint(loaded: LoadedModel) -> str:
     return digest.hexdigest()[:16]
 
 
-def onnx_path(loaded: LoadedModel, spec: OnnxSpec, quantize: bool = False) -> Path:
+def onnx_path(loaded: LoadedModel, spec: OnnxSpec) -> Path:
+    """Where the fp32 export of one graph is cached (its int8 copy, from `quantize`, sits beside it)."""
     settings = {
         "model": loaded.entry.name, "weights": weights_fingerprint(loaded), "opset": OPSET,
-        "torch": torch.__version__, "spec": asdict(spec), "quantize": quantize,
+        "torch": torch.__version__, "spec": asdict(spec),
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     slug = loaded.entry.name.replace("/", "--").replace("@", "--")
-    return CACHE_DIR / "onnx" / f"{slug}-{key}" / ("model.int8.onnx" if quantize else "model.onnx")
+    return CACHE_DIR / "onnx" / f"{slug}-{key}" / "model.onnx"
 
 
 def torch_outputs(model: torch.nn.Module, spec: OnnxSpec, feeds: Feeds, wrap: Wrap = NamedOutputs) -> list[np.ndarray]:
