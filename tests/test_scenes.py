@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from shared.data.scenes import SceneObject, caption, make_scene, questions, write_datasets
+from shared.data.scenes import SceneObject, caption, make_scene, questions, same_relation, write_datasets
 
 
 def test_same_seed_same_scene_and_seeds_differ():
@@ -72,3 +72,12 @@ def test_datasets_are_written_in_the_formats_users_bring(tmp_path):
     assert len(list((tmp_path / "masks").glob("*.png"))) == 6
     lines = (tmp_path / "text.jsonl").read_text(encoding="utf-8").splitlines()
     assert json.loads(lines[0])["caption"] == make_scene(9, 0).caption and paths["text"].endswith("text.jsonl")
+
+
+def test_a_two_digit_caption_may_name_either_digit_first():
+    reference = "a red 3 to the left of a blue 7"
+    assert same_relation("a blue 7 to the right of a red 3", reference)
+    assert same_relation(reference, reference)
+    assert not same_relation("a blue 7 to the left of a red 3", reference)
+    assert not same_relation("a red 3 above a blue 7", reference)
+    assert same_relation("eine blaue 7 rechts von einer roten 3", "eine rote 3 links von einer blauen 7", "de")

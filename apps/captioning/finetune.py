@@ -78,6 +78,12 @@ class CaptionArguments(training.TrainingOptions):
     freeze_vision: bool = field(default=False, metadata={"help": "Train the text decoder only."})
     mask_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the per-patch digit loss where "
                                                                    "the data has segmentation masks (0: off)."})
+    background_weight: float = field(default=0.2, metadata={"help": "Weight of background patches in the "
+                                                                    "per-patch digit loss (most patches are "
+                                                                    "background; the digits are what is hard)."})
+    targets_per_image: int = field(default=0, metadata={"help": "Texts learned per image and step, drawn at "
+                                                                "random from its captions and questions (0: all). "
+                                                                "Fewer texts per step: more images per CPU minute."})
     vocab_size: int = field(default=400, metadata={"help": "--from-scratch: BPE vocabulary size."})
     max_length: int = field(default=48, metadata={"help": "Tokens per caption."})
     num_beams: int = field(default=1, metadata={"help": "Beam size of the held-out evaluation."})
@@ -93,8 +99,10 @@ class CaptionArguments(training.TrainingOptions):
         super().check()
         if self.dataset is None and not Path(self.data).exists():
             raise UserError(f"--data {self.data!r}: no such file or folder (or give --dataset NAME).")
-        if self.mask_loss_weight < 0:
-            raise UserError("--mask-loss-weight must be 0 or more.")
+        if self.mask_loss_weight < 0 or self.background_weight < 0:
+            raise UserError("--mask-loss-weight and --background-weight must be 0 or more.")
+        if self.targets_per_image < 0:
+            raise UserError("--targets-per-image must be 0 (all) or more.")
 
 
 @dataclass
@@ -245,9 +253,16 @@ def target_ids(tokenizer, config, e: Example, max_length: int) -> tuple[list[int
     return prompt[-max_length // 2:], target[:max(room, 1)] + [eos]
 
 
-def collate(pixels: torch.Tensor, pad_id: int):
+def collate(pixels: torch.Tensor, pad_id: int, per_image: int = 0, seed: int = 0):
+    draw = np.random.default_rng(seed)
+
+    def some(targets: list) -> list:
+        if not per_image or len(targets) <= per_image:
+            return targets
+        return [targets[j] for j in sorted(draw.choice(len(targets), per_image, replace=False))]
+
     def collate_rows(rows: list[dict]) -> dict:
-        targets = [(i, ids, labels) for i, r in enumerate(rows) for ids, labels in r["targets"]]
+        targets = [(i, ids, labels) for i, r in enumerate(rows) for ids, labels in some(r["targets"])]
         length = max(len(labels) for _, _, labels in targets)
         batch = {"pixel_values": pixels[[r["image"] for r in rows]],
                  "image_index": torch.tensor([i for i, _, _ in targets]),
@@ -267,6 +282,7 @@ class ImageTextTrainer(Seq2SeqTrainer):
     plus the per-patch digit loss on batches that have masks."""
 
     mask_loss_weight = 0.0
+    background_weight = 1.0
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         patch, index = inputs.pop("patch_labels", None), inputs.pop("image_index")
@@ -276,8 +292,10 @@ class ImageTextTrainer(Seq2SeqTrainer):
         head = getattr(model, "patch_head", None)
         if patch is not None and head is not None and self.mask_loss_weight:
             logits = head(hidden[:, -patch.shape[1]:])
-            loss = loss + self.mask_loss_weight * torch.nn.functional.cross_entropy(logits.flatten(0, 1),
-                                                                                    patch.flatten())
+            weight = torch.ones(logits.shape[-1], device=logits.device)
+            weight[0] = self.background_weight
+            loss = loss + self.mask_loss_weight * torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1), patch.flatten(), weight=weight)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -341,7 +359,8 @@ def freeze_vision(model) -> None:
 
 def object_scores(hypotheses: list[str], references: list[str], langs: list[str | None]) -> dict[str, float]:
     """The scene world's captions parsed back into (colour, digit) pairs: F1 over all captions
-    (pairs as multisets), and on two-digit captions whether the relation is right too."""
+    (pairs as multisets), and on two-digit captions whether the caption states the relation
+    right (either digit may come first)."""
     true_positive = predicted = actual = 0
     relations = []
     for hyp, ref, lang in zip(hypotheses, references, langs, strict=True):
@@ -350,8 +369,7 @@ def object_scores(hypotheses: list[str], references: list[str], langs: list[str 
         true_positive += sum((Counter(hyp_pairs) & Counter(ref_pairs)).values())
         predicted, actual = predicted + len(hyp_pairs), actual + len(ref_pairs)
         if len(ref_pairs) == 2 and scenes.parse_relation(ref, lang):
-            relations.append(hyp_pairs == ref_pairs and scenes.parse_relation(hyp, lang) == scenes.parse_relation(
-                ref, lang))
+            relations.append(scenes.same_relation(hyp, ref, lang))
     if not actual:
         return {}
     precision, recall = true_positive / max(predicted, 1), true_positive / actual
@@ -432,6 +450,7 @@ def run(args, argv: list[str], examples_of, evaluate, card, task: str) -> dict:
         train_set = ImageTextSet(train, processor, model, args.max_length, mask_patch)
         validation_set = ImageTextSet(validation, processor, model, args.max_length, mask_patch)
         ImageTextTrainer.mask_loss_weight = args.mask_loss_weight
+        ImageTextTrainer.background_weight = args.background_weight
         pad = model.config.pad_token_id if model.config.pad_token_id is not None else processor.tokenizer.pad_token_id
         trainer = ImageTextTrainer(
             model=model, processing_class=processor.tokenizer,
@@ -439,7 +458,8 @@ def run(args, argv: list[str], examples_of, evaluate, card, task: str) -> dict:
                                             label_names=["labels"], logging_strategy="steps", logging_steps=50),
             train_dataset=train_set, eval_dataset=validation_set,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=args.patience)])
-        collate_train, collate_validation = collate(train_set.pixels, pad), collate(validation_set.pixels, pad)
+        collate_train = collate(train_set.pixels, pad, args.targets_per_image, args.seed)
+        collate_validation = collate(validation_set.pixels, pad)
         trainer.get_train_dataloader = _loader(trainer, train_set, collate_train, shuffle=True)
         trainer.get_eval_dataloader = lambda eval_dataset=None: _loader(
             trainer, validation_set, collate_validation, shuffle=False)()

@@ -150,6 +150,7 @@ def _de(obj: SceneObject, dative: bool = False) -> str:
 
 RELATIONS = {"left": ("to the left of", "links von"), "right": ("to the right of", "rechts von"),
              "above": ("above", "über"), "below": ("below", "unter")}
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 
 
 def relation(a: SceneObject, b: SceneObject) -> str:
@@ -274,6 +275,18 @@ def parse_objects(text: str, lang: str = "en") -> list[tuple[str, int]]:
     words = _COLOUR_WORDS[lang]
     pattern = rf"\b({'|'.join(words)})(?:e|en)? (\d)\b" if lang == "de" else rf"\b({'|'.join(words)}) (\d)\b"
     return [(words[colour], int(digit)) for colour, digit in re.findall(pattern, text.lower())]
+
+
+def same_relation(hypothesis: str, reference: str, lang: str = "en") -> bool:
+    """Whether a two-digit caption states the reference's fact: the same pair with the same
+    relation, or the pair the other way round with the opposite one ("a blue 7 to the right of a
+    red 3" says what "a red 3 to the left of a blue 7" says: the image does not show which digit
+    the reference names first)."""
+    hyp, ref = parse_objects(hypothesis, lang), parse_objects(reference, lang)
+    hyp_relation, ref_relation = parse_relation(hypothesis, lang), parse_relation(reference, lang)
+    if len(ref) != 2 or ref_relation is None:
+        return False
+    return (hyp, hyp_relation) in ((ref, ref_relation), (ref[::-1], OPPOSITE[ref_relation]))
 
 
 def parse_relation(text: str, lang: str = "en") -> str | None:
