@@ -28,7 +28,7 @@ from shared.errors import UserError
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import number_in, whole_number
-from shared.inputs.images import decode_image
+from shared.inputs.images import DecodedImage, decode_image
 from shared.models import registry
 from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
@@ -107,7 +107,14 @@ def detect(image, model: str | None = None, backend: str = "torch", threshold: f
            fallback: bool = False) -> Result:
     """One image -> Result with `detections` [{label, score, box}] and the decoded input as
     `image`; `classes` keeps only those labels; `nms=False` keeps boxes that repeat one object."""
-    decoded = decode_image(image)
+    return detect_batch([decode_image(image)], model, backend, threshold, classes, max_detections, nms, fallback)[0]
+
+
+@timing.whole_request
+def detect_batch(images: list[DecodedImage], model: str | None = None, backend: str = "torch",
+                 threshold: float = 0.5, classes: list[str] | None = None, max_detections: int = 20,
+                 nms: bool = True, fallback: bool = False) -> list[Result]:
+    """Decoded images -> one Result each, from one pass of the model (`demohub predict` over many files)."""
     threshold = number_in("threshold", threshold, 0.0, 1.0)
     max_detections = whole_number("max_detections", max_detections, 1, MAX_DETECTIONS)
     loaded = MODELS.load(model, fallback=fallback)
@@ -116,12 +123,15 @@ def detect(image, model: str | None = None, backend: str = "torch", threshold: f
     if unknown:
         raise UserError(f"{loaded.entry.name} has no class {', '.join(map(repr, unknown))}; "
                         f"its classes include {', '.join(sorted(known)[:12])}.")
-    (detections,), latency_ms = run(loaded, [decoded.image], backend, threshold, nms=bool(nms))
-    if classes:
-        detections = [d for d in detections if d["label"] in classes]
-    return Result(loaded, backend, latency_ms, {"detections": detections[:max_detections]},
-                  images={"image": decoded.image},
-                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
+    found, latency_ms = run(loaded, [decoded.image for decoded in images], backend, threshold, nms=bool(nms))
+    results = []
+    for decoded, detections in zip(images, found, strict=True):
+        if classes:
+            detections = [d for d in detections if d["label"] in classes]
+        results.append(Result(loaded, backend, latency_ms / len(images), {"detections": detections[:max_detections]},
+                              images={"image": decoded.image},
+                              notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]))
+    return results
 
 
 def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | None = None, batch_size: int = 16,
