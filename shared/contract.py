@@ -97,6 +97,7 @@ class AppSpec:
     finetune: Callable[[list[str]], dict]  # finetune.py's main(argv)
     held_out: Callable[[LoadedModel, Callable], dict] | None = None  # held-out metrics on a runtime (int8 check)
     plain_examples: list[list] = field(default_factory=list)  # the rows for models of plain images (registry `knows`)
+    card_image: Path | None = None  # the landing card's picture for an app that takes no image: one of its results
     # decoded images and parsed arguments -> what is printed for each, from one model call (many files)
     cli_predict_batch: Callable[[list[DecodedImage], argparse.Namespace], list[dict]] | None = None
 
