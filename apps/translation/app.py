@@ -51,7 +51,8 @@ def model_settings(model: str):
 @ui.user_errors
 def translation(text, src_lang, tgt_lang, model, backend, num_beams, max_new_tokens,
                 progress=gr.Progress()):  # noqa: B008 (gradio's way: the default marks the progress bar)
-    """Streams the translation so far as each batch of sentences finishes, then the whole answer."""
+    # streams the translation so far as each batch of sentences finishes, then the whole answer
+    # (no docstring: the MCP tool's description is written from the spec and the page, shared/serving/mcp.py)
     heard = queue.SimpleQueue()
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(task.translate, text, src_lang=src_lang, tgt_lang=tgt_lang, model=model,
