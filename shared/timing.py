@@ -58,8 +58,9 @@ def whole_request(predict):
         finally:
             _current.reset(token)
         results = result if isinstance(result, list) else [result]
+        elapsed_ms = (time.perf_counter() - request.started) * 1e3
         for each in results:  # a batch's results share its time equally, and its notes
-            each.latency_ms = (time.perf_counter() - request.started) * 1e3 / len(results)
+            each.latency_ms = elapsed_ms / len(results)
             each.notes = [*each.notes, *request.notes]
         return result
 
