@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.inference.graphs import OnnxForm
-from shared.inputs.images import is_plain
+from shared.inputs.images import DecodedImage, is_plain
 from shared.models.loader import LoadedModel, TaskModels
 from shared.models.registry import ModelEntry
 
@@ -97,6 +97,9 @@ class AppSpec:
     finetune: Callable[[list[str]], dict]  # finetune.py's main(argv)
     held_out: Callable[[LoadedModel, Callable], dict] | None = None  # held-out metrics on a runtime (int8 check)
     plain_examples: list[list] = field(default_factory=list)  # the rows for models of plain images (registry `knows`)
+    card_image: Path | None = None  # the landing card's picture for an app that takes no image: one of its results
+    # decoded images and parsed arguments -> what is printed for each, from one model call (many files)
+    cli_predict_batch: Callable[[list[DecodedImage], argparse.Namespace], list[dict]] | None = None
 
     def examples_for(self, entry: ModelEntry) -> list[list]:
         """The example rows that suit `entry`: digits or scenes for a model that knows only those."""

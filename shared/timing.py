@@ -45,7 +45,7 @@ def building(what: str, after: str = ""):
 
 def whole_request(predict):
     """`predict`'s Result measures the whole call (decode, load, export, run, answer) in latency_ms
-    and notes what the call loaded or exported."""
+    and notes what the call loaded or exported; a list of Results (one batch) shares them."""
 
     @functools.wraps(predict)
     def timed(*args, **kwargs):
@@ -57,8 +57,11 @@ def whole_request(predict):
             result = predict(*args, **kwargs)
         finally:
             _current.reset(token)
-        result.latency_ms = (time.perf_counter() - request.started) * 1e3
-        result.notes = [*result.notes, *request.notes]
+        results = result if isinstance(result, list) else [result]
+        elapsed_ms = (time.perf_counter() - request.started) * 1e3
+        for each in results:  # a batch's results share its time equally, and its notes
+            each.latency_ms = elapsed_ms / len(results)
+            each.notes = [*each.notes, *request.notes]
         return result
 
     return timed

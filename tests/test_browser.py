@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import shutil
 
 import pytest
@@ -66,6 +67,33 @@ def test_adversarial_page_attacks_and_plots(page, hub_url):
     assert "fooled" in text and "ONNX backend on the adversarial image" in text
 
 
+def test_adversarial_result_captions_are_whole_and_clear_of_the_buttons(page, hub_url, tmp_path):
+    page.goto(f"{hub_url}/adversarial/")
+    page.locator("input[type=file]").first.set_input_files(str(DIGIT_EXAMPLES / "digit_3.png"))
+    page.get_by_role("button", name="Attack").click()
+    page.get_by_text("Served by").wait_for(timeout=60_000)
+    page.screenshot(path=str(tmp_path / "adversarial.png"), full_page=True)
+    captions = page.locator(".adversarial-caption").filter(has_not=page.locator(".adversarial-caption"))  # innermost
+    assert captions.all_inner_texts() == ["Original (model input)", "Perturbation (amplified)", "Adversarial"]
+    for i, result in enumerate(page.locator(".adversarial-result").all()):
+        caption = captions.nth(i)
+        assert caption.evaluate("e => e.scrollWidth <= e.clientWidth")  # not cut
+        text, picture = caption.bounding_box(), result.bounding_box()
+        assert text["y"] >= picture["y"] + picture["height"] - 1  # below the picture and its buttons
+        for button in result.locator("button").all():
+            box = button.bounding_box()
+            assert box is None or box["y"] + box["height"] <= text["y"]
+    assert "1 steps" not in page.locator("body").inner_text()
+
+
+def test_words_on_the_pages_are_for_users(page, hub_url):
+    """Repo ids appear only in model choices and model lines, never as a field's label."""
+    page.goto(f"{hub_url}/generative/")
+    page.get_by_role("tab", name="VAE: encode an image").click()
+    labels = page.locator("label, [data-testid=block-label], .block-title").all_inner_texts()
+    assert labels and not [label for label in labels if re.search(r"[\w.-]+/[\w.-]+", label)], labels
+
+
 def test_translation_page_swaps_and_translates(page, hub_url):
     page.goto(f"{hub_url}/translation/")
     text, translation = page.locator("textarea").nth(0), page.locator("textarea").nth(1)  # input, output
@@ -79,6 +107,25 @@ def test_translation_page_swaps_and_translates(page, hub_url):
     page.wait_for_function("document.querySelectorAll('textarea')[0].value === 'Gibt es eine 8?'", timeout=10_000)
     page.get_by_role("button", name="Translate").click()
     page.wait_for_function("document.querySelectorAll('textarea')[1].value === 'Is there an 8?'", timeout=30_000)
+
+
+def test_translation_page_streams_the_translation_as_sentences_finish(page, hub_url):
+    from apps.translation.task import BATCH_SIZE
+
+    sentences = 4 * BATCH_SIZE
+    page.goto(f"{hub_url}/translation/")
+    page.locator("textarea").nth(0).fill(" ".join(["A red 3 to the left of a blue 7."] * sentences))
+    # every few ms, what the translation box and the page say, until the answer is in
+    page.evaluate("""() => { window.seen = []; window.watch = setInterval(() => window.seen.push(
+        [document.querySelectorAll('textarea')[1].value, document.body.innerText.includes('sentences done')]), 5); }""")
+    page.get_by_role("button", name="Translate").click()
+    page.get_by_text("Served by").wait_for(timeout=60_000)
+    seen = page.evaluate("() => { clearInterval(window.watch); return window.seen; }")
+    texts = [text for text, _ in seen if text]
+    full = " ".join(["Eine rote 3 links von einer blauen 7."] * sentences)
+    assert texts[-1] == full
+    assert len(set(texts)) >= 2 and all(full.startswith(text) for text in texts)  # parts first, then the whole
+    assert any(said for _, said in seen)  # "n of N sentences done" while it ran
 
 
 # Strokes of a digit in a unit square (0,0 top left), as a person draws them with the mouse.
@@ -146,6 +193,7 @@ def test_the_landing_page_has_a_working_card_per_app(page, hub_url):
         card = page.locator(f"#app-{name}")
         text = card.inner_text()
         assert spec.title in text and spec.summary in text and "Apache-2.0" in text and "ready" in text
+        assert card.locator(".example img").count() == 1 or name == "translation", name  # a picture, or a sentence
         assert card.locator(f"a[href='/{name}/?view=api']").count() == 1
     for name, spec in apps.specs().items():
         page.goto(f"{hub_url}/")

@@ -119,6 +119,19 @@ def test_predict_detection_prints_boxes_in_input_pixels(capsys):
         assert 0 <= row["box"][0] < row["box"][2] <= 128 and 0 <= row["box"][1] < row["box"][3] <= 128
 
 
+def test_predict_detection_no_nms_keeps_every_box(capsys, tmp_path):
+    from shared.data.scenes import make_scene
+
+    make_scene(2, 8).image.save(tmp_path / "scene.png")  # held out; a digit of it gets two boxes without NMS
+    counts = {}
+    for switch in ("--nms", "--no-nms"):
+        status, out, _ = run_cli(capsys, "predict", "detection", "--image", str(tmp_path / "scene.png"),
+                                 "--threshold", "0.5", switch)
+        assert status == 0
+        counts[switch] = len(json.loads(out)["detections"])
+    assert 0 < counts["--nms"] < counts["--no-nms"]
+
+
 def test_predict_segmentation_writes_the_mask(capsys, tmp_path):
     scene = REPO / "apps" / "detection" / "examples" / "scene_0.png"
     status, out, _ = run_cli(capsys, "predict", "segmentation", "--image", str(scene), "--out-mask",

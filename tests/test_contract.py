@@ -66,3 +66,13 @@ def test_every_app_has_a_space(name):
     from shared.serving import spaces
 
     assert name in {space.app for space in spaces.load().values()}
+
+
+def test_every_landing_card_shows_an_example_and_the_generative_one_a_result():
+    from shared.serving import landing
+
+    page = landing.page(apps.specs(), {})
+    cards = {name: page.split(f'id="app-{name}"')[1].split("</section>")[0] for name in apps.specs()}
+    assert all('class="example"' in card for card in cards.values())
+    assert all("<img" in card for name, card in cards.items() if name != "translation")  # its example is a sentence
+    assert 'alt="an example result"' in cards["generative"]

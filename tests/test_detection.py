@@ -1,8 +1,10 @@
-"""The detection app against transformers' pipeline, ONNX against torch, and its held-out mAP."""
+"""The detection app against transformers' pipeline, ONNX against torch, its held-out mAP, and no
+box repeated on one digit."""
 
 import numpy as np
 import pytest
 import torch
+from torchvision.ops import box_iou
 from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessor, pipeline
 
 from apps.detection import finetune, task
@@ -35,7 +37,7 @@ def test_unclipped_boxes_equal_the_transformers_pipeline(tiny_yolos):
         loaded = task.MODELS.load(name)
         peer = pipeline("object-detection", model=loaded.model, image_processor=loaded.processor)
         for image in [*SCENES, PHOTOS["coffee"]]:
-            ((ours,), _) = task.run(loaded, [decode_image(image).image], "torch", threshold, clip=False)
+            ((ours,), _) = task.run(loaded, [decode_image(image).image], "torch", threshold, clip=False, nms=False)
             theirs = sorted(peer(str(image) if not hasattr(image, "size") else image, threshold=threshold),
                             key=lambda d: -d["score"])
             assert [d["label"] for d in ours] == [d["label"] for d in theirs]
@@ -75,6 +77,30 @@ def test_embedded_detector_finds_the_digits_of_held_out_scenes(tmp_path):
     write_datasets(tmp_path, n=60, seed=1)  # seed 1: never trained on
     result = task.mean_average_precision(task.MODELS.load(), CocoFolder(tmp_path))
     assert result["map_50"] >= 0.8
+
+
+def test_no_digit_gets_two_boxes_on_held_out_scenes_on_either_backend(tmp_path):
+    write_datasets(tmp_path, n=40, seed=2)  # seed 2: never trained on
+    scenes, loaded = CocoFolder(tmp_path), task.MODELS.load()
+    assert task.duplicate_rate(loaded, scenes, nms=False)["repeated_objects"] >= 3  # the model alone repeats itself
+    for backend in ("torch", "onnx"):
+        assert task.duplicate_rate(loaded, scenes, backend=backend)["repeated_objects"] == 0
+    assert task.mean_average_precision(loaded, scenes)["map_50"] > task.mean_average_precision(
+        loaded, scenes, nms=False)["map_50"]
+
+
+def test_nms_keeps_the_best_box_of_each_repeat():
+    scene = make_scene(2, 8).image  # held out; two of its digits get a second box without NMS
+    for backend in ("torch", "onnx"):
+        kept = task.detect(scene, backend=backend)["detections"]
+        every = task.detect(scene, backend=backend, nms=False)["detections"]
+        assert kept and len(kept) < len(every) and all(d in every for d in kept)
+        for i, a in enumerate(kept):
+            for b in kept[i + 1:]:
+                if a["label"] == b["label"]:
+                    iou = float(box_iou(torch.tensor([a["box"]], dtype=torch.float32),
+                                        torch.tensor([b["box"]], dtype=torch.float32)))
+                    assert iou <= task.NMS_IOU
 
 
 def test_filters_and_limits():

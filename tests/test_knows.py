@@ -6,9 +6,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from apps.adversarial.task import attack
+from apps.captioning.task import caption
 from apps.classification.task import classify
 from apps.detection.task import detect
 from apps.segmentation.task import segment
+from apps.vqa.task import answer
 from shared import apps
 from shared.data.examples import PHOTOS
 from shared.data.scenes import make_scene
@@ -43,6 +45,9 @@ def test_a_photo_on_a_digits_model_says_what_the_model_knows():
     assert knows_note(attack(PHOTOS["cat"], model="digits-convnext", steps=2))
     assert knows_note(detect(PHOTOS["coffee"], model="digits-rtdetr"))
     assert knows_note(segment(PHOTOS["coffee"], model="digits-upernet"))
+    (note,) = knows_note(caption(PHOTOS["astronaut"], model="scenes-captioner"))
+    assert note.startswith("scenes-captioner knows only coloured digits 0-9 in synthetic scenes")
+    assert knows_note(answer(PHOTOS["coffee"], ["how many digits are there?"], model="scenes-vqa"))
 
 
 def test_a_digit_or_a_scene_gets_no_such_note(tiny_models):
@@ -51,6 +56,8 @@ def test_a_digit_or_a_scene_gets_no_such_note(tiny_models):
     assert not knows_note(attack(DIGIT, model="digits-convnext", steps=2))
     assert not knows_note(detect(make_scene(1, 0).image, model="digits-rtdetr"))
     assert not knows_note(segment(make_scene(1, 0).image, model="digits-upernet"))
+    assert not knows_note(caption(make_scene(1, 0).image, model="scenes-captioner"))
+    assert not knows_note(answer(make_scene(1, 0).image, ["how many digits are there?"], model="scenes-vqa"))
     assert not knows_note(classify(PHOTOS["cat"], model=next(iter(tiny_models.values()))))  # it knows photos
 
 
@@ -61,17 +68,23 @@ def test_examples_follow_the_model():
     assert digits != photos
     assert all(is_plain(decode_image(row[0]).image) for row in digits)
     assert not any(is_plain(decode_image(row[0]).image) for row in photos)
-    for name in ("classification", "adversarial", "detection", "segmentation"):
+    for name in ("classification", "adversarial", "detection", "segmentation", "captioning", "vqa"):
         spec = apps.get(name)
         for entry in registry.entries(spec.models.task):
             rows = ui.example_rows(spec, entry.name)
             assert rows and all(is_plain(decode_image(row[0]).image) == bool(entry.knows) for row in rows), entry.name
 
 
+def test_every_embedded_model_of_images_says_what_it_knows():
+    for entry in registry.entries("classification") + registry.entries("detection") + registry.entries(
+            "segmentation") + registry.entries("captioning") + registry.entries("vqa"):
+        assert bool(entry.knows) == (entry.source == "embedded"), entry.name
+
+
 def test_each_page_shows_the_examples_of_its_default_model():
     import gradio as gr
 
-    for name in ("classification", "adversarial", "detection", "segmentation"):
+    for name in ("classification", "adversarial", "detection", "segmentation", "captioning", "vqa"):
         datasets = [block for block in apps.page(name).blocks.values() if isinstance(block, gr.Dataset)]
         shown = [[row[0]["orig_name"] for row in dataset.samples] for dataset in datasets if dataset.parent.visible]
         assert len(datasets) == 2 and len(shown) == 1, name

@@ -131,7 +131,7 @@ def test_an_upload_is_answered_and_server_paths_are_refused_alike(hub_url, hub_u
         assert answer == ("error", NOT_AN_UPLOAD), name  # one sentence, whether the file exists or not
     assert files_in(hub_upload_folder) == before  # nothing was copied from a refused path
     for app, rest in [("classification", ["digits-convnext", "torch", 5]),
-                      ("detection", ["digits-rtdetr", "torch", 0.5, "", 20])]:
+                      ("detection", ["digits-rtdetr", "torch", 0.5, "", 20, True])]:
         assert call(hub_url, app, [file_data(photo), *rest]) == ("error", NOT_AN_UPLOAD), app
 
 
@@ -266,7 +266,7 @@ def test_a_hub_with_a_broken_model_is_ready_degraded_and_says_why(degraded_hub):
     kind, message = call(url, "segmentation", [file_data(scene), *SEGMENT])
     assert kind == "error" and "digits-upernet" in message and "no weights file" in message
     assert str(root) not in message
-    kind, message = call(url, "detection", [file_data(scene), "digits-rtdetr", "torch", 0.5, "", 20])
+    kind, message = call(url, "detection", [file_data(scene), "digits-rtdetr", "torch", 0.5, "", 20, True])
     assert kind == "error" and "damaged" in message and str(root) not in message
     page = httpx.get(f"{url}/segmentation/", timeout=10).text
     assert "demohub-degraded" in page  # the page shows /readyz's reason for this app on top
@@ -276,7 +276,7 @@ def test_load_32_concurrent_clients_over_mixed_apps(hub_url):
     digit = file_data(upload(hub_url, "classification", DIGIT_EXAMPLES / "digit_3.png"))
     scene = file_data(upload(hub_url, "detection", SCENE))
     asks = [("classification", [digit, "digits-convnext", "torch", 3]),
-            ("detection", [scene, "digits-rtdetr", "torch", 0.5, "", 20]),
+            ("detection", [scene, "digits-rtdetr", "torch", 0.5, "", 20, True]),
             ("segmentation", [scene, "digits-upernet", "torch", 0.5]),
             ("generative", [1, 9, "2", 1.0, "digits-gan", "torch"]),
             ("translation", ["Is there an 8?", "en", "de", "scenes-marian", "torch", 1, 32])]

@@ -175,6 +175,21 @@ def test_bad_uploads_get_the_same_sentences_in_every_image_app(hub_url, tmp_path
         assert words in str(caught.value), (app, path, caught.value)
 
 
+def test_translation_streams_as_batches_of_sentences_finish(hub_url):
+    from apps.translation.task import BATCH_SIZE
+
+    client = Client(f"{hub_url}/translation/", verbose=False)
+    sentences = 2 * BATCH_SIZE + 3
+    job = client.submit(text=" ".join(["Is there an 8?"] * sentences), src_lang="en", tgt_lang="de",
+                        model="scenes-marian", backend="torch", api_name="/translation")
+    translated, served = job.result(timeout=120)
+    updates = job.outputs()
+    assert translated == " ".join(["Gibt es eine 8?"] * sentences) and f"{sentences} sentences" in served
+    assert [text for text, _ in updates] == [" ".join(["Gibt es eine 8?"] * n)
+                                              for n in (BATCH_SIZE, 2 * BATCH_SIZE, sentences)]
+    assert updates[0][1] == f"Translating: {BATCH_SIZE} of {sentences} sentences done."
+
+
 def test_translation_endpoint_translates_and_refuses_bad_text(hub_url):
     client = Client(f"{hub_url}/translation/", verbose=False)
     ask = dict(src_lang="en", tgt_lang="de", model="scenes-marian", num_beams=4, max_new_tokens=128,

@@ -178,9 +178,12 @@ def test_no_default_forbids_commercial_use_and_nllb_is_not_a_default():
     assert registry.get(task.TASK, "facebook/m2m100_418M").license == "MIT"
 
 
-def test_progress_is_told_batch_by_batch():
+def test_progress_is_told_batch_by_batch_with_the_translation_so_far():
     heard = []
-    text = " ".join(["Is there an 8?"] * (task.BATCH_SIZE + 2))
-    result = task.translate(text, "en", "de", on_progress=lambda done, total: heard.append((done, total)))
-    assert result["sentences"] == task.BATCH_SIZE + 2
-    assert heard == [(task.BATCH_SIZE, task.BATCH_SIZE + 2), (task.BATCH_SIZE + 2, task.BATCH_SIZE + 2)]
+    text = " ".join(["Is there an 8?"] * (task.BATCH_SIZE - 2)) + "\n" + " ".join(["Is there a 3?"] * 4)
+    result = task.translate(text, "en", "de", on_progress=lambda *told: heard.append(told))
+    total = task.BATCH_SIZE + 2
+    assert result["sentences"] == total
+    first = " ".join(["Gibt es eine 8?"] * (task.BATCH_SIZE - 2)) + "\n" + " ".join(["Gibt es eine 3?"] * 2)
+    assert heard == [(task.BATCH_SIZE, total, first), (total, total, result["translation"])]
+    assert result["translation"] == first + " Gibt es eine 3?" * 2

@@ -22,7 +22,6 @@ from shared.serving import ui
 CLASSIFIERS = [e.name for e in registry.entries(task.MODELS.task)]
 
 
-
 def _labels(rows: list[dict]) -> dict:
     return {row["label"]: row["score"] for row in rows}
 
@@ -33,13 +32,23 @@ def _enlarged(image: Image.Image, side: int = 224) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
+def result_image(caption: str) -> gr.Image:
+    """A result picture with its caption written below it."""
+    with gr.Column(min_width=160):
+        image = gr.Image(label=caption, show_label=False, type="pil", format="png", height=240,
+                         buttons=["download"], elem_classes="adversarial-result")
+        gr.Markdown(f"**{caption}**", elem_classes="adversarial-caption")
+    return image
+
+
 @ui.user_errors
 def adversarial(image, model, attack, eps, steps, step_size, target, transfer_model):
     result = task.attack(image, model=model, attack=attack, eps=eps, steps=steps, step_size=step_size,
                          target=target, transfer_model=transfer_model, fallback=True)
     answer, images = result.answer, result.images
     verdict = "fooled" if answer["success"] else "not fooled"
-    lines = [f"**{verdict}** · L-inf {answer['linf']:.4f} · L2 {answer['l2']:.3f} · {answer['steps_run']} steps"]
+    steps = ui.counted(answer["steps_run"], "step")
+    lines = [f"**{verdict}** · L-inf {answer['linf']:.4f} · L2 {answer['l2']:.3f} · {steps}"]
     if "onnx_after" in answer:
         lines.append(f"ONNX backend on the adversarial image: **{answer['onnx_after']['label']}**")
     if "transfer" in answer:
@@ -75,10 +84,10 @@ with gr.Blocks(title="Adversarial examples") as demo:
             transfer = gr.Dropdown(CLASSIFIERS, value=task.TRANSFER_MODEL, label="Second model (transfer)")
             run = gr.Button("Attack", variant="primary")
         with gr.Column():
-            with gr.Row():
-                original = gr.Image(label="Original (model input)", type="pil", format="png", height=240)
-                perturbation = gr.Image(label="Perturbation (amplified)", type="pil", format="png", height=240)
-                adversarial_image = gr.Image(label="Adversarial", type="pil", format="png", height=240)
+            with gr.Row():  # captions below the pictures: a label on top would sit under their buttons
+                original, perturbation, adversarial_image = (
+                    result_image(caption) for caption in ("Original (model input)", "Perturbation (amplified)",
+                                                          "Adversarial"))
             with gr.Row():
                 before = gr.Label(label="Before", num_top_classes=5)
                 after = gr.Label(label="After", num_top_classes=5)

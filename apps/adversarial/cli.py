@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 
 from apps.adversarial import task
+from shared.serving import many
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", required=True)
+    many.add_image_argument(parser)
     parser.add_argument("--attack", choices=task.ATTACKS, default="pgd")
     parser.add_argument("--eps", type=float, default=0.03, help="Perturbation budget in pixel units (1 = full range).")
     parser.add_argument("--steps", type=int, default=10)

@@ -50,7 +50,7 @@ with gr.Blocks(title="Image captioning") as demo:
             best = gr.Textbox(label="Caption", interactive=False)
             captions = gr.Dataframe(headers=["caption", "score"], label="Best beams")
             served = gr.Markdown()
-    gr.Examples(SPEC.examples, inputs=[image])
+    ui.model_examples(SPEC, model, [image])
 
     settings = [lang, prompt, model, backend, num_beams, num_captions, max_new_tokens, repetition_penalty,
                 no_repeat_ngram_size]

@@ -6,10 +6,11 @@ import argparse
 
 from apps.captioning import task
 from shared.inference.backends import BACKENDS
+from shared.serving import many
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", required=True, help="Image file (JPEG, PNG, WebP, GIF, BMP, TIFF).")
+    many.add_image_argument(parser)
     parser.add_argument("--lang", help="Caption language, e.g. en or de (default: the model's first).")
     parser.add_argument("--prompt", help="Text the caption continues (models that take one, e.g. BLIP).")
     parser.add_argument("--num-beams", type=int, help="Default: the model's generation config.")

@@ -6,7 +6,8 @@ from apps.captioning import cli, task
 from shared.contract import AppSpec
 from shared.data.examples import PHOTOS
 
-SCENE = Path(__file__).resolve().parent.parent / "detection" / "examples" / "scene_0.png"  # held out: seed 1
+SCENES = sorted((Path(__file__).resolve().parent.parent / "detection" / "examples").glob("*.png"))  # held out
+SCENE = SCENES[0]
 
 
 def finetune(argv: list[str]) -> dict:
@@ -23,7 +24,8 @@ SPEC = AppSpec(
     predict=task.caption,
     onnx=task.onnx_form,
     example={"image": SCENE},
-    examples=[[str(SCENE)], [str(PHOTOS["astronaut"])]],
+    examples=[[str(PHOTOS[name])] for name in ("astronaut", "coffee", "cat")],
+    plain_examples=[[str(scene)] for scene in SCENES],
     cli_arguments=cli.add_arguments,
     cli_predict=cli.predict,
     finetune=finetune,

@@ -17,7 +17,7 @@ import time
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from shared import timing
-from shared.contract import Result
+from shared.contract import Result, beyond_what_it_knows
 from shared.data import scenes
 from shared.errors import UserError
 from shared.inference import backends, seq2seq
@@ -147,4 +147,4 @@ def caption(image, model: str | None = None, backend: str = "torch", lang: str |
     captions = [{"text": a["generated_text"], "score": None if a["score"] is None else round(a["score"], 6)}
                 for a in answers]
     return Result(loaded, backend, latency_ms, {"caption": captions[0]["text"], "captions": captions},
-                  notes=decoded.notes)
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])

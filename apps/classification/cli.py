@@ -10,11 +10,13 @@ import numpy as np
 from apps.classification import task
 from shared.data.digits import digit_image, split
 from shared.inference.backends import BACKENDS
+from shared.inputs.images import DecodedImage
 from shared.models.loader import LoadedModel
+from shared.serving import many
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", required=True, help="Image file (JPEG, PNG, WebP, GIF, BMP, TIFF).")
+    many.add_image_argument(parser)
     parser.add_argument("--model", help="Registry name, local model folder, or repo_id@revision.")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--top-k", type=int, default=5)
@@ -23,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def predict(args: argparse.Namespace) -> dict:
     entry = task.MODELS.resolve(args.model)
     return task.classify(args.image, model=entry.name, backend=args.backend, top_k=args.top_k).to_json()
+
+
+def predict_batch(images: list[DecodedImage], args: argparse.Namespace) -> list[dict]:
+    entry = task.MODELS.resolve(args.model)
+    return [r.to_json() for r in task.classify_batch(images, model=entry.name, backend=args.backend, top_k=args.top_k)]
 
 
 def digits_accuracy(loaded: LoadedModel, run: Callable) -> dict:

@@ -23,7 +23,7 @@ from shared.data.examples import PHOTOS
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import whole_number
-from shared.inputs.images import decode_image
+from shared.inputs.images import DecodedImage, decode_image
 from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
 MODELS = TaskModels("classification", transformers_loader(AutoModelForImageClassification, AutoImageProcessor))
@@ -85,13 +85,22 @@ def classify(image, model: str | None = None, backend: str = "torch", top_k: int
     With `fallback` (the UI's choice; the CLI fails instead), a model that cannot be loaded here
     is replaced by the embedded default and the notes say so.
     """
-    decoded = decode_image(image)
+    return classify_batch([decode_image(image)], model, backend, top_k, fallback)[0]
+
+
+@timing.whole_request
+def classify_batch(images: list[DecodedImage], model: str | None = None, backend: str = "torch", top_k: int = 5,
+                   fallback: bool = False) -> list[Result]:
+    """Decoded images -> one Result each, from one pass of the model (`demohub predict` over many files)."""
     top_k = check_top_k(top_k)
     loaded = MODELS.load(model, fallback=fallback)
-    labels, latency_ms = run(loaded, [decoded.image], backend, top_k)
-    notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
+    labels, latency_ms = run(loaded, [decoded.image for decoded in images], backend, top_k)
     num_labels = loaded.model.config.num_labels
-    if top_k > num_labels:
-        notes.append(f"{loaded.entry.name} knows {num_labels} labels, fewer than the {top_k} asked for: "
-                     "all of them are shown.")
-    return Result(loaded, backend, latency_ms, {"labels": labels[0]}, notes=notes)
+    results = []
+    for decoded, found in zip(images, labels, strict=True):
+        notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
+        if top_k > num_labels:
+            notes.append(f"{loaded.entry.name} knows {num_labels} labels, fewer than the {top_k} asked for: "
+                         "all of them are shown.")
+        results.append(Result(loaded, backend, latency_ms / len(images), {"labels": found}, notes=notes))
+    return results

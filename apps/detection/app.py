@@ -4,7 +4,7 @@
     demohub serve                              # with every other app, at /detection
 
 API: `Client(url).predict(image=handle_file(path), model=..., backend="torch", threshold=0.5,
-classes="", max_detections=20, api_name="/detection")` returns the annotated image, the table
+classes="", max_detections=20, nms=True, api_name="/detection")` returns the annotated image, the table
 of boxes and the "served by" line.
 """
 
@@ -17,10 +17,10 @@ from shared.serving import ui
 
 
 @ui.user_errors
-def detection(image, model, backend, threshold, classes, max_detections):
+def detection(image, model, backend, threshold, classes, max_detections, nms):
     wanted = [c.strip() for c in (classes or "").split(",") if c.strip()] or None
     result = task.detect(image, model=model, backend=backend, threshold=threshold, classes=wanted,
-                         max_detections=max_detections, fallback=True)
+                         max_detections=max_detections, nms=nms, fallback=True)
     boxes = [(tuple(d["box"]), f"{d['label']} {d['score']:.2f}") for d in result["detections"]]
     table = [[d["label"], round(d["score"], 3), *d["box"]] for d in result["detections"]]
     return (result["image"], boxes), table, ui.served_line(result)
@@ -37,6 +37,7 @@ with gr.Blocks(title="Object detection") as demo:
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Score threshold")
             classes = gr.Textbox("", label="Only these classes (comma-separated; empty: all)", max_length=500)
             max_detections = gr.Slider(1, task.MAX_DETECTIONS, value=20, step=1, label="Max detections")
+            nms = gr.Checkbox(True, label="One box per object (drop a box that repeats a better one of its class)")
             submit = gr.Button("Detect", variant="primary")
         with gr.Column():
             annotated = gr.AnnotatedImage(label="Detections")
@@ -44,8 +45,8 @@ with gr.Blocks(title="Object detection") as demo:
             served = gr.Markdown()
     ui.model_examples(SPEC, model, [image])
 
-    submit.click(detection, [image, model, backend, threshold, classes, max_detections], [annotated, table, served],
-                 api_name="detection")
+    submit.click(detection, [image, model, backend, threshold, classes, max_detections, nms],
+                 [annotated, table, served], api_name="detection")
 
 
 if __name__ == "__main__":

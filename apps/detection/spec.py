@@ -25,5 +25,6 @@ SPEC = AppSpec(
     plain_examples=[[str(path)] for path in sorted((Path(__file__).parent / "examples").glob("*.png"))],
     cli_arguments=cli.add_arguments,
     cli_predict=cli.predict,
+    cli_predict_batch=cli.predict_batch,
     finetune=finetune,
 )

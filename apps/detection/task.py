@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.ops import batched_nms
 from transformers import AutoImageProcessor, AutoModelForObjectDetection
 from transformers.utils import ModelOutput
 
@@ -27,12 +28,17 @@ from shared.errors import UserError
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import number_in, whole_number
-from shared.inputs.images import decode_image
+from shared.inputs.images import DecodedImage, decode_image
+from shared.models import registry
 from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
 TASK = "detection"
 MODELS = TaskModels(TASK, transformers_loader(AutoModelForObjectDetection, AutoImageProcessor))
 MAX_DETECTIONS = 100
+# Every model here is DETR-style (transformers' object detectors: a set of queries, no NMS of
+# their own), and a small one can put two queries on one object: class-wise NMS at this IoU is
+# on unless a request turns it off (`nms=False`, `--no-nms`, the page's checkbox).
+NMS_IOU = float(registry.setting("detection", "nms_iou"))
 # DETR-style processors keep the aspect ratio, so batch, height and width stay dynamic. A model
 # whose registry entry fixes `onnx_batch` (RT-DETR: its query selection does not export with a
 # dynamic batch, and its inputs are a fixed size) is exported at that batch and run in slices.
@@ -63,14 +69,18 @@ def sample_feeds(loaded: LoadedModel, batch_size: int) -> Feeds:
 
 
 def postprocess(loaded: LoadedModel, outputs: dict[str, np.ndarray], sizes: list[tuple[int, int]],
-                threshold: float, clip: bool = True) -> list[list[dict]]:
-    """Per image, detections {label, score, box} at or above `threshold`, best first; each box
-    clipped to the image (`clip=False`: as the model drew it, as transformers' pipeline gives it)."""
+                threshold: float, clip: bool = True, nms: bool = True) -> list[list[dict]]:
+    """Per image, detections {label, score, box} at or above `threshold`, best first; a box that
+    overlaps a better one of its class by more than NMS_IOU dropped (`nms=False`: kept); each box
+    clipped to the image (`clip=False`: as the model drew it; both off: transformers' pipeline)."""
     raw = ModelOutput(logits=torch.from_numpy(outputs["logits"]), pred_boxes=torch.from_numpy(outputs["pred_boxes"]))
     results = loaded.processor.post_process_object_detection(raw, threshold=threshold, target_sizes=sizes)
     id2label = loaded.model.config.id2label
     detections = []
     for (height, width), result in zip(sizes, results, strict=True):
+        if nms:
+            keep = batched_nms(result["boxes"].float(), result["scores"].float(), result["labels"], NMS_IOU)
+            result = {key: result[key][keep] for key in ("scores", "labels", "boxes")}
         rows = [{"label": id2label[int(label)], "score": float(score), "box": [int(v) for v in box.tolist()]}
                 for score, label, box in zip(result["scores"], result["labels"], result["boxes"], strict=True)]
         if clip:
@@ -83,20 +93,28 @@ def postprocess(loaded: LoadedModel, outputs: dict[str, np.ndarray], sizes: list
 
 
 def run(loaded: LoadedModel, images: list[Image.Image], backend: str, threshold: float,
-        clip: bool = True) -> tuple[list, float]:
+        clip: bool = True, nms: bool = True) -> tuple[list, float]:
     run_model = backends.runner(loaded, backend, onnx_form(loaded))
     started = time.perf_counter()
     outputs = run_model(preprocess(loaded, images))
-    detections = postprocess(loaded, outputs, [(im.height, im.width) for im in images], threshold, clip)
+    detections = postprocess(loaded, outputs, [(im.height, im.width) for im in images], threshold, clip, nms)
     return detections, (time.perf_counter() - started) * 1e3
 
 
 @timing.whole_request
 def detect(image, model: str | None = None, backend: str = "torch", threshold: float = 0.5,
-           classes: list[str] | None = None, max_detections: int = 20, fallback: bool = False) -> Result:
+           classes: list[str] | None = None, max_detections: int = 20, nms: bool = True,
+           fallback: bool = False) -> Result:
     """One image -> Result with `detections` [{label, score, box}] and the decoded input as
-    `image`; `classes` keeps only those labels."""
-    decoded = decode_image(image)
+    `image`; `classes` keeps only those labels; `nms=False` keeps boxes that repeat one object."""
+    return detect_batch([decode_image(image)], model, backend, threshold, classes, max_detections, nms, fallback)[0]
+
+
+@timing.whole_request
+def detect_batch(images: list[DecodedImage], model: str | None = None, backend: str = "torch",
+                 threshold: float = 0.5, classes: list[str] | None = None, max_detections: int = 20,
+                 nms: bool = True, fallback: bool = False) -> list[Result]:
+    """Decoded images -> one Result each, from one pass of the model (`demohub predict` over many files)."""
     threshold = number_in("threshold", threshold, 0.0, 1.0)
     max_detections = whole_number("max_detections", max_detections, 1, MAX_DETECTIONS)
     loaded = MODELS.load(model, fallback=fallback)
@@ -105,16 +123,19 @@ def detect(image, model: str | None = None, backend: str = "torch", threshold: f
     if unknown:
         raise UserError(f"{loaded.entry.name} has no class {', '.join(map(repr, unknown))}; "
                         f"its classes include {', '.join(sorted(known)[:12])}.")
-    (detections,), latency_ms = run(loaded, [decoded.image], backend, threshold)
-    if classes:
-        detections = [d for d in detections if d["label"] in classes]
-    return Result(loaded, backend, latency_ms, {"detections": detections[:max_detections]},
-                  images={"image": decoded.image},
-                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
+    found, latency_ms = run(loaded, [decoded.image for decoded in images], backend, threshold, nms=bool(nms))
+    results = []
+    for decoded, detections in zip(images, found, strict=True):
+        if classes:
+            detections = [d for d in detections if d["label"] in classes]
+        results.append(Result(loaded, backend, latency_ms / len(images), {"detections": detections[:max_detections]},
+                              images={"image": decoded.image},
+                              notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]))
+    return results
 
 
 def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | None = None, batch_size: int = 16,
-                           backend: str = "torch") -> dict[str, float]:
+                           backend: str = "torch", nms: bool = True) -> dict[str, float]:
     """COCO mAP and mAP@0.5 (torchmetrics) of `loaded` on a CocoFolder, whose names match its labels."""
     from torchmetrics.detection import MeanAveragePrecision
 
@@ -123,7 +144,7 @@ def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | No
     indices = list(range(len(dataset))) if indices is None else indices
     for start in range(0, len(indices), batch_size):
         batch = [dataset.target(i) for i in indices[start:start + batch_size]]
-        detections, _ = run(loaded, [image for image, _, _ in batch], backend, threshold=0.01)
+        detections, _ = run(loaded, [image for image, _, _ in batch], backend, threshold=0.01, nms=nms)
         predictions = [{"boxes": torch.tensor([d["box"] for d in found], dtype=torch.float32).reshape(-1, 4),
                         "scores": torch.tensor([d["score"] for d in found]),
                         "labels": torch.tensor([label2id[d["label"]] for d in found], dtype=torch.int64)}
@@ -133,3 +154,24 @@ def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | No
         metric.update(predictions, targets)
     result = metric.compute()
     return {"map": round(float(result["map"]), 4), "map_50": round(float(result["map_50"]), 4)}
+
+
+def duplicate_rate(loaded: LoadedModel, dataset, threshold: float = 0.5, batch_size: int = 16,
+                   backend: str = "torch", nms: bool = True) -> dict[str, float]:
+    """How often the answer repeats a digit: the share of true objects covered (IoU > 0.5) by two
+    or more boxes of their class scoring at least `threshold`, and of scenes with any such object."""
+    from torchvision.ops import box_iou
+
+    repeated = objects = scenes_with = 0
+    for start in range(0, len(dataset), batch_size):
+        batch = [dataset.target(i) for i in range(start, min(start + batch_size, len(dataset)))]
+        detections, _ = run(loaded, [image for image, _, _ in batch], backend, threshold, nms=nms)
+        for (_, boxes, names), found in zip(batch, detections, strict=True):
+            here = 0
+            for box, name in zip(boxes, names, strict=True):
+                drawn = torch.tensor([d["box"] for d in found if d["label"] == name], dtype=torch.float32)
+                drawn = drawn.reshape(-1, 4)
+                here += int((box_iou(box[None], drawn) > 0.5).sum()) >= 2
+            repeated, objects, scenes_with = repeated + here, objects + len(names), scenes_with + (here > 0)
+    return {"objects": objects, "repeated_objects": repeated, "object_rate": round(repeated / max(objects, 1), 4),
+            "scene_rate": round(scenes_with / max(len(dataset), 1), 4)}

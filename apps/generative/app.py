@@ -62,7 +62,7 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
         strip = gr.Image(label="From the first seed to the second", type="pil", format="png")
     with gr.Tab("VAE: encode an image"):
         with gr.Row():
-            image = ui.ImageInput(label="A digit, dark on light (or a photo, for madebyollin/taesd)")
+            image = ui.ImageInput(label="A digit, dark on light (or a photo, for the photo autoencoder)")
             vae = gr.Dropdown(VAES, value=VAES[0], label="VAE")
         encode = gr.Button("Encode and decode", variant="primary")
         with gr.Row():

@@ -1,5 +1,7 @@
 """GAN/VAE sampling, as the hub sees it (the contract: shared/contract.py)."""
 
+from pathlib import Path
+
 from apps.generative import cli, task
 from shared.contract import AppSpec
 
@@ -19,6 +21,7 @@ SPEC = AppSpec(
     onnx=task.onnx_form,
     example={"seed": 0},
     examples=[],
+    card_image=Path(__file__).resolve().parent / "examples" / "digits-gan_seed0.png",  # predict --seed 0 --n 16
     cli_arguments=cli.add_arguments,
     cli_predict=cli.predict,
     finetune=finetune,

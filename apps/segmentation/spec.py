@@ -26,5 +26,6 @@ SPEC = AppSpec(
         (Path(__file__).parent.parent / "detection" / "examples").glob("*.png"))],
     cli_arguments=cli.add_arguments,
     cli_predict=cli.predict,
+    cli_predict_batch=cli.predict_batch,
     finetune=finetune,
 )

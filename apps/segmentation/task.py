@@ -24,7 +24,7 @@ from shared.data.examples import PHOTOS
 from shared.data.scenes import make_scene
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
-from shared.inputs.images import decode_image
+from shared.inputs.images import DecodedImage, decode_image
 from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
 TASK = "segmentation"
@@ -64,16 +64,23 @@ def segments(loaded: LoadedModel, classes: np.ndarray) -> list[dict]:
 def segment(image, model: str | None = None, backend: str = "torch", fallback: bool = False) -> Result:
     """One image -> Result with `segments` [{label, id, area_fraction}], and as images the decoded
     input `image` and its `mask` (H, W class ids)."""
-    decoded = decode_image(image)
+    return segment_batch([decode_image(image)], model, backend, fallback)[0]
+
+
+@timing.whole_request
+def segment_batch(images: list[DecodedImage], model: str | None = None, backend: str = "torch",
+                  fallback: bool = False) -> list[Result]:
+    """Decoded images -> one Result each, from one pass of the model (`demohub predict` over many files)."""
     loaded = MODELS.load(model, fallback=fallback)
     run_model = backends.runner(loaded, backend, onnx_form(loaded))
     started = time.perf_counter()
-    logits = run_model(preprocess(loaded, [decoded.image]))["logits"]
-    (classes,) = class_map(loaded, logits, [(decoded.image.height, decoded.image.width)])
-    latency_ms = (time.perf_counter() - started) * 1e3
-    return Result(loaded, backend, latency_ms, {"segments": segments(loaded, classes)},
-                  images={"image": decoded.image, "mask": classes.astype(np.int32)},
-                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
+    logits = run_model(preprocess(loaded, [decoded.image for decoded in images]))["logits"]
+    maps = class_map(loaded, logits, [(decoded.image.height, decoded.image.width) for decoded in images])
+    latency_ms = (time.perf_counter() - started) * 1e3 / len(images)
+    return [Result(loaded, backend, latency_ms, {"segments": segments(loaded, classes)},
+                   images={"image": decoded.image, "mask": classes.astype(np.int32)},
+                   notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
+            for decoded, classes in zip(images, maps, strict=True)]
 
 
 def mean_iou(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:

@@ -13,6 +13,7 @@ by line. Generation settings left unset are the model's own (its generation conf
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
@@ -154,12 +155,26 @@ def generation_defaults(name: str | None) -> dict:
     return {"num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens or max(1, config.max_length - 1)}
 
 
+def in_lines(lines: list[list[str]], translated: list[str]) -> str:
+    """The translated pieces, as far as they go, put back into the text's lines."""
+    out, rest = [], iter(translated)
+    for line in lines:
+        done = list(itertools.islice(rest, len(line)))
+        if line and not done:
+            break
+        out.append(" ".join(done))
+        if len(done) < len(line):
+            break
+    return "\n".join(out)
+
+
 @timing.whole_request
 def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | None = None, backend: str = "torch",
               num_beams: int | None = None, max_new_tokens: int | None = None, fallback: bool = False,
-              on_progress: Callable[[int, int], None] = lambda done, total: None) -> Result:
+              on_progress: Callable[[int, int, str], None] = lambda done, total, so_far: None) -> Result:
     """Text -> Result with `translation` and `sentences` (how many pieces were translated);
-    `on_progress(done, total)` hears of the sentences translated so far, batch by batch.
+    `on_progress(done, total, so_far)` hears, batch by batch, how many sentences are translated
+    and the translation so far (what the page streams).
 
     With `fallback` (the UI), a Hub model that cannot be loaded here is replaced by the embedded
     model when that one knows the pair, and the notes say so; the CLI fails instead.
@@ -182,14 +197,11 @@ def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | Non
     for i in range(0, len(pieces), BATCH_SIZE):
         answers = translate_batch(pieces[i:i + BATCH_SIZE], src_lang=src_lang, tgt_lang=tgt_lang, **settings)
         translated += [answer["translation_text"] for answer in answers]
-        on_progress(len(translated), len(pieces))
+        on_progress(len(translated), len(pieces), in_lines(lines, translated))
     latency_ms = (time.perf_counter() - started) * 1e3
-    out, rest = [], iter(translated)
-    for line in lines:
-        out.append(" ".join(next(rest) for _ in line))
     unknown = unknown_characters(loaded, pieces)
     if unknown:
         notes.append(f"{loaded.entry.name} does not know these characters and read them as unknown: "
                      f"{' '.join(sorted(unknown)[:20])}")
-    answer = {"translation": "\n".join(out), "sentences": len(pieces)}
+    answer = {"translation": in_lines(lines, translated), "sentences": len(pieces)}
     return Result(loaded, backend, latency_ms, answer, notes=notes)

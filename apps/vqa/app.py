@@ -41,7 +41,7 @@ with gr.Blocks(title="Visual question answering") as demo:
         with gr.Column():
             answers = gr.Dataframe(headers=["question", "answer", "score", "top k"], label="Answers")
             served = gr.Markdown()
-    gr.Examples(SPEC.examples, inputs=[image, questions])
+    ui.model_examples(SPEC, model, [image, questions])
 
     submit.click(vqa, [image, questions, model, backend, top_k], [answers, served], api_name="vqa")
 

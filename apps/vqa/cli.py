@@ -6,10 +6,11 @@ import argparse
 
 from apps.vqa import task
 from shared.inference.backends import BACKENDS
+from shared.serving import many
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", required=True, help="Image file (JPEG, PNG, WebP, GIF, BMP, TIFF).")
+    many.add_image_argument(parser)
     parser.add_argument("--question", action="append", required=True,
                         help=f"A question about the image; repeat for several (at most {task.MAX_QUESTIONS}).")
     parser.add_argument("--top-k", type=int, default=5)

@@ -4,8 +4,10 @@ from pathlib import Path
 
 from apps.vqa import cli, task
 from shared.contract import AppSpec
+from shared.data.examples import PHOTOS
 
-SCENE = Path(__file__).resolve().parent.parent / "detection" / "examples" / "scene_0.png"  # held out: seed 1
+SCENES = sorted((Path(__file__).resolve().parent.parent / "detection" / "examples").glob("*.png"))  # held out
+SCENE = SCENES[0]
 
 
 def finetune(argv: list[str]) -> dict:
@@ -22,7 +24,11 @@ SPEC = AppSpec(
     predict=task.answer,
     onnx=task.onnx_form,
     example={"image": SCENE, "questions": "how many digits are there?"},
-    examples=[[str(SCENE), "how many digits are there?"], [str(SCENE), "what colour is the 6?"]],
+    # photos for a model of photos (added by --add-model or repo@revision); scenes for the embedded one
+    examples=[[str(PHOTOS["astronaut"]), "what is in the picture?"],
+              [str(PHOTOS["coffee"]), "what colour is the cup?"]],
+    plain_examples=[[str(SCENES[0]), "how many digits are there?"], [str(SCENES[0]), "what colour is the 6?"],
+                    [str(SCENES[1]), "how many digits are there?"]],
     cli_arguments=cli.add_arguments,
     cli_predict=cli.predict,
     finetune=finetune,

@@ -22,7 +22,7 @@ from transformers import AutoModelForImageTextToText, AutoModelForVisualQuestion
 from apps.captioning import task as captioning
 from apps.captioning.task import onnx_generator
 from shared import timing
-from shared.contract import Result
+from shared.contract import Result, beyond_what_it_knows
 from shared.errors import UserError
 from shared.inference import backends
 from shared.inference.pipelines import VisualQuestionAnsweringPipeline, question_prompt
@@ -124,4 +124,5 @@ def answer(image, questions, model: str | None = None, backend: str = "torch", t
         answers.append({"question": question, "answer": ranked[0]["answer"], "score": _rounded(ranked[0]["score"]),
                         "top_k": [{"answer": r["answer"], "score": _rounded(r["score"])} for r in ranked]})
     latency_ms = (time.perf_counter() - started) * 1e3
-    return Result(loaded, backend, latency_ms, {"answers": answers}, notes=decoded.notes)
+    return Result(loaded, backend, latency_ms, {"answers": answers},
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])

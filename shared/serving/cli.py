@@ -2,17 +2,19 @@
 
     demohub serve [--port 7860] [--add-model classification=DIR] [--mcp]
     demohub predict classification --image PATH [--model M] [--backend torch|onnx] [--top-k K]
+    demohub predict classification --image DIR|GLOB|PATH... [--batch-size 8] > answers.jsonl
     demohub predict generative --seed S --n N [--label L] --out PNG [--model M] [--backend B]
     demohub predict adversarial --image PATH --attack pgd --eps E [--target LABEL] [--transfer-model M]
     demohub export APP [--model M] [--quantize]
     demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
-    demohub bench APP [--model M] [--repeats N] [--cold-start]
+    demohub bench APP [--model M] [--repeats N] [--cold-start] [--throughput DIR]
     demohub data digits --out DIR
     demohub spaces build --out DIR [--space NAME ...] [--namespace USER_OR_ORG]
     demohub spaces push --namespace USER_OR_ORG [--space NAME ...] [--private] [--dry-run]
     demohub data synth --out DIR --n N --seed S [--text-only] [--max-repeats R]
 
-Results are printed as JSON. A bad input or setting exits with status 1 and one line on
+Results are printed as JSON (one line per file when `--image` names several, with a progress
+bar on stderr; exit status 1 if any failed). A bad input or setting exits with status 1 and one line on
 stderr; so does any other failure (set DEMOHUB_DEBUG=1 to see its traceback).
 """
 
@@ -34,8 +36,20 @@ def _load(args):
     return spec, spec.models.load(spec.models.resolve(args.model).name)
 
 
-def _predict(args) -> dict:
-    return apps.get(args.app).cli_predict(args)
+def _predict(args) -> dict | None:
+    """One input: its JSON. Several images (files, a folder, a glob): one JSON line each, in batches."""
+    from shared.serving import many
+
+    spec = apps.get(args.app)
+    if getattr(args, "image", None) is None:
+        return spec.cli_predict(args)
+    files, several = many.image_files(args.image)
+    if not several:
+        return spec.cli_predict(argparse.Namespace(**{**vars(args), "image": str(files[0])}))
+    failed = many.predict_files(spec, args, files)
+    if failed:
+        raise UserError(f"Failed: {failed} of {len(files)} (their lines say why).")
+    return None
 
 
 def _export(args) -> dict:
@@ -57,10 +71,22 @@ def _bench(args) -> dict:
     from shared import bench
 
     spec, loaded = _load(args)
+    if args.throughput:
+        return _throughput(spec, args)
     result = bench.bench(loaded, spec.onnx(loaded), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
     if args.cold_start:
         result["cold_start_s"] = bench.cold_start(spec.name, spec.cold_start_request())
     return result
+
+
+def _throughput(spec, args) -> dict:
+    """Images per second over a folder through `demohub predict`'s own path, at each batch size."""
+    from shared.serving import many
+
+    files, _ = many.image_files([args.throughput])
+    predict_args = build_parser().parse_args(["predict", spec.name, "--image", args.throughput,
+                                              *(["--model", args.model] if args.model else [])])
+    return many.throughput(spec, predict_args, files, tuple(args.batch_sizes))
 
 
 def _finetune(args) -> dict:
@@ -141,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                 sub.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
                 sub.add_argument("--cold-start", action="store_true",
                                  help="Also time `demohub serve` to the first answer on the default model.")
+                sub.add_argument("--throughput", metavar="DIR",
+                                 help="Instead: images per second over DIR's images through `demohub predict` "
+                                      "(decode to answer), at each --batch-sizes, torch and onnx.")
 
     data = commands.add_parser("data", help="Write the datasets the embedded models learn from.")
     data.add_argument("dataset", choices=["digits", "synth"],

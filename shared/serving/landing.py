@@ -54,11 +54,13 @@ def thumbnail(path: str) -> str:
 
 
 def example(spec: AppSpec) -> str:
-    """The first example the page offers its default model: a thumbnail, a line of text, or nothing."""
+    """The first example the page offers its default model (or the app's `card_image`, a result of
+    an app that takes no image): a thumbnail, a line of text, or nothing."""
     rows = spec.examples_for(registry.default(spec.models.task))
-    first = rows[0][0] if rows and rows[0] else None
+    first = spec.card_image or (rows[0][0] if rows and rows[0] else None)
     if isinstance(first, (str, Path)) and str(first).lower().endswith(IMAGE_SUFFIXES):
-        return f'<div class="example"><img src="{thumbnail(str(first))}" alt="an example input"></div>'
+        what = "an example result" if spec.card_image else "an example input"
+        return f'<div class="example"><img src="{thumbnail(str(first))}" alt="{what}"></div>'
     if isinstance(first, str):
         return f'<div class="example">“{html.escape(first.splitlines()[0])}”</div>'
     return ""

@@ -8,8 +8,10 @@ images written atomically. `BodySizeLimit` refuses an oversized request body bef
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
+import inspect
 import json
 import logging
 import os
@@ -138,22 +140,41 @@ def served_line(result: Result) -> str:
     return line + "".join(f"\n\nNote: {html.escape(note)}" for note in result.all_notes)
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 sentence", "2 sentences": a count as the page says it."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+@contextlib.contextmanager
+def _as_sentences(name: str):
+    try:
+        yield
+    except (UserError, ModelUnavailable) as err:
+        # escape markup (gr.Error renders HTML); quotes are harmless in text and read better to API clients
+        raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+    except gr.Error:
+        raise
+    except Exception:
+        log.exception("%s failed", name)
+        raise gr.Error("The server failed to answer this request; the error was logged. "
+                       "Try another input or model.", print_exception=False) from None
+
+
 def user_errors(fn):
-    """Turn known failures into a gr.Error sentence and anything else into a logged apology."""
+    """Turn known failures into a gr.Error sentence and anything else into a logged apology
+    (for a generator, one that streams its answer, while it runs)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            with _as_sentences(fn.__name__):
+                yield from fn(*args, **kwargs)
+
+        return streaming
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with _as_sentences(fn.__name__):
             return fn(*args, **kwargs)
-        except (UserError, ModelUnavailable) as err:
-            # escape markup (gr.Error renders HTML); quotes are harmless in text and read better to API clients
-            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
-        except gr.Error:
-            raise
-        except Exception:
-            log.exception("%s failed", fn.__name__)
-            raise gr.Error("The server failed to answer this request; the error was logged. "
-                           "Try another input or model.", print_exception=False) from None
 
     return wrapper
 
