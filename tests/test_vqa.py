@@ -88,7 +88,9 @@ def test_question_types_are_read_in_both_languages():
 @pytest.mark.skipif(not (EMBEDDED / "model.safetensors").is_file(), reason="embedded VQA model not trained yet")
 def test_embedded_model_answers_held_out_scenes_on_both_backends():
     metrics = json.loads((EMBEDDED / "metrics.json").read_text())
-    assert metrics["test_accuracy"] > metrics["prior_accuracy"] + 0.1  # the card's figures, from the script
+    assert metrics["test_accuracy"] >= 0.85  # the card's figures, from the script
+    for kind in ("count", "is_there", "colour"):  # left_of is not learned yet (the card says so)
+        assert metrics[f"test_accuracy_{kind}"] >= metrics[f"prior_accuracy_{kind}"] + 0.15
     right, asked = 0, 0
     for index in range(6):
         scene = scenes.make_scene(1, index)
@@ -98,7 +100,7 @@ def test_embedded_model_answers_held_out_scenes_on_both_backends():
         assert [a["answer"] for a in on_torch["answers"]] == [a["answer"] for a in on_onnx["answers"]]
         right += sum(a["answer"] == qa["answer"]["en"] for a, qa in zip(on_torch["answers"], scene.qa, strict=True))
         asked += len(questions)
-    assert right / asked >= 0.5
+    assert right / asked >= 0.75
 
 
 @pytest.mark.slow
