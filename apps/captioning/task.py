@@ -20,7 +20,7 @@ from shared import timing
 from shared.contract import Result
 from shared.data import scenes
 from shared.errors import UserError
-from shared.inference import backends, seq2seq
+from shared.inference import backends, export, families, seq2seq
 from shared.inference.graphs import OnnxForm
 from shared.inference.pipelines import ImageToTextPipeline, takes_prompt
 from shared.inputs import images, text
@@ -36,16 +36,17 @@ MAX_PROMPT_CHARACTERS = 500
 MAX_NGRAM = 10
 
 
-def onnx_form(loaded: LoadedModel) -> OnnxForm:
-    """A vision encoder-decoder's three graphs (shared/inference/seq2seq.py), checked on scenes."""
-    return seq2seq.form(loaded, ("pixel_values",), lambda n: sample_encoder_feeds(loaded, n))
+def onnx_form(loaded: LoadedModel, sample_feeds=None) -> OnnxForm:
+    """The three graphs (shared/inference/seq2seq.py) of a vision encoder-decoder or a BLIP, with
+    the encoder inputs its family reads, checked on scenes (`sample_feeds(n)`: scene images)."""
+    export.check_exportable(loaded)  # ViLT and other torch-only models stop here, with a sentence
+    feeds = sample_feeds or (lambda n: sample_encoder_feeds(loaded, n))
+    return seq2seq.form(loaded, families.of(loaded.model).encoder_inputs, feeds)
 
 
-def onnx_generator(loaded: LoadedModel) -> seq2seq.Seq2SeqOnnx:
-    """The ONNX generator (exported and checked on first use, cached); vision encoder-decoders only."""
-    if loaded.model.config.model_type != "vision-encoder-decoder":
-        raise UserError(f"{loaded.entry.name} runs on the torch backend only; choose backend torch.")
-    return backends.runner(loaded, "onnx", onnx_form(loaded))
+def onnx_generator(loaded: LoadedModel, form: OnnxForm | None = None) -> seq2seq.Seq2SeqOnnx:
+    """The ONNX generator (exported and checked on first use, cached)."""
+    return backends.runner(loaded, "onnx", form or onnx_form(loaded))
 
 
 def sample_images(n: int) -> list:
@@ -75,7 +76,8 @@ def language_settings(loaded: LoadedModel, lang: str | None) -> dict:
     lang = lang or spoken[0]
     if lang not in spoken:
         names = ", ".join(f"{code} ({LANGUAGE_NAMES.get(code, code)})" for code in spoken)
-        raise UserError(f"{loaded.entry.name} does not caption in {lang!r}; it speaks: {names}.")
+        shown = repr(lang) if isinstance(lang, str) and len(lang) <= 16 else "that language"  # no echo of a long text
+        raise UserError(f"{loaded.entry.name} does not caption in {shown}; it speaks: {names}.")
     tokenizer = loaded.processor.tokenizer
     token = tokenizer.convert_tokens_to_ids(f"<{lang}>")
     return {} if token is None or token == tokenizer.unk_token_id else {"forced_bos_token_id": token}
