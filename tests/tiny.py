@@ -4,7 +4,8 @@
     python -m tests.tiny vit /tmp/tiny-vit && demohub bench classification --model /tmp/tiny-vit
     python -m tests.tiny blip-vqa /tmp/tiny-blip-vqa && demohub bench vqa --model /tmp/tiny-blip-vqa
 
-(vit, convnext, resnet; ved-gpt2, ved-trocr, blip-caption for captioning; blip-vqa, vilt for vqa.)
+(vit, convnext, resnet; ved-gpt2, ved-trocr, blip-caption for captioning; blip-vqa, blip-vqa-128, vilt
+for vqa. blip-vqa-128 has 128 text positions, enough for the bench to time the cache at 64 new tokens.)
 
 Random weights are fine here and nowhere else: no app serves these.
 """
@@ -126,11 +127,12 @@ def _scene_word_tokenizer(seed: int, **kwargs):
         return BertTokenizer(str(Path(scratch) / "vocab.txt"), **kwargs)
 
 
-def make_tiny_blip(kind: str, out: str | Path, seed: int = 0) -> Path:
+def make_tiny_blip(kind: str, out: str | Path, seed: int = 0, positions: int = 64) -> Path:
     """A random BLIP in the Hub's format: "caption" (Salesforce/blip-image-captioning-base's
     BlipForConditionalGeneration) or "vqa" (Salesforce/blip-vqa-base's BlipForQuestionAnswering),
     with a word-level vocabulary of the scene world, `[DEC]` as its start token, and a BlipProcessor.
-    As in the Hub's configs, the text `eos_token_id` is not `[SEP]`: BLIP's generate() stops at `[SEP]`."""
+    As in the Hub's configs, the text `eos_token_id` is not `[SEP]`: BLIP's generate() stops at `[SEP]`.
+    `positions`: the text encoder's and decoder's (the Hub's models have 512)."""
     from transformers import (
         BlipConfig,
         BlipForConditionalGeneration,
@@ -142,7 +144,7 @@ def make_tiny_blip(kind: str, out: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = _scene_word_tokenizer(seed, bos_token="[DEC]", model_max_length=64)
     text = dict(vocab_size=len(tokenizer), hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
-                num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=positions,
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.cls_token_id,
                 pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id)
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
@@ -181,6 +183,7 @@ def make_tiny_vilt(out: str | Path, seed: int = 0) -> Path:
 if __name__ == "__main__":
     builders = {"blip-caption": lambda out: make_tiny_blip("caption", out),
                 "blip-vqa": lambda out: make_tiny_blip("vqa", out),
+                "blip-vqa-128": lambda out: make_tiny_blip("vqa", out, positions=128),
                 "ved-gpt2": lambda out: make_tiny_captioner("gpt2", out),
                 "ved-trocr": lambda out: make_tiny_captioner("trocr", out), "vilt": make_tiny_vilt}
     print(builders.get(sys.argv[1], lambda out: make_tiny_classifier(sys.argv[1], out))(sys.argv[2]))

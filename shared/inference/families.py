@@ -37,6 +37,7 @@ class EncoderDecoder:
         self.start_token_id = start if start is not None else model.config.decoder_start_token_id
         main = model.main_input_name
         self.encoder_inputs = ("input_ids", "attention_mask") if main == "input_ids" else (main,)
+        self.positions = getattr(model.config, "max_position_embeddings", None)  # what generate() caps lengths at
 
     def encode(self, inputs: dict) -> torch.Tensor:
         return self.model.get_encoder()(**{k: inputs[k] for k in self.encoder_inputs}).last_hidden_state
@@ -76,6 +77,7 @@ class Blip:
         self.generation_config: GenerationConfig = copy.deepcopy(model.text_decoder.generation_config)
         self.generation_config.eos_token_id = text.sep_token_id
         self.generation_config.pad_token_id = text.pad_token_id
+        self.positions = text.max_position_embeddings
 
     def encode(self, inputs: dict) -> torch.Tensor:
         image = self.model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state

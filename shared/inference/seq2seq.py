@@ -183,7 +183,8 @@ class Seq2SeqOnnx:
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values,
                  "decoder_input_ids": decoder_input_ids}
         prompt = self.family.prompt(given, rows)
-        settings = search.settings(self.generation_config, start_length=prompt.shape[1], **generate_kwargs)
+        settings = search.settings(self.generation_config, start_length=prompt.shape[1],
+                                   positions=self.family.positions, **generate_kwargs)
         encoder_feeds = {name: given[name].cpu().numpy() for name in self.specs.encoder.input_names}
         (hidden,) = self._run("encoder", encoder_feeds)
         mask = self.family.encoder_mask(encoder_feeds, hidden)
