@@ -217,7 +217,7 @@ def test_bench_translation_reports_tokens_per_second_and_the_cache(capsys):
 def test_bench_vqa_on_a_tiny_blip_checks_tokens_and_says_why_the_cache_is_not_timed(capsys, tmp_path):
     from tests.tiny import make_tiny_blip
 
-    folder = make_tiny_blip("vqa", tmp_path / "tiny-blip-vqa")  # a decoder of 64 positions
+    folder = make_tiny_blip("vqa", tmp_path / "bench-blip-vqa")  # a decoder of 64 positions
     status, out, _ = run_cli(capsys, "bench", "vqa", "--model", str(folder), "--repeats", "2", "--batch-sizes", "1")
     result = json.loads(out)
     assert status == 0 and [(r["decoding"], r["batch_size"]) for r in result["results"]] == [("greedy", 1),
