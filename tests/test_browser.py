@@ -1,7 +1,8 @@
-"""The classification page in a real browser: Debian's chromium driven by playwright."""
+"""The hub's pages in a real browser: Debian's chromium driven by playwright."""
 
 import math
 import os
+import re
 import shutil
 
 import pytest
@@ -79,6 +80,35 @@ def test_translation_page_swaps_and_translates(page, hub_url):
     page.wait_for_function("document.querySelectorAll('textarea')[0].value === 'Gibt es eine 8?'", timeout=10_000)
     page.get_by_role("button", name="Translate").click()
     page.wait_for_function("document.querySelectorAll('textarea')[1].value === 'Is there an 8?'", timeout=30_000)
+
+
+SCENE = REPO / "apps" / "detection" / "examples" / "scene_0.png"  # held out: seed 1
+
+
+def test_captioning_page_captions_an_upload(page, hub_url):
+    page.goto(f"{hub_url}/captioning/")
+    page.get_by_text("Image captioning").first.wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(SCENE))
+    page.get_by_role("button", name="Caption", exact=True).click()
+    page.get_by_text("Served by").wait_for(timeout=60_000)
+    caption = page.get_by_label("Caption", exact=True).input_value()
+    beams = "\n".join(page.locator("table").all_inner_texts())  # gradio draws the header and rows apart
+    assert caption.startswith("a ") and caption in beams  # the best beam, also in the table of beams
+    assert len(re.findall(r"\b0\.\d+", beams)) == 3  # 3 captions with scores, by default
+    assert "scenes-captioner" in page.locator("body").inner_text() and "Apache-2.0" in page.content()
+
+
+def test_vqa_page_answers_each_question_with_its_top_k(page, hub_url):
+    page.goto(f"{hub_url}/vqa/")
+    page.get_by_text("Visual question answering").first.wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(SCENE))
+    page.get_by_label("Questions (one per line)").fill("how many digits are there?\nis there a 7?")
+    page.get_by_role("button", name="Answer", exact=True).click()
+    page.get_by_text("Served by").wait_for(timeout=60_000)
+    table = "\n".join(page.locator("table").all_inner_texts())
+    assert "how many digits are there?" in table and "is there a 7?" in table
+    assert table.count("(0.") + table.count("(1.") >= 2 * 5  # top 5 answers with scores, per question
+    assert "scenes-vqa" in page.locator("body").inner_text()
 
 
 # Strokes of a digit in a unit square (0,0 top left), as a person draws them with the mouse.
