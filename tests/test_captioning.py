@@ -201,3 +201,6 @@ def test_blip_caption_scores_and_recipe_equal_on_both_backends(tiny_blip):
     assert [c["text"] for c in answers[0]["captions"]] == [c["text"] for c in answers[1]["captions"]]
     assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(*(r["captions"] for r in answers), strict=True))
     assert answers[0]["caption"].startswith("a photo of") and answers[1]["backend"] == "onnx"
+    with pytest.raises(UserError, match="The prompt is 52 tokens long; with 20 new tokens tiny-blip-captioner reads "
+                                        "at most 44"):  # a decoder of 64 positions
+        task.caption(image, model=loaded.entry.name, prompt="a photo of " * 17)

@@ -120,13 +120,23 @@ def check_length(loaded: LoadedModel, settings: dict) -> None:
                             f"holds {positions} positions); got {settings[name]}.")
 
 
-def check_prompt(loaded: LoadedModel, prompt) -> str | None:
+def check_prompt(loaded: LoadedModel, prompt, settings: dict) -> str | None:
+    """A prompt for a model that continues one, leaving the decoder room for the new tokens
+    (generate()'s default is 20)."""
     if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
         return None
     if not takes_prompt(loaded.model):
         raise UserError(f"{loaded.entry.name} takes no text prompt; leave the prompt empty "
                         "(a BLIP captioner continues a prompt).")
-    return text.clean_text(prompt, MAX_PROMPT_CHARACTERS)
+    prompt = text.clean_text(prompt, MAX_PROMPT_CHARACTERS)
+    positions = loaded.model.config.get_text_config(decoder=True).max_position_embeddings
+    new_tokens = settings.get("max_new_tokens", 20)
+    ids = loaded.processor.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    tokens = families.of(loaded.model).prompt({"input_ids": ids}, 1).shape[1]  # as the decoder reads it
+    if tokens + new_tokens > positions:
+        raise UserError(f"The prompt is {tokens} tokens long; with {new_tokens} new tokens {loaded.entry.name} "
+                        f"reads at most {positions - new_tokens}. Shorten the prompt or ask for fewer new tokens.")
+    return prompt
 
 
 @timing.whole_request
@@ -141,7 +151,7 @@ def caption(image, model: str | None = None, backend: str = "torch", lang: str |
     loaded = MODELS.load(MODELS.resolve(model).name, fallback=fallback)
     check_length(loaded, settings)
     settings.update(language_settings(loaded, lang))
-    prompt = check_prompt(loaded, prompt)
+    prompt = check_prompt(loaded, prompt, settings)
     describe = pipeline(loaded, backend)
     started = time.perf_counter()
     answers = describe(decoded.image, prompt=prompt, return_scores=True, **settings)
