@@ -106,16 +106,19 @@ def cold_start(app: str, request: dict, timeout_s: float = 120) -> float:
         server.wait(timeout=30)
 
 
-def _generated_tokens(token_ids: torch.Tensor, pad_id: int) -> int:
-    """New tokens in `generate()`'s answer: all but the start column, padding excluded."""
-    return int((token_ids[:, 1:] != pad_id).sum())
+def _generated_tokens(token_ids: torch.Tensor, pad_id: int, prompt_length: int) -> int:
+    """New tokens in `generate()`'s answer: all after the prompt (the start token at least), padding excluded."""
+    return int((token_ids[:, prompt_length:] != pad_id).sum())
 
 
 def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int, ...] = (1, 8),
                      repeats: int = 20, warmup: int = 3, cache_tokens: int = 64) -> dict:
     """Tokens per second of torch `generate()` and of the ONNX search (shared/inference/seq2seq.py) on
     the same inputs, greedy and beam search of 4, after checking that both give the same tokens; then
-    the ONNX search with and without its key/value cache at `cache_tokens` new tokens."""
+    the ONNX search with and without its key/value cache at `cache_tokens` new tokens, where the
+    decoder has that many positions after the prompt (otherwise a sentence says it has not).
+    The inputs are the form's sample encoder feeds: sentences, scene images, or images with a
+    question (as the decoder's prompt, or for BLIP its text encoder's input)."""
     threads = backend_threads()
     torch.set_num_threads(threads)
     onnx = form.run_onnx(export.export_model(loaded, form).paths, loaded)
@@ -123,7 +126,7 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
     def inputs(n: int) -> dict:
         return {name: torch.from_numpy(array) for name, array in form.sample_feeds(n)["encoder"].items()}
 
-    pad_id = loaded.model.generation_config.pad_token_id
+    pad_id = onnx.generation_config.pad_token_id
     results = []
     for decoding, settings in {"greedy": {"num_beams": 1}, "beam4": {"num_beams": 4}}.items():
         for batch_size in batch_sizes:
@@ -135,7 +138,7 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
                      "onnx": functools.partial(onnx.generate, **feeds, **settings)}
             with torch.inference_mode():
                 times = _time_interleaved(calls, repeats, warmup)
-            tokens = _generated_tokens(reference, pad_id)
+            tokens = _generated_tokens(reference, pad_id, onnx.family.prompt(feeds, batch_size).shape[1])
             row = {"decoding": decoding, "batch_size": batch_size, "new_tokens": tokens,
                    "tokens_equal": bool(torch.equal(reference, got))}
             for name in calls:
@@ -146,8 +149,15 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
 
     fixed = {"num_beams": 1, "min_new_tokens": cache_tokens, "max_new_tokens": cache_tokens}
     cache = []
+    positions = getattr(loaded.model.config.get_text_config(decoder=True), "max_position_embeddings", None)
     for batch_size in batch_sizes:
         feeds = inputs(batch_size)
+        prompt = onnx.family.prompt(feeds, batch_size).shape[1]
+        if positions is not None and prompt + cache_tokens > positions:
+            cache.append({"batch_size": batch_size, "new_tokens": cache_tokens, "skipped": (
+                f"{loaded.entry.name}'s decoder holds {positions} positions, fewer than its prompt ({prompt}) "
+                f"and {cache_tokens} new tokens, so the cache was not timed at {cache_tokens} new tokens.")})
+            continue
         calls = {"with_cache": functools.partial(onnx.generate, **feeds, **fixed, use_cache=True),
                  "without_cache": functools.partial(onnx.generate, **feeds, **fixed, use_cache=False)}
         times = _time_interleaved(calls, max(5, repeats // 2), 1)
@@ -158,7 +168,7 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
     return {"model": loaded.entry.name, "device": str(loaded.device), "threads": threads,
             "onnx_threads": {"encoder": threads, "decoder_steps": onnx.decoder_threads},
             "providers": onnx.sessions["decoder"].get_providers(),
-            "measures": "generate() on tokenized sentences: torch model.generate vs ONNX graphs + search",
+            "measures": "generate() on the app's sample inputs: torch model.generate vs ONNX graphs + search",
             "repeats": repeats, "warmup": warmup, "results": results, "onnx_cache": cache}
 
 

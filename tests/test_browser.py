@@ -1,4 +1,4 @@
-"""The classification page in a real browser: Debian's chromium driven by playwright."""
+"""The hub's pages in a real browser: Debian's chromium driven by playwright."""
 
 import math
 import os
@@ -126,6 +126,35 @@ def test_translation_page_streams_the_translation_as_sentences_finish(page, hub_
     assert texts[-1] == full
     assert len(set(texts)) >= 2 and all(full.startswith(text) for text in texts)  # parts first, then the whole
     assert any(said for _, said in seen)  # "n of N sentences done" while it ran
+
+
+SCENE = REPO / "apps" / "detection" / "examples" / "scene_0.png"  # held out: seed 1
+
+
+def test_captioning_page_captions_an_upload(page, hub_url):
+    page.goto(f"{hub_url}/captioning/")
+    page.get_by_text("Image captioning").first.wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(SCENE))
+    page.get_by_role("button", name="Caption", exact=True).click()
+    page.get_by_text("Served by").wait_for(timeout=60_000)
+    caption = page.get_by_label("Caption", exact=True).input_value()
+    assert caption.startswith("a ")
+    page.get_by_text(caption, exact=True).first.wait_for(timeout=30_000)  # the best beam, in the table of beams
+    assert "scenes-captioner" in page.locator("body").inner_text() and "Apache-2.0" in page.content()
+
+
+def test_vqa_page_answers_each_question_with_its_top_k(page, hub_url):
+    page.goto(f"{hub_url}/vqa/")
+    page.get_by_text("Visual question answering").first.wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(SCENE))
+    page.get_by_label("Questions (one per line)").fill("how many digits are there?\nis there a 7?")
+    page.get_by_role("button", name="Answer", exact=True).click()
+    page.get_by_text("Served by").wait_for(timeout=60_000)
+    page.get_by_text("is there a 7?", exact=True).first.wait_for(timeout=30_000)  # a row of the answers' table
+    table = page.locator("body").inner_text()
+    assert "how many digits are there?" in table
+    assert len(re.findall(r"\([01]\.\d\d\)", table)) >= 2 * 5  # top 5 answers with scores, per question
+    assert "scenes-vqa" in page.locator("body").inner_text()
 
 
 # Strokes of a digit in a unit square (0,0 top left), as a person draws them with the mouse.

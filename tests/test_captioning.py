@@ -12,7 +12,7 @@ from shared.data import scenes
 from shared.errors import UserError
 from shared.inference.pipelines import ImageToTextPipeline
 from shared.models import loader, registry
-from tests.tiny import make_tiny_captioner
+from tests.tiny import make_tiny_blip, make_tiny_captioner
 
 EMBEDDED = registry.MODELS_DIR / "captioning" / "scenes-captioner"
 SETTINGS = [{"num_beams": 1, "max_new_tokens": 12}, {"num_beams": 4, "max_new_tokens": 12}]
@@ -146,3 +146,62 @@ def test_finetune_smoke_run_from_scratch_writes_a_servable_model(tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "README.md").read_text().count("Rebuild") == 1
     entry = registry.add_local(task.TASK, out, name="smoke-captioner")
     assert isinstance(task.caption(scenes.make_scene(9, 0).image, model=entry.name, max_new_tokens=4)["caption"], str)
+
+
+@pytest.fixture(scope="module")
+def tiny_blip(tmp_path_factory):
+    """A random BLIP captioner (Salesforce/blip-image-captioning-base's format) with its ONNX generator."""
+    entry = registry.add_local(task.TASK, make_tiny_blip("caption", tmp_path_factory.mktemp("blip") / "tiny-blip"),
+                               name="tiny-blip-captioner")
+    loaded = task.MODELS.load(entry.name, device=torch.device("cpu"))
+    return loaded, task.onnx_generator(loaded)
+
+
+def blip_inputs(loaded, n: int, prompt: str | None) -> dict:
+    images = [scenes.make_scene(5, i).image for i in range(n)]
+    return dict(loaded.processor(images=images, text=[prompt] * n if prompt else None, return_tensors="pt"))
+
+
+@pytest.mark.parametrize("prompt", [None, "a picture of"])
+@pytest.mark.parametrize("settings", [*SETTINGS, {"num_beams": 4}])  # no length: 20 after the prompt, as generate()
+@pytest.mark.parametrize("batch", [1, 8])
+def test_onnx_tokens_equal_generate_on_tiny_blip(tiny_blip, prompt, settings, batch):
+    loaded, onnx = tiny_blip
+    inputs = blip_inputs(loaded, batch, prompt)
+    expected = loaded.model.generate(**inputs, **settings)
+    assert torch.equal(onnx.generate(**inputs, **settings), expected)
+    assert torch.equal(onnx.generate(**inputs, use_cache=False, **settings), expected)
+
+
+def test_blip_adapter_answers_what_processor_generate_decode_answer(tiny_blip):
+    loaded, onnx = tiny_blip
+    images = [scenes.make_scene(6, i).image for i in range(3)]
+    for prompt in (None, "a picture of"):
+        inputs = loaded.processor(images=images, text=[prompt] * 3 if prompt else None, return_tensors="pt")
+        recipe = loaded.processor.tokenizer.batch_decode(loaded.model.generate(**inputs, max_new_tokens=10),
+                                                         skip_special_tokens=True)
+        assert prompt is None or all(t.startswith(prompt) for t in recipe)  # BLIP's caption continues its prompt
+        for generate in (None, onnx.generate):
+            answers = ImageToTextPipeline(loaded.model, loaded.processor, generate=generate)(
+                images, prompt=prompt, max_new_tokens=10)
+            assert [a[0]["generated_text"] for a in answers] == [t.strip() for t in recipe]
+
+
+def test_blip_caption_scores_and_recipe_equal_on_both_backends(tiny_blip):
+    loaded, onnx = tiny_blip
+    image = scenes.make_scene(6, 0).image
+    settings = {"num_beams": 4, "num_return_sequences": 3, "max_new_tokens": 10, "return_scores": True,
+                "prompt": "a picture of"}
+    on_torch = ImageToTextPipeline(loaded.model, loaded.processor)(image, **settings)
+    on_onnx = ImageToTextPipeline(loaded.model, loaded.processor, onnx.generate, onnx.decoder_step)(image, **settings)
+    assert [a["generated_text"] for a in on_torch] == [a["generated_text"] for a in on_onnx]
+    assert all(0 < a["score"] <= 1 and abs(a["score"] - b["score"]) <= 1e-4
+               for a, b in zip(on_torch, on_onnx, strict=True))
+    answers = [task.caption(image, model=loaded.entry.name, backend=backend, prompt="a photo of", num_captions=2,
+                            max_new_tokens=8) for backend in ("torch", "onnx")]
+    assert [c["text"] for c in answers[0]["captions"]] == [c["text"] for c in answers[1]["captions"]]
+    assert all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(*(r["captions"] for r in answers), strict=True))
+    assert answers[0]["caption"].startswith("a photo of") and answers[1]["backend"] == "onnx"
+    with pytest.raises(UserError, match="The prompt is 52 tokens long; with 20 new tokens tiny-blip-captioner reads "
+                                        "at most 44"):  # a decoder of 64 positions
+        task.caption(image, model=loaded.entry.name, prompt="a photo of " * 17)

@@ -168,6 +168,46 @@ def test_predict_translation_bad_input(capsys, monkeypatch, argv, words):
     assert err.count("\n") == 1 and words in err
 
 
+SCENE = str(REPO / "apps" / "detection" / "examples" / "scene_0.png")
+
+
+def test_predict_captioning_and_vqa_print_the_promised_json(capsys):
+    status, out, _ = run_cli(capsys, "predict", "captioning", "--image", SCENE, "--lang", "de", "--num-beams", "3",
+                             "--num-captions", "2", "--max-new-tokens", "24")
+    result = json.loads(out)
+    assert status == 0 and set(result) >= {"caption", "captions", "model", "backend", "latency_ms", "notes"}
+    assert result["caption"] == result["captions"][0]["text"] and len(result["captions"]) == 2
+    status, out, _ = run_cli(capsys, "predict", "vqa", "--image", SCENE, "--question", "how many digits are there?",
+                             "--question", "is there a 7?", "--top-k", "3")
+    result = json.loads(out)
+    assert status == 0 and set(result) >= {"answers", "model", "backend", "latency_ms", "notes"}
+    assert [a["question"] for a in result["answers"]] == ["how many digits are there?", "is there a 7?"]
+    assert all(set(a) == {"question", "answer", "score", "top_k"} and len(a["top_k"]) == 3 for a in result["answers"])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["vqa", "--question", ""], "Question 1 is empty"),
+    (["vqa", "--question", "is there a 3?", "--question", "   "], "Question 2 is empty"),
+    (["vqa", "--question", "x" * 501], "the limit is 500"),
+    (["vqa", *["--question", "is there a 3?"] * 17], "the limit is 16 at a time"),
+    (["vqa", "--question", "is there a 3?", "--top-k", "11"], "top_k must be a whole number from 1 to 10"),
+    (["captioning", "--prompt", "a photo of"], "takes no text prompt"),
+    (["captioning", "--lang", "fr"], "does not caption in 'fr'"),
+    (["captioning", "--num-beams", "0"], "num_beams must be a whole number from 1 to 8"),
+    (["captioning", "--num-beams", "9"], "num_beams must be a whole number from 1 to 8"),
+    (["captioning", "--num-beams", "2", "--num-captions", "3"], "cannot exceed num_beams"),
+    (["captioning", "--max-new-tokens", "0"], "max_new_tokens must be a whole number from 1 to 128"),
+    (["captioning", "--max-new-tokens", "127"], "max_new_tokens must be a whole number up to"),
+    (["captioning", "--min-new-tokens", "-1"], "min_new_tokens must be a whole number"),
+    (["captioning", "--repetition-penalty", "0.5"], "repetition_penalty must be a number from 1.0 to 2.0"),
+    (["captioning", "--no-repeat-ngram-size", "11"], "no_repeat_ngram_size must be a whole number"),
+])
+def test_predict_captioning_and_vqa_bad_input(capsys, argv, words):
+    status, out, err = run_cli(capsys, "predict", argv[0], "--image", SCENE, *argv[1:])
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and words in err
+
+
 def test_export_translation_writes_three_checked_graphs(capsys):
     status, out, _ = run_cli(capsys, "export", "translation")
     result = json.loads(out)
@@ -185,3 +225,16 @@ def test_bench_translation_reports_tokens_per_second_and_the_cache(capsys):
         assert row["tokens_equal"] and row["torch"]["tokens_per_s"] > 0 and row["onnx"]["tokens_per_s"] > 0
     assert [row["batch_size"] for row in result["onnx_cache"]] == [1, 8]
     assert all(row["new_tokens"] == 64 and row["speedup"] > 0 for row in result["onnx_cache"])
+
+
+def test_bench_vqa_on_a_tiny_blip_checks_tokens_and_says_why_the_cache_is_not_timed(capsys, tmp_path):
+    from tests.tiny import make_tiny_blip
+
+    folder = make_tiny_blip("vqa", tmp_path / "bench-blip-vqa")  # a decoder of 64 positions
+    status, out, _ = run_cli(capsys, "bench", "vqa", "--model", str(folder), "--repeats", "2", "--batch-sizes", "1")
+    result = json.loads(out)
+    assert status == 0 and [(r["decoding"], r["batch_size"]) for r in result["results"]] == [("greedy", 1),
+                                                                                          ("beam4", 1)]
+    assert all(r["tokens_equal"] and r["new_tokens"] > 0 and r["onnx_speedup"] > 0 for r in result["results"])
+    (cache,) = result["onnx_cache"]
+    assert "holds 64 positions, fewer than its prompt (1) and 64 new tokens" in cache["skipped"]

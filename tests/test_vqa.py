@@ -12,7 +12,7 @@ from shared.data import scenes
 from shared.errors import UserError
 from shared.inference.pipelines import VisualQuestionAnsweringPipeline, question_prompt
 from shared.models import registry
-from tests.tiny import make_tiny_captioner
+from tests.tiny import make_tiny_blip, make_tiny_captioner, make_tiny_vilt
 
 EMBEDDED = registry.MODELS_DIR / "vqa" / "scenes-vqa"
 QUESTIONS = ["how many digits are there?", "is there a 7?", "welche farbe hat die 3?"]
@@ -43,16 +43,20 @@ def test_adapter_answers_what_processor_generate_decode_answer(tiny):
             assert ranked[0]["answer"] == recipe
 
 
-def test_top_k_scores_equal_on_both_backends_with_the_same_ranking(tiny):
-    loaded, _ = tiny
+@pytest.mark.parametrize("model", ["tiny", "tiny_blip"])
+def test_top_k_scores_equal_on_both_backends_with_the_same_ranking(request, model):
+    """Candidates from the model's answers.json (the tiny ViT+TrOCR) or its best beams (BLIP, which has none)."""
+    loaded, _ = request.getfixturevalue(model)
     image = scenes.make_scene(4, 1).image
     on_torch = task.answer(image, QUESTIONS, model=loaded.entry.name, top_k=5)
     on_onnx = task.answer(image, QUESTIONS, model=loaded.entry.name, backend="onnx", top_k=5)
     for a, b in zip(on_torch["answers"], on_onnx["answers"], strict=True):
         assert [t["answer"] for t in a["top_k"]] == [t["answer"] for t in b["top_k"]]
         assert all(abs(x["score"] - y["score"]) <= 1e-4 for x, y in zip(a["top_k"], b["top_k"], strict=True))
-        assert len(a["top_k"]) == 5 and a["answer"] == a["top_k"][0]["answer"]
-        assert all(0 <= t["score"] <= 1 for t in a["top_k"])
+        assert a["answer"] == a["top_k"][0]["answer"] and len({t["answer"] for t in a["top_k"]}) == len(a["top_k"])
+        assert len(a["top_k"]) == 5 if model == "tiny" else 1 < len(a["top_k"]) <= 5
+        scores = [t["score"] for t in a["top_k"]]
+        assert all(0 <= s <= 1 for s in scores) and scores[1:] == sorted(scores[1:], reverse=True)
     assert [a["question"] for a in on_onnx["answers"]] == QUESTIONS and on_onnx["backend"] == "onnx"
 
 
@@ -116,3 +120,67 @@ def test_finetune_smoke_run_from_a_captioner(tmp_path):
     entry = registry.add_local(task.TASK, out, name="smoke-vqa")
     answered = task.answer(scenes.make_scene(9, 0).image, "is there a 3?", model=entry.name)
     assert isinstance(answered["answers"][0]["answer"], str)
+
+
+@pytest.fixture(scope="module")
+def tiny_blip(tmp_path_factory):
+    """A random BlipForQuestionAnswering (Salesforce/blip-vqa-base's format) with its ONNX generator."""
+    entry = registry.add_local(task.TASK, make_tiny_blip("vqa", tmp_path_factory.mktemp("blip") / "tiny-blip-vqa"),
+                               name="tiny-blip-vqa")
+    loaded = task.MODELS.load(entry.name, device=torch.device("cpu"))
+    return loaded, task.onnx_generator(loaded)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_onnx_tokens_equal_generate_on_tiny_blip(tiny_blip, num_beams, batch):
+    loaded, onnx = tiny_blip
+    images = [scenes.make_scene(4, i).image for i in range(batch)]
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(batch)]  # of several lengths: padded
+    inputs = dict(loaded.processor(images=images, text=questions, padding=True, return_tensors="pt"))
+    settings = {"num_beams": num_beams, "max_new_tokens": 12}
+    expected = loaded.model.generate(**inputs, **settings)
+    assert torch.equal(onnx.generate(**inputs, **settings), expected)
+    assert torch.equal(onnx.generate(**inputs, use_cache=False, **settings), expected)
+
+
+def test_blip_adapter_answers_what_processor_generate_decode_answer(tiny_blip):
+    loaded, onnx = tiny_blip
+    image = scenes.make_scene(4, 0).image
+    for question in QUESTIONS:
+        inputs = loaded.processor(images=image, text=question, return_tensors="pt")
+        recipe = loaded.processor.decode(loaded.model.generate(**inputs, max_new_tokens=5)[0], skip_special_tokens=True)
+        for generate, step in ((None, None), (onnx.generate, onnx.decoder_step)):
+            ranked = VisualQuestionAnsweringPipeline(loaded.model, loaded.processor, generate, step)(
+                image, question, max_new_tokens=5)
+            assert ranked == [{"answer": recipe.strip(), "score": ranked[0]["score"]}] and 0 < ranked[0]["score"] <= 1
+
+
+@pytest.fixture(scope="module")
+def tiny_vilt(tmp_path_factory):
+    """A random ViltForQuestionAnswering (dandelin/vilt-b32-finetuned-vqa's format), torch only."""
+    folder = make_tiny_vilt(tmp_path_factory.mktemp("vilt") / "tiny-vilt")
+    entry = registry.add_local(task.TASK, folder, name="tiny-vilt", onnx=False)
+    return task.MODELS.load(entry.name, device=torch.device("cpu"))
+
+
+def test_vilt_answers_what_the_removed_pipeline_answered(tiny_vilt):
+    """The old pipeline's recipe: processor, model, sigmoid over the answer vocabulary, top k."""
+    loaded = tiny_vilt
+    image = scenes.make_scene(4, 2).image
+    answered = task.answer(image, QUESTIONS, model=loaded.entry.name, top_k=3)
+    for question, got in zip(QUESTIONS, answered["answers"], strict=True):
+        inputs = loaded.processor(images=image, text=question, return_tensors="pt")
+        with torch.inference_mode():
+            scores, ids = loaded.model(**inputs).logits.sigmoid()[0].topk(3)
+        recipe = [{"answer": loaded.model.config.id2label[int(i)], "score": round(float(s), 6)}
+                  for s, i in zip(scores, ids, strict=True)]
+        assert got["top_k"] == recipe and got["answer"] == recipe[0]["answer"] and got["question"] == question
+
+
+def test_vilt_refuses_onnx_and_long_questions_with_a_sentence(tiny_vilt):
+    image = scenes.make_scene(4, 0).image
+    with pytest.raises(UserError, match="not marked as exportable to ONNX"):
+        task.answer(image, "is there a 3?", model=tiny_vilt.entry.name, backend="onnx")
+    with pytest.raises(UserError, match="Question 1 is .* tokens long; tiny-vilt reads at most 40"):
+        task.answer(image, "is there a 3? " * 10, model=tiny_vilt.entry.name)

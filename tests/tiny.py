@@ -1,7 +1,11 @@
-"""Tiny, randomly initialised copies of real Hub classifier architectures, for code-path tests
-and for `demohub bench` on a real architecture without a download:
+"""Tiny, randomly initialised copies of real Hub architectures, for code-path tests and for
+`demohub bench` on a real architecture without a download:
 
     python -m tests.tiny vit /tmp/tiny-vit && demohub bench classification --model /tmp/tiny-vit
+    python -m tests.tiny blip-vqa /tmp/tiny-blip-vqa && demohub bench vqa --model /tmp/tiny-blip-vqa
+
+(vit, convnext, resnet; ved-gpt2, ved-trocr, blip-caption for captioning; blip-vqa, blip-vqa-128, vilt
+for vqa. blip-vqa-128 has 128 text positions, enough for the bench to time the cache at 64 new tokens.)
 
 Random weights are fine here and nowhere else: no app serves these.
 """
@@ -57,10 +61,6 @@ def make_tiny_classifier(arch: str, out: str | Path, seed: int = 0) -> Path:
     return out
 
 
-if __name__ == "__main__":
-    print(make_tiny_classifier(sys.argv[1], sys.argv[2]))
-
-
 def make_tiny_captioner(decoder: str, out: str | Path, seed: int = 0) -> Path:
     """A random VisionEncoderDecoder in a Hub captioner's format: ViT + "gpt2"
     (nlpconnect/vit-gpt2-image-captioning's) or ViT + "trocr" (TrOCR's, the embedded model's),
@@ -105,3 +105,85 @@ def make_tiny_captioner(decoder: str, out: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def _scene_word_tokenizer(seed: int, **kwargs):
+    """A BERT word-piece tokenizer whose vocabulary is the words of 30 scenes' captions, questions
+    and answers (in both languages), after BERT's special tokens and BLIP's `[DEC]`."""
+    import re
+    import tempfile
+
+    from transformers import BertTokenizer
+
+    from shared.data import scenes
+
+    texts = []
+    for scene in (scenes.make_scene(seed, i) for i in range(30)):
+        texts += [*scene.caption.values(), *(t for qa in scene.qa for part in qa.values() for t in part.values())]
+    words = dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "picture", "photo", "of"])
+    words.update(dict.fromkeys(w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower())))
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "vocab.txt").write_text("\n".join(words) + "\n")
+        return BertTokenizer(str(Path(scratch) / "vocab.txt"), **kwargs)
+
+
+def make_tiny_blip(kind: str, out: str | Path, seed: int = 0, positions: int = 64) -> Path:
+    """A random BLIP in the Hub's format: "caption" (Salesforce/blip-image-captioning-base's
+    BlipForConditionalGeneration) or "vqa" (Salesforce/blip-vqa-base's BlipForQuestionAnswering),
+    with a word-level vocabulary of the scene world, `[DEC]` as its start token, and a BlipProcessor.
+    As in the Hub's configs, the text `eos_token_id` is not `[SEP]`: BLIP's generate() stops at `[SEP]`.
+    `positions`: the text encoder's and decoder's (the Hub's models have 512)."""
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipForQuestionAnswering,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = _scene_word_tokenizer(seed, bos_token="[DEC]", model_max_length=64)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=positions,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.cls_token_id,
+                pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    config = BlipConfig(text_config=text, vision_config=vision, projection_dim=32, image_text_hidden_size=32)
+    model = (BlipForConditionalGeneration if kind == "caption" else BlipForQuestionAnswering)(config)
+    processor = BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer)
+    out = Path(out)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def make_tiny_vilt(out: str | Path, seed: int = 0) -> Path:
+    """A random ViltForQuestionAnswering in dandelin/vilt-b32-finetuned-vqa's format (a classifier
+    over an answer vocabulary, here the scene world's answers), with a ViltProcessor."""
+    from transformers import ViltConfig, ViltForQuestionAnswering, ViltImageProcessor, ViltProcessor
+
+    from shared.data import scenes
+
+    torch.manual_seed(seed)
+    tokenizer = _scene_word_tokenizer(seed, model_max_length=40)
+    answers = sorted({a for i in range(30) for qa in scenes.make_scene(seed, i).qa for a in qa["answer"].values()})
+    config = ViltConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, image_size=32, patch_size=8, max_position_embeddings=40,
+                        max_image_length=-1, num_labels=len(answers), id2label=dict(enumerate(answers)),
+                        label2id={a: i for i, a in enumerate(answers)})
+    model = ViltForQuestionAnswering(config)
+    processor = ViltProcessor(ViltImageProcessor(size={"shortest_edge": 32}, size_divisor=8), tokenizer)
+    out = Path(out)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+if __name__ == "__main__":
+    builders = {"blip-caption": lambda out: make_tiny_blip("caption", out),
+                "blip-vqa": lambda out: make_tiny_blip("vqa", out),
+                "blip-vqa-128": lambda out: make_tiny_blip("vqa", out, positions=128),
+                "ved-gpt2": lambda out: make_tiny_captioner("gpt2", out),
+                "ved-trocr": lambda out: make_tiny_captioner("trocr", out), "vilt": make_tiny_vilt}
+    print(builders.get(sys.argv[1], lambda out: make_tiny_classifier(sys.argv[1], out))(sys.argv[2]))

@@ -33,7 +33,7 @@ with gr.Blocks(title="Image captioning") as demo:
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
-            lang = gr.Dropdown(list(task.LANGUAGE_NAMES), value="en", label="Language")
+            lang = gr.Dropdown(list(task.LANGUAGE_NAMES), value="en", label="Language", allow_custom_value=True)
             prompt = gr.Textbox("", label="Prompt (models that continue one, e.g. BLIP; empty: none)",
                                 max_length=task.MAX_PROMPT_CHARACTERS)
             model = ui.model_picker(task.TASK)

@@ -20,7 +20,7 @@ from shared import timing
 from shared.contract import Result, beyond_what_it_knows
 from shared.data import scenes
 from shared.errors import UserError
-from shared.inference import backends, seq2seq
+from shared.inference import backends, export, families, seq2seq
 from shared.inference.graphs import OnnxForm
 from shared.inference.pipelines import ImageToTextPipeline, takes_prompt
 from shared.inputs import images, text
@@ -36,16 +36,17 @@ MAX_PROMPT_CHARACTERS = 500
 MAX_NGRAM = 10
 
 
-def onnx_form(loaded: LoadedModel) -> OnnxForm:
-    """A vision encoder-decoder's three graphs (shared/inference/seq2seq.py), checked on scenes."""
-    return seq2seq.form(loaded, ("pixel_values",), lambda n: sample_encoder_feeds(loaded, n))
+def onnx_form(loaded: LoadedModel, sample_feeds=None) -> OnnxForm:
+    """The three graphs (shared/inference/seq2seq.py) of a vision encoder-decoder or a BLIP, with
+    the encoder inputs its family reads, checked on scenes (`sample_feeds(n)`: scene images)."""
+    export.check_exportable(loaded)  # ViLT and other torch-only models stop here, with a sentence
+    feeds = sample_feeds or (lambda n: sample_encoder_feeds(loaded, n))
+    return seq2seq.form(loaded, families.of(loaded.model).encoder_inputs, feeds)
 
 
-def onnx_generator(loaded: LoadedModel) -> seq2seq.Seq2SeqOnnx:
-    """The ONNX generator (exported and checked on first use, cached); vision encoder-decoders only."""
-    if loaded.model.config.model_type != "vision-encoder-decoder":
-        raise UserError(f"{loaded.entry.name} runs on the torch backend only; choose backend torch.")
-    return backends.runner(loaded, "onnx", onnx_form(loaded))
+def onnx_generator(loaded: LoadedModel, form: OnnxForm | None = None) -> seq2seq.Seq2SeqOnnx:
+    """The ONNX generator (exported and checked on first use, cached)."""
+    return backends.runner(loaded, "onnx", form or onnx_form(loaded))
 
 
 def sample_images(n: int) -> list:
@@ -75,7 +76,8 @@ def language_settings(loaded: LoadedModel, lang: str | None) -> dict:
     lang = lang or spoken[0]
     if lang not in spoken:
         names = ", ".join(f"{code} ({LANGUAGE_NAMES.get(code, code)})" for code in spoken)
-        raise UserError(f"{loaded.entry.name} does not caption in {lang!r}; it speaks: {names}.")
+        shown = repr(lang) if isinstance(lang, str) and len(lang) <= 16 else "that language"  # no echo of a long text
+        raise UserError(f"{loaded.entry.name} does not caption in {shown}; it speaks: {names}.")
     tokenizer = loaded.processor.tokenizer
     token = tokenizer.convert_tokens_to_ids(f"<{lang}>")
     return {} if token is None or token == tokenizer.unk_token_id else {"forced_bos_token_id": token}
@@ -118,13 +120,23 @@ def check_length(loaded: LoadedModel, settings: dict) -> None:
                             f"holds {positions} positions); got {settings[name]}.")
 
 
-def check_prompt(loaded: LoadedModel, prompt) -> str | None:
+def check_prompt(loaded: LoadedModel, prompt, settings: dict) -> str | None:
+    """A prompt for a model that continues one, leaving the decoder room for the new tokens
+    (generate()'s default is 20)."""
     if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
         return None
     if not takes_prompt(loaded.model):
         raise UserError(f"{loaded.entry.name} takes no text prompt; leave the prompt empty "
                         "(a BLIP captioner continues a prompt).")
-    return text.clean_text(prompt, MAX_PROMPT_CHARACTERS)
+    prompt = text.clean_text(prompt, MAX_PROMPT_CHARACTERS)
+    positions = loaded.model.config.get_text_config(decoder=True).max_position_embeddings
+    new_tokens = settings.get("max_new_tokens", 20)
+    ids = loaded.processor.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    tokens = families.of(loaded.model).prompt({"input_ids": ids}, 1).shape[1]  # as the decoder reads it
+    if tokens + new_tokens > positions:
+        raise UserError(f"The prompt is {tokens} tokens long; with {new_tokens} new tokens {loaded.entry.name} "
+                        f"reads at most {positions - new_tokens}. Shorten the prompt or ask for fewer new tokens.")
+    return prompt
 
 
 @timing.whole_request
@@ -139,7 +151,7 @@ def caption(image, model: str | None = None, backend: str = "torch", lang: str |
     loaded = MODELS.load(MODELS.resolve(model).name, fallback=fallback)
     check_length(loaded, settings)
     settings.update(language_settings(loaded, lang))
-    prompt = check_prompt(loaded, prompt)
+    prompt = check_prompt(loaded, prompt, settings)
     describe = pipeline(loaded, backend)
     started = time.perf_counter()
     answers = describe(decoded.image, prompt=prompt, return_scores=True, **settings)

@@ -7,7 +7,9 @@ The image is decoded at the shared boundary (shared/images.py) and every questio
 A generative model (a vision encoder-decoder reading the question as its decoder prompt) answers
 with `generate` on torch or on the ONNX graphs (shared/seq2seq.py); its top-k are candidate
 answers (the model folder's `answers.json`) scored by the decoder, the same way on both
-backends. A classifier (ViLT) scores its answer vocabulary with a sigmoid, on torch.
+backends. BLIP reads the question with its text encoder and answers with its decoder, on both
+backends too; with no answer list, its top-k are its best beams, scored the same way. A
+classifier (ViLT) scores its answer vocabulary with a sigmoid, on torch.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoModelForVisualQuestionAnswering, AutoProcessor
 
 from apps.captioning import task as captioning
-from apps.captioning.task import onnx_generator
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
+from shared.data import scenes
 from shared.errors import UserError
-from shared.inference import backends
+from shared.inference import backends, families
 from shared.inference.pipelines import VisualQuestionAnsweringPipeline, question_prompt
 from shared.inputs import images, text
 from shared.inputs.checks import whole_number
@@ -51,8 +54,29 @@ MODELS = TaskModels(TASK, from_pretrained)
 
 
 def onnx_form(loaded: LoadedModel):
-    """The vision encoder-decoder's graphs, as for captioning (the question is a decoder prompt)."""
-    return captioning.onnx_form(loaded)
+    """The graphs of captioning (shared/inference/seq2seq.py): for a vision encoder-decoder the
+    question is a decoder prompt; BLIP's encoder also reads it, so its export is checked on the
+    scenes' own questions."""
+    return captioning.onnx_form(loaded, lambda n: sample_encoder_feeds(loaded, n))
+
+
+def sample_encoder_feeds(loaded: LoadedModel, n: int) -> dict:
+    """Scene images with a question each: for BLIP its text encoder's input (export checks it);
+    for a vision encoder-decoder one question as every row's decoder prompt (the encoder reads
+    only the image; `demohub bench vqa` generates after the prompt)."""
+    feeds, family = captioning.sample_encoder_feeds(loaded, n), families.of(loaded.model)
+    tokenizer = loaded.processor.tokenizer
+    if "input_ids" in family.encoder_inputs:
+        questions = [scenes.make_scene(1, i).qa[i % 2]["question"]["en"] for i in range(n)]
+        tokens = tokenizer(questions, padding=True, return_tensors="np")
+        return {**feeds, "input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    prompt = [family.start_token_id, *question_prompt(tokenizer, scenes.make_scene(1, 0).qa[0]["question"]["en"])]
+    return {**feeds, "decoder_input_ids": np.array([prompt] * n, dtype=np.int64)}
+
+
+def onnx_generator(loaded: LoadedModel):
+    """The ONNX generator (exported and checked on first use, cached)."""
+    return captioning.onnx_generator(loaded, onnx_form(loaded))
 
 
 def candidate_answers(loaded: LoadedModel) -> list[str]:
@@ -89,20 +113,23 @@ def check_questions(questions) -> list[str]:
 
 
 def check_lengths(loaded: LoadedModel, questions: list[str]) -> None:
-    """A generative model reads the question into its decoder: it must leave room for the answer."""
-    if loaded.model.config.model_type != "vision-encoder-decoder":
-        return
-    positions = loaded.model.config.get_text_config(decoder=True).max_position_embeddings
-    limit = positions - MAX_ANSWER_TOKENS - 2
-    for number, question in enumerate(questions, start=1):
-        tokens = len(question_prompt(loaded.processor.tokenizer, question))
+    """A question must fit the positions of what reads it (past them is an index error): a vision
+    encoder-decoder's decoder, with room left for the answer, or BLIP's or ViLT's text encoder."""
+    tokenizer, config = loaded.processor.tokenizer, loaded.model.config
+    if config.model_type == "vision-encoder-decoder":
+        limit = config.get_text_config(decoder=True).max_position_embeddings - MAX_ANSWER_TOKENS - 2
+        lengths = [len(question_prompt(tokenizer, question)) for question in questions]
+    else:
+        limit = config.get_text_config().max_position_embeddings
+        lengths = [len(tokenizer(question)["input_ids"]) for question in questions]
+    for number, tokens in enumerate(lengths, start=1):
         if tokens > limit:
             raise UserError(f"Question {number} is {tokens} tokens long; {loaded.entry.name} reads at most {limit}. "
                             "Ask a shorter question.")
 
 
 def _rounded(score: float | None) -> float | None:
-    return None if score is None else round(score, 6)  # None: a model that does not score answers (BLIP)
+    return None if score is None else round(score, 6)
 
 
 @timing.whole_request

@@ -12,7 +12,8 @@ translation direction (M2M100, NLLB) prepare their inputs themselves, as the pip
 them; a Marian tokenizer with target-language tokens (`>>de<<`) gets the token put in front.
 `ImageToTextPipeline` and `VisualQuestionAnsweringPipeline` keep the removed image-to-text and
 visual-question-answering pipelines' calls and answers the same way, with an image processor
-in front and, for the ONNX backend, `generate` and `decoder_step` from shared/seq2seq.py.
+in front and, for the ONNX backend, `generate` and `decoder_step` from shared/seq2seq.py; what
+differs between vision encoder-decoders and BLIP lives in shared/inference/families.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from collections.abc import Callable
 import torch
 
 from shared.errors import UserError
-from shared.inference import search
+from shared.inference import families, search
+from shared.inference.families import takes_prompt
 
 
 def target_language_token(tokenizer, tgt_lang: str | None) -> str:
@@ -80,30 +82,28 @@ def question_prompt(tokenizer, question: str) -> list[int]:
 def torch_decoder_step(model, rows: torch.Tensor, **encoder_inputs):
     """The torch twin of `Seq2SeqOnnx.decoder_step`: next-token logits for decoder ids, one row per
     entry of `rows`, over the encoder's output for `encoder_inputs` (no cache: answers are short)."""
+    family = families.of(model)
+    inputs = {k: v.to(model.device) for k, v in encoder_inputs.items() if k in family.encoder_inputs}
+    index = rows.to(model.device)
     with torch.inference_mode():
-        hidden = model.get_encoder()(**encoder_inputs).last_hidden_state[rows.to(model.device)]
+        hidden = family.encode(inputs)
+        hidden, mask = hidden[index], family.encoder_mask(inputs, hidden)[index]
 
     def step(decoder_input_ids: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            out = model(encoder_outputs=(hidden,), decoder_input_ids=decoder_input_ids.to(model.device))
-        return out.logits[:, -1].float().cpu()
+            logits, _ = family.decode(decoder_input_ids.to(model.device), hidden, mask)
+        return logits[:, -1].float().cpu()
 
     return step
-
-
-def takes_prompt(model) -> bool:
-    """Whether a captioner reads a text prompt: BLIP does (conditional captioning); a vision
-    encoder-decoder starts from its start token (or a language token) alone."""
-    return model.config.model_type == "blip"
 
 
 class ImageToTextPipeline:
     """The removed `pipeline("image-to-text")`: images in, [{"generated_text"}] out per image.
 
     `caption(image, max_new_tokens=20, num_beams=4, num_return_sequences=3)` gives the 3 best beams;
-    with `return_scores=True` each also has "score": the mean log-probability of its tokens (end
-    token included) as a probability, computed with the decoder the same way on both backends
-    (vision encoder-decoders; None for others).
+    with `return_scores=True` each also has "score": the mean log-probability of its new tokens
+    (end token included) as a probability, computed with the decoder the same way on both backends.
+    A prompt (BLIP) is one text for every image.
     """
 
     def __init__(self, model, processor, generate: Callable | None = None, decoder_step: Callable | None = None):
@@ -127,9 +127,10 @@ class ImageToTextPipeline:
         texts = [t.strip() for t in self.processor.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
         answers = [{"generated_text": t} for t in texts]
         if return_scores:
-            prefix = 1 + ("forced_bos_token_id" in generate_kwargs)  # start and a forced language token
-            scores = (self.scores(inputs, token_ids, per_image, prefix)
-                      if self.model.config.model_type == "vision-encoder-decoder" else [None] * len(answers))
+            # the start (and a prompt), then a forced language token where one was asked for
+            prefix = families.of(self.model).prompt(inputs, len(batch)).shape[1]
+            prefix += "forced_bos_token_id" in generate_kwargs
+            scores = self.scores(inputs, token_ids, per_image, prefix)
             for answer, score in zip(answers, scores, strict=True):
                 answer["score"] = score
         grouped = [answers[i * per_image:(i + 1) * per_image] for i in range(len(batch))]
@@ -138,15 +139,20 @@ class ImageToTextPipeline:
     def scores(self, inputs: dict, token_ids: torch.Tensor, per_image: int, prefix: int) -> list[float]:
         """exp(mean log-probability) of each generated caption's tokens after the first `prefix`
         (which generate() was told), up to its end token."""
-        config = self.model.generation_config
-        eos = config.eos_token_id if isinstance(config.eos_token_id, int) else (config.eos_token_id or [None])[0]
+        eos = end_token(self.model)
         continuations = []
         for row in token_ids[:, prefix:].tolist():
             continuations.append(row[:row.index(eos) + 1] if eos in row else row)
         rows = torch.arange(len(token_ids)) // per_image
-        step = self.decoder_step(rows, pixel_values=inputs["pixel_values"])
+        step = self.decoder_step(rows, **inputs)
         log_probs = search.continuation_log_probs(step, token_ids[:, :prefix], continuations)
         return [float(torch.exp(lp / len(c))) for lp, c in zip(log_probs, continuations, strict=True)]
+
+
+def end_token(model) -> int | None:
+    """The token generate() stops at (the first, where there are several)."""
+    eos = families.of(model).generation_config.eos_token_id
+    return eos if isinstance(eos, int) or eos is None else (list(eos) or [None])[0]
 
 
 class VisualQuestionAnsweringPipeline:
@@ -154,16 +160,17 @@ class VisualQuestionAnsweringPipeline:
     [{"score", "answer"}] (the `top_k` best) out.
 
     Classifier models (ViLT) score their answer vocabulary with a sigmoid, as the old pipeline
-    did. Generative models (a vision encoder-decoder reading the question as its decoder prompt)
-    answer with `generate` (the first answer returned); the rest of their top-k are candidate
-    answers (the model's `answers` list) scored by the decoder in one batched pass with it: each
+    did. Generative models (a vision encoder-decoder reading the question as its decoder prompt,
+    or BLIP reading it with its text encoder) answer with `generate` (the first answer returned);
+    the rest of their top-k are candidate answers (the model's `answers` list, or, for a model
+    without one, its `top_k` best beams) scored by the decoder in one batched pass with it: each
     answer's probability, end token included, the same on both backends.
     """
 
     def __init__(self, model, processor, generate: Callable | None = None, decoder_step: Callable | None = None,
                  candidates: list[str] | None = None):
         self.model, self.processor, self.candidates = model, processor, list(candidates or [])
-        self.generate = generate or model.generate
+        self.generate = generate or getattr(model, "generate", None)  # a classifier (ViLT) has none
         self.decoder_step = decoder_step or (lambda rows, **inputs: torch_decoder_step(model, rows, **inputs))
         self.classifier = hasattr(model, "classifier") and model.config.model_type != "blip"
 
@@ -175,27 +182,36 @@ class VisualQuestionAnsweringPipeline:
             scores, ids = probs.topk(min(top_k, len(probs)))
             return [{"score": float(s), "answer": self.model.config.id2label[int(i)]}
                     for s, i in zip(scores, ids, strict=True)]
-        tokenizer = self.processor.tokenizer
-        if self.model.config.model_type == "blip":  # BLIP reads the question with its text encoder (torch only)
-            inputs = self.processor(images=image, text=question, return_tensors="pt").to(self.model.device)
+        tokenizer, family = self.processor.tokenizer, families.of(self.model)
+        if isinstance(family, families.Blip):  # the question goes to BLIP's text encoder
+            inputs = dict(self.processor(images=[image], text=[question], return_tensors="pt"))
+        else:  # the question is the decoder's prompt, after its start token
+            inputs = {"pixel_values": self.processor(images=[image], return_tensors="pt")["pixel_values"],
+                      "decoder_input_ids": torch.tensor([[family.start_token_id,
+                                                          *question_prompt(tokenizer, question)]])}
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        prompt = family.prompt(inputs, 1)
+
+        def generated(**settings) -> list[list[int]]:
             with torch.inference_mode():
-                out = self.generate(**inputs, **generate_kwargs)
-            return [{"score": None, "answer": tokenizer.decode(out[0], skip_special_tokens=True).strip()}]
-        pixels = self.processor(images=[image], return_tensors="pt")["pixel_values"].to(self.model.device)
-        start = self.model.config.decoder_start_token_id
-        prompt = torch.tensor([[start, *question_prompt(tokenizer, question)]])
-        with torch.inference_mode():
-            out = self.generate(pixel_values=pixels, decoder_input_ids=prompt.to(self.model.device),
-                                **generate_kwargs).cpu()
-        generated = out[0, prompt.shape[1]:].tolist()
-        answer = tokenizer.decode(generated, skip_special_tokens=True).strip()
-        candidates = [answer, *(c for c in self.candidates if c != answer)]
-        eos = tokenizer.eos_token_id
+                out = self.generate(**inputs, **{**generate_kwargs, **settings}).cpu()
+            return out[:, prompt.shape[1]:].tolist()
+
+        def text(tokens: list[int]) -> str:
+            return tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+        (own,) = generated()
+        answer, eos = text(own), end_token(self.model)
+        others = self.candidates
+        if not others and top_k > 1:  # no answer list: the k best beams are the candidates
+            beams = max(top_k, generate_kwargs.get("num_beams") or 1)
+            others = [text(row) for row in generated(num_beams=beams, num_return_sequences=top_k)]
+        candidates = [answer, *(c for c in dict.fromkeys(others) if c and c != answer)]
         # generate()'s own tokens for its answer (up to its end token); the candidates' tokens for the rest
-        own = generated[:generated.index(eos) + 1] if eos in generated else generated
+        own = own[:own.index(eos) + 1] if eos in own else own
         continuations = [own] + [tokenizer(" " + c, add_special_tokens=False)["input_ids"] + [eos]
                                  for c in candidates[1:]]
-        step = self.decoder_step(torch.zeros(len(candidates), dtype=torch.long), pixel_values=pixels)
+        step = self.decoder_step(torch.zeros(len(candidates), dtype=torch.long), **inputs)
         log_probs = search.continuation_log_probs(step, prompt.repeat(len(candidates), 1), continuations)
         scores = log_probs.exp().tolist()
         # generate()'s answer first, as the old pipeline answered; then the other candidates by score

@@ -43,9 +43,13 @@ _UNSUPPORTED = {"do_sample": False, "num_return_sequences": 1, "sequence_bias": 
                 "exponential_decay_length_penalty": None, "constraints": None, "force_words_ids": None}
 
 
-def settings(generation_config: GenerationConfig, start_length: int = 1, **kwargs) -> SearchSettings:
+def settings(generation_config: GenerationConfig, start_length: int = 1, positions: int | None = None,
+             **kwargs) -> SearchSettings:
     """`generate(**kwargs)`'s settings: the model's generation config updated with `kwargs`,
-    lengths counted as transformers counts them, and its logits processors in its order."""
+    lengths counted as transformers counts them, and its logits processors in its order.
+    `positions`: the `max_position_embeddings` of the model generate() runs on, where it has one."""
+    # neither the call nor the model sets a length: generate() allows 20 tokens after the prompt
+    default_length = kwargs.get("max_length") is None and generation_config.max_length is None
     config = copy.deepcopy(generation_config)
     # what generate() does: the model's settings, transformers' defaults where unset, then the call's
     config.update(**GenerationConfig._get_default_generation_params(), defaults_only=True)
@@ -59,6 +63,8 @@ def settings(generation_config: GenerationConfig, start_length: int = 1, **kwarg
         if value is not None and value != off:
             raise UserError(f"The onnx backend does not support {name}={value!r}; use the torch backend.")
     max_length = config.max_length if config.max_new_tokens is None else start_length + config.max_new_tokens
+    if default_length and config.max_new_tokens is None:
+        max_length = min(config.max_length + start_length, positions or config.max_length + start_length)
     eos = config.eos_token_id
     eos_ids = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), dtype=torch.long)
     pad_id = config.pad_token_id if config.pad_token_id is not None else int(eos_ids[0])

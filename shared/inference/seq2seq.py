@@ -13,10 +13,11 @@ adapter takes either (pipelines.py). The graphs:
 - `decoder_with_past`: one token with the keys/values so far -> logits and the self-attention
   keys/values one longer. Cross-attention keys/values are computed once, in the first step.
 
-The decoder modules rebuild transformers' `EncoderDecoderCache` from flat tensors, so any
-encoder-decoder model that takes `encoder_outputs` and `past_key_values` exports this way:
-Marian and M2M100 here, and a VisionEncoderDecoder (ViT + TrOCR or GPT-2: captioning, and VQA
-with the question as a decoder prompt) with `encoder_inputs=("pixel_values",)`.
+The decoder modules rebuild transformers' `EncoderDecoderCache` from flat tensors and call the
+model's family (families.py) for the encoder and a decoder step, so every family exports this way:
+Marian and M2M100, a VisionEncoderDecoder (ViT + TrOCR or GPT-2: captioning, and VQA with the
+question as a decoder prompt) with `encoder_inputs=("pixel_values",)`, and BLIP (its vision model,
+plus its text encoder over the question for VQA; its text decoder) with the family's inputs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from shared.inference import export, search
+from shared.inference import export, families, search
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inference.sessions import ort_session
 from shared.models.loader import LoadedModel
@@ -78,10 +79,10 @@ def specs(encoder_inputs: tuple[str, ...], layers: int) -> Seq2SeqSpecs:
 class EncoderGraph(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, spec: OnnxSpec):
         super().__init__()
-        self.encoder, self.names = model.get_encoder(), spec.input_names
+        self.model, self.family, self.names = model, families.of(model), spec.input_names
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.encoder(**dict(zip(self.names, inputs, strict=True))).last_hidden_state,)
+        return (self.family.encode(dict(zip(self.names, inputs, strict=True))),)
 
 
 class DecoderGraph(torch.nn.Module):
@@ -89,7 +90,7 @@ class DecoderGraph(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, spec: OnnxSpec):
         super().__init__()
-        self.model, self.with_past = model, len(spec.input_names) > 3
+        self.model, self.family, self.with_past = model, families.of(model), len(spec.input_names) > 3
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         decoder_input_ids, encoder_hidden_states, encoder_attention_mask, *past = inputs
@@ -98,13 +99,12 @@ class DecoderGraph(torch.nn.Module):
             layers = [past[i:i + 4] for i in range(0, len(past), 4)]
             cache = EncoderDecoderCache(DynamicCache([layer[:2] for layer in layers]),
                                         DynamicCache([layer[2:] for layer in layers]))
-        out = self.model(encoder_outputs=(encoder_hidden_states,), attention_mask=encoder_attention_mask,
-                         decoder_input_ids=decoder_input_ids, past_key_values=cache, use_cache=True)
-        present = [t for layer in out.past_key_values.self_attention_cache.layers for t in (layer.keys, layer.values)]
+        logits, cache = self.family.decode(decoder_input_ids, encoder_hidden_states, encoder_attention_mask, cache)
+        present = [t for layer in cache.self_attention_cache.layers for t in (layer.keys, layer.values)]
         if self.with_past:
-            return (out.logits[:, -1], *present)
-        cross = [t for layer in out.past_key_values.cross_attention_cache.layers for t in (layer.keys, layer.values)]
-        return (out.logits[:, -1], *present, *cross)
+            return (logits[:, -1], *present)
+        cross = [t for layer in cache.cross_attention_cache.layers for t in (layer.keys, layer.values)]
+        return (logits[:, -1], *present, *cross)
 
 
 def sample_feeds(loaded: LoadedModel, graphs: Seq2SeqSpecs, encoder_feeds: Feeds) -> dict[str, Feeds]:
@@ -112,9 +112,9 @@ def sample_feeds(loaded: LoadedModel, graphs: Seq2SeqSpecs, encoder_feeds: Feeds
     and first decoder steps make of them (three decoder tokens, so the axes stay dynamic)."""
     model = loaded.model
     (hidden,) = export.torch_outputs(model, graphs.encoder, encoder_feeds, EncoderGraph)
-    rows = len(hidden)
-    mask = encoder_feeds.get("attention_mask", np.ones(hidden.shape[:2], dtype=np.int64))
-    start = model.config.decoder_start_token_id
+    rows, family = len(hidden), families.of(model)
+    mask = family.encoder_mask(encoder_feeds, hidden)
+    start = family.start_token_id
     tokens = np.array([[start, 5, 6]] * rows, dtype=np.int64) % model.config.get_text_config(decoder=True).vocab_size
     decoder = {"decoder_input_ids": tokens, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
     outputs = export.torch_outputs(model, graphs.decoder, decoder, DecoderGraph)
@@ -162,9 +162,9 @@ class Seq2SeqOnnx:
                                            intra_op_threads=None if name == "encoder" else decoder_threads)
                          for name, path in paths.items()}
         self.inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
-        self.generation_config = loaded.model.generation_config
-        start = self.generation_config.decoder_start_token_id  # where generate() looks first
-        self.decoder_start_token_id = start if start is not None else loaded.model.config.decoder_start_token_id
+        self.family = families.of(loaded.model)
+        self.generation_config = self.family.generation_config
+        self.decoder_start_token_id = self.family.start_token_id
         self.paths = paths
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
@@ -177,18 +177,17 @@ class Seq2SeqOnnx:
     def generate(self, input_ids=None, attention_mask=None, pixel_values=None, decoder_input_ids=None,
                  use_cache: bool = True, **generate_kwargs) -> torch.Tensor:
         """Token ids as `model.generate()` returns them (greedy, or beam search with num_beams > 1);
-        `decoder_input_ids` is a decoder prompt (a question), one row per input, all of one length."""
+        a prompt (a question for a vision encoder-decoder, a caption's start for BLIP) comes as the
+        model's own generate() takes it, one row per input, all of one length."""
         rows = len(next(t for t in (input_ids, pixel_values) if t is not None))
-        prompt = torch.full((rows, 1), self.decoder_start_token_id, dtype=torch.long)
-        if decoder_input_ids is not None:  # as generate(): the start token goes in front where it is missing
-            prompt = decoder_input_ids.cpu().long()
-            if not (prompt[:, 0] == self.decoder_start_token_id).all():
-                prompt = torch.cat([torch.full((rows, 1), self.decoder_start_token_id), prompt], dim=1)
-        settings = search.settings(self.generation_config, start_length=prompt.shape[1], **generate_kwargs)
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values,
+                 "decoder_input_ids": decoder_input_ids}
+        prompt = self.family.prompt(given, rows)
+        settings = search.settings(self.generation_config, start_length=prompt.shape[1],
+                                   positions=self.family.positions, **generate_kwargs)
         encoder_feeds = {name: given[name].cpu().numpy() for name in self.specs.encoder.input_names}
         (hidden,) = self._run("encoder", encoder_feeds)
-        mask = encoder_feeds.get("attention_mask", np.ones(hidden.shape[:2], dtype=np.int64))
+        mask = self.family.encoder_mask(encoder_feeds, hidden)
         beams = settings.config.num_beams
         if beams > 1:
             hidden, mask = np.repeat(hidden, beams, axis=0), np.repeat(mask, beams, axis=0)
@@ -204,7 +203,7 @@ class Seq2SeqOnnx:
         of `rows` (which input each row reads): for scoring candidate answers (search.continuation_log_probs)."""
         feeds = {name: encoder_inputs[name].cpu().numpy() for name in self.specs.encoder.input_names}
         (hidden,) = self._run("encoder", feeds)
-        mask = feeds.get("attention_mask", np.ones(hidden.shape[:2], dtype=np.int64))
+        mask = self.family.encoder_mask(feeds, hidden)
         index = rows.cpu().numpy()
         return _DecoderRun(self, hidden[index], mask[index], use_cache=True).step
 
