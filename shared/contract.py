@@ -97,6 +97,9 @@ class AppSpec:
     finetune: Callable[[list[str]], dict]  # finetune.py's main(argv)
     held_out: Callable[[LoadedModel, Callable], dict] | None = None  # held-out metrics on a runtime (int8 check)
     plain_examples: list[list] = field(default_factory=list)  # the rows for models of plain images (registry `knows`)
+    # image classifiers: (image, model, backend, method, label, window, stride) -> Result with images["heatmap"]
+    # (`demohub explain APP`; shared/inference/attribution.py)
+    explain: Callable[..., Result] | None = None
 
     def examples_for(self, entry: ModelEntry) -> list[list]:
         """The example rows that suit `entry`: digits or scenes for a model that knows only those."""

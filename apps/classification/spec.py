@@ -27,4 +27,5 @@ SPEC = AppSpec(
     cli_predict=cli.predict,
     finetune=finetune,
     held_out=cli.digits_accuracy,
+    explain=task.explain,
 )
