@@ -59,6 +59,12 @@ EXPLAINED = (*ARCHITECTURES, "efficientnet")  # the attribution tests add Effici
 def make_tiny_classifier(arch: str, out: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model, processor = _architectures(dict(enumerate(LABELS)))[arch]
+    if arch == "efficientnet":  # transformers draws its convolutions and batch-norm scales with std 0.02:
+        for module in model.modules():  # in eval mode the signal vanishes (logits all 0), so use He's init
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight)
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                torch.nn.init.ones_(module.weight)
     out = Path(out)
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -52,7 +52,7 @@ CAM_LAYERS: dict[str, tuple[Callable, Callable | None]] = {
     "convnext": (lambda m: m.convnext.encoder.stages[-1], None),
     "resnet": (lambda m: m.resnet.encoder.stages[-1], None),
     "efficientnet": (lambda m: m.efficientnet.encoder.top_activation, None),
-    "vit": (lambda m: m.vit.encoder.layer[-1].layernorm_before, _vit_tokens_to_grid),
+    "vit": (lambda m: m.vit.layers[-1].layernorm_before, _vit_tokens_to_grid),
 }
 
 
