@@ -85,8 +85,7 @@ with gr.Blocks(title="Image classification") as demo:
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
         classification, [image, model, backend, top_k], [labels, served], api_visibility="private")
     explain_button.click(explain, [image, model, backend, method, label, window, stride],
-                         [heatmap, explained, explained_by], api_name="explain",
-                         api_visibility="undocumented")  # the app's one public endpoint stays /classification
+                         [heatmap, explained, explained_by], api_name="explain")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
 from shared.errors import UserError
 from shared.models.loader import LoadedModel
@@ -110,23 +109,26 @@ def attribute(loaded: LoadedModel, pixels: torch.Tensor, target: int, method: st
 
     `forward` (pixels -> logits, no gradients needed) runs occlusion; the torch model by default.
     """
+    from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency  # here: the CLI and hub start faster
+
     logits = Logits(loaded.model).eval()
     pixels = pixels.to(loaded.device)
     if method == "saliency":
         return _channels_max(Saliency(logits).attribute(pixels, target=target, abs=True))
     if method == "smoothgrad":
-        torch.manual_seed(0)  # the noise, so the same request draws the same map
         spread = SMOOTHGRAD_NOISE * float(pixels.max() - pixels.min())
-        return _channels_max(NoiseTunnel(Saliency(logits)).attribute(
-            pixels, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES, nt_samples_batch_size=BATCH,
-            stdevs=spread, target=target, abs=True))
+        with torch.random.fork_rng(devices=[]):  # the same request draws the same noise; others' draws untouched
+            torch.manual_seed(0)
+            return _channels_max(NoiseTunnel(Saliency(logits)).attribute(
+                pixels, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES, nt_samples_batch_size=BATCH,
+                stdevs=spread, target=target, abs=True))
     if method == "integrated-gradients":
         return _array(IntegratedGradients(logits).attribute(
             pixels, baselines=0.0, target=target, n_steps=IG_STEPS, internal_batch_size=BATCH).sum(dim=1))
     if method == "gradcam":
         return _gradcam(loaded, logits, pixels, target)
     if method == "occlusion":
-        window, stride = check_window(window, stride, pixels.shape[-1])
+        window, stride = check_window(window, stride, min(pixels.shape[-2:]))
         with torch.no_grad():
             return _array(Occlusion(forward or logits).attribute(
                 pixels, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), baselines=0.0,
@@ -193,8 +195,9 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def randomised(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
     """The same architecture with freshly initialised weights: its maps should not look like the trained one's."""
-    torch.manual_seed(seed)
-    model = type(loaded.model)(loaded.model.config).to(loaded.device, loaded.dtype).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = type(loaded.model)(loaded.model.config).to(loaded.device, loaded.dtype).eval()
     return dataclasses.replace(loaded, model=model)
 
 
