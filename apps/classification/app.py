@@ -44,10 +44,13 @@ def explain(image, model, backend, method, label, window, stride):
     """
     result = task.explain(image, model=model, backend=backend, method=method, label=label or None,
                           window=int(window or 0) or None, stride=int(stride or 0) or None, fallback=True)
+    found = result["deletion_area"] < result["random_deletion_area"]
     summary = (f"**{result['method']}** for **{html.escape(result['label'])}** (score {result['score']:.3f}). "
                f"Deletion check: hiding the most salient pixels first leaves an area of "
                f"**{result['deletion_area']:.3f}** under the score's curve, random pixels "
-               f"**{result['random_deletion_area']:.3f}** (smaller than random: the map found what mattered).")
+               f"**{result['random_deletion_area']:.3f}**: "
+               + ("smaller, so the map found what the score depends on." if found else
+                  "not smaller, so this map did not find what the score depends on here."))
     return result["heatmap"], summary, ui.served_line(result)
 
 
