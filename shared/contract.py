@@ -100,6 +100,9 @@ class AppSpec:
     card_image: Path | None = None  # the landing card's picture for an app that takes no image: one of its results
     # decoded images and parsed arguments -> what is printed for each, from one model call (many files)
     cli_predict_batch: Callable[[list[DecodedImage], argparse.Namespace], list[dict]] | None = None
+    # image classifiers: (image, model, backend, method, label, window, stride) -> Result with images["heatmap"]
+    # (`demohub explain APP`; shared/inference/attribution.py)
+    explain: Callable[..., Result] | None = None
 
     def examples_for(self, entry: ModelEntry) -> list[list]:
         """The example rows that suit `entry`: digits or scenes for a model that knows only those."""

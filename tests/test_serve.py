@@ -33,7 +33,9 @@ def test_health_routes_and_landing_page(hub_url):
 
 
 def test_one_public_endpoint(client):
-    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == ["/classification"]
+    """The app's own, plus /explain (issue #14: the heat maps through gradio_client too)."""
+    assert list(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == [
+        "/classification", "/explain"]
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])

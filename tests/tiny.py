@@ -20,6 +20,9 @@ from transformers import (
     ConvNextConfig,
     ConvNextForImageClassification,
     ConvNextImageProcessor,
+    EfficientNetConfig,
+    EfficientNetForImageClassification,
+    EfficientNetImageProcessor,
     ResNetConfig,
     ResNetForImageClassification,
     ViTConfig,
@@ -46,19 +49,62 @@ def _architectures(labels: dict[int, str]) -> dict:
         "resnet": (ResNetForImageClassification(ResNetConfig(
             embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="bottleneck", **names)),
             ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.875)),
+        # google/efficientnet-b0, shrunk (top_bn is built with hidden_dim: it must equal the scaled top_conv width)
+        "efficientnet": (EfficientNetForImageClassification(EfficientNetConfig(
+            image_size=64, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320, **names)),
+            EfficientNetImageProcessor(size={"height": 64, "width": 64})),
     }
 
 
-ARCHITECTURES = ("vit", "convnext", "resnet")
+ARCHITECTURES = ("vit", "convnext", "resnet")  # the ones every classification test runs on
+EXPLAINED = (*ARCHITECTURES, "efficientnet")  # the attribution tests add EfficientNet
 
 
 def make_tiny_classifier(arch: str, out: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model, processor = _architectures(dict(enumerate(LABELS)))[arch]
+    if arch == "efficientnet":  # transformers draws its convolutions and batch-norm scales with std 0.02:
+        for module in model.modules():  # in eval mode the signal vanishes (logits all 0), so use He's init
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight)
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                torch.nn.init.ones_(module.weight)
     out = Path(out)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def make_tiny_digits_classifier(arch: str, out: str | Path, epochs: int = 4, lr: float = 3e-3,
+                                seed: int = 0) -> tuple[Path, float]:
+    """A tiny Hub architecture trained for seconds on the digits' training split (32 px): random
+    weights say nothing about what a map means, a trained model does. Returns its folder and
+    held-out accuracy."""
+    from shared.data.digits import digit_image, split
+
+    torch.manual_seed(seed)
+    model, _ = _architectures({d: str(d) for d in range(10)})[arch]
+    side = 64 if arch == "vit" else 32  # ViT's position embeddings are for 64 px
+    processor = ConvNextImageProcessor(size={"shortest_edge": side}, crop_pct=1.0)
+    data = {name: (processor([digit_image(p).convert("RGB") for p in pixels], return_tensors="pt")["pixel_values"],
+                   torch.as_tensor(labels)) for name, (pixels, labels) in split().items()}
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
+    pixels, labels = data["train"]
+    for _ in range(epochs):
+        model.train()
+        for batch in torch.randperm(len(labels)).split(64):
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels[batch]).logits, labels[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(pixel_values=data["test"][0]).logits.argmax(-1) == data["test"][1]).float().mean())
+    out = Path(out)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out, accuracy
+
 
 
 def make_tiny_captioner(decoder: str, out: str | Path, seed: int = 0) -> Path:

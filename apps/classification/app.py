@@ -4,14 +4,18 @@
     demohub serve                              # with every other app, at /classification
 
 API: `Client(url).predict(image=handle_file(path), model=..., backend="torch"|"onnx",
-top_k=5, api_name="/classification")` returns the label scores and the "served by" line.
+top_k=5, api_name="/classification")` returns the label scores and the "served by" line;
+`api_name="/explain"` (image, model, backend, method, label, window, stride) the heat map, what it
+explains and the "served by" line.
 """
 
+import html
 
 import gradio as gr
 
 from apps.classification import task
 from apps.classification.spec import SPEC
+from shared.inference.attribution import METHODS
 from shared.serving import ui
 
 
@@ -20,6 +24,34 @@ def classification(image, model, backend, top_k):
     result = task.classify(image, model=model, backend=backend, top_k=top_k, fallback=True)
     scores = {row["label"]: row["score"] for row in result["labels"]}
     return scores, ui.served_line(result)
+
+
+@ui.user_errors
+def explain(image, model, backend, method, label, window, stride):
+    """Where the model looks: a heat map over the image of which pixels its score for a label depends on.
+
+    Args:
+        image: the image to explain (an upload, an http(s) URL or a base64 data URI).
+        model: the classifier, by registry name.
+        backend: torch, or onnx (occlusion only: it needs forward passes, no gradients).
+        method: saliency, smoothgrad, integrated-gradients, gradcam or occlusion.
+        label: the label to explain; empty for the predicted one.
+        window: occlusion's grey patch, in px of the model's input; 0 for a quarter of its side.
+        stride: occlusion's step in px; 0 for an eighth of the side.
+
+    Returns:
+        the heat map (PNG), what it explains (label, score, deletion areas), the "served by" line.
+    """
+    result = task.explain(image, model=model, backend=backend, method=method, label=label or None,
+                          window=int(window or 0) or None, stride=int(stride or 0) or None, fallback=True)
+    found = result["deletion_area"] < result["random_deletion_area"]
+    summary = (f"**{result['method']}** for **{html.escape(result['label'])}** (score {result['score']:.3f}). "
+               f"Deletion check: hiding the most salient pixels first leaves an area of "
+               f"**{result['deletion_area']:.3f}** under the score's curve, random pixels "
+               f"**{result['random_deletion_area']:.3f}**: "
+               + ("smaller, so the map found what the score depends on." if found else
+                  "not smaller, so this map did not find what the score depends on here."))
+    return result["heatmap"], summary, ui.served_line(result)
 
 
 with gr.Blocks(title="Image classification") as demo:
@@ -36,11 +68,27 @@ with gr.Blocks(title="Image classification") as demo:
         with gr.Column():
             labels = gr.Label(label="Labels")
             served = gr.Markdown()
+    with gr.Accordion("Explain: which pixels the answer depends on", open=True):
+        with gr.Row():
+            with gr.Column():
+                method = gr.Radio(list(METHODS), value="saliency", label="Method",
+                                  info="Gradient methods and Grad-CAM run on torch; occlusion on either backend.")
+                label = gr.Textbox(label="Label to explain", placeholder="empty: the predicted label")
+                window = gr.Slider(0, 224, value=0, step=1, label="Occlusion window (px of the model's input; "
+                                                                    "0: a quarter of its side)")
+                stride = gr.Slider(0, 224, value=0, step=1, label="Occlusion stride (px; 0: an eighth of the side)")
+                explain_button = gr.Button("Explain")
+            with gr.Column():
+                heatmap = gr.Image(label="Heat map", type="pil", format="png", interactive=False, elem_id="heatmap")
+                explained = gr.Markdown()
+                explained_by = gr.Markdown()
     ui.model_examples(SPEC, model, [image])
 
     submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification")
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
         classification, [image, model, backend, top_k], [labels, served], api_visibility="private")
+    explain_button.click(explain, [image, model, backend, method, label, window, stride],
+                         [heatmap, explained, explained_by], api_name="explain")
 
 
 if __name__ == "__main__":

@@ -28,4 +28,5 @@ SPEC = AppSpec(
     cli_predict_batch=cli.predict_batch,
     finetune=finetune,
     held_out=cli.digits_accuracy,
+    explain=task.explain,
 )

@@ -3,6 +3,8 @@
     from apps.classification.task import classify
     classify(Image.open("cat.png"), model="google/vit-base-patch16-224", backend="onnx", top_k=5).answer
     # {"labels": [{"label": "tabby, tabby cat", "score": 0.61}, ...]}
+    explain("cat.png", method="gradcam").answer   # and .images["heatmap"]: where the model looked
+    # {"method": "gradcam", "label": "tabby, tabby cat", "score": 0.61, "deletion_area": 0.12, ...}
 
 The scores are the softmax of the logits, as `transformers.pipeline("image-classification")`
 gives them, on the same image processor; the onnx backend matches torch within ONNX_SPEC.
@@ -14,13 +16,15 @@ import itertools
 import time
 
 import numpy as np
+import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
-from shared.inference import backends, export
+from shared.errors import UserError
+from shared.inference import attribution, backends, export, gpu, heatmaps
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import whole_number
 from shared.inputs.images import DecodedImage, decode_image
@@ -104,3 +108,60 @@ def classify_batch(images: list[DecodedImage], model: str | None = None, backend
                          "all of them are shown.")
         results.append(Result(loaded, backend, latency_ms / len(images), {"labels": found}, notes=notes))
     return results
+
+
+def label_index(loaded: LoadedModel, label: str | None, logits: np.ndarray) -> int:
+    """The class to explain: `label` by name, or the predicted one when it is empty."""
+    if label in (None, ""):
+        return int(logits[0].argmax())
+    ids = {name: int(i) for i, name in loaded.model.config.id2label.items()}
+    if label not in ids:
+        raise UserError(f"{loaded.entry.name} has no label {label!r}; pick one of its labels, e.g. "
+                        f"{', '.join(list(ids)[:10])}, or leave it empty for the predicted one.")
+    return ids[label]
+
+
+@timing.whole_request
+def explain(image, model: str | None = None, backend: str = "torch", method: str = "saliency",
+            label: str | None = None, window: int | None = None, stride: int | None = None,
+            fallback: bool = False) -> Result:
+    """One image -> Result with where the model looks for `label` (None: its prediction), by `method`
+    (shared/inference/attribution.py): answer {method, label, score, deletion_area, random_deletion_area,
+    deletion_curve}, images {"heatmap": the map over the image as the model sees it, with its colour scale}.
+
+    The deletion areas: the label's score as the most salient tenths of the pixels are hidden, and
+    as random tenths are; a map that means something gives the smaller area.
+    """
+    decoded = decode_image(image)
+    loaded = MODELS.load(model, fallback=fallback)
+    method = attribution.check_method(loaded, method, backend)
+    run_model = backends.runner(loaded, backend, onnx_form(loaded))
+
+    def forward(pixels: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(run_model({"pixel_values": pixels.detach().float().cpu().numpy()})["logits"])
+
+    pixels = torch.from_numpy(preprocess(loaded, [decoded.image])["pixel_values"])
+    if method == "occlusion":
+        window, stride = attribution.check_window(window, stride, min(pixels.shape[-2:]))
+    started = time.perf_counter()
+    logits = forward(pixels).numpy()
+    target = label_index(loaded, label, logits)
+    if method == "occlusion":  # forward passes only, each batch through the chosen backend
+        heat = attribution.attribute(loaded, pixels, target, method, forward=forward, window=window, stride=stride)
+    else:
+        heat = gpu.on_gpu(attribution.attribute)(loaded, pixels, target, method)
+    curves = attribution.deletion_curves(forward, pixels, target, heat)
+    model_ms = (time.perf_counter() - started) * 1e3
+    name = loaded.model.config.id2label[target]
+    score = float(np.exp(logits[0, target] - np.logaddexp.reduce(logits[0])))  # its softmax score
+    answer = {"method": method, "label": name, "score": score,
+              "deletion_area": attribution.area(curves["salient"]),
+              "random_deletion_area": attribution.area(curves["random"]),
+              "deletion_curve": [round(float(s), 4) for s in curves["salient"]]}
+    if method == "occlusion":
+        answer.update(window=window, stride=stride)
+    side = f"{pixels.shape[-1]} x {pixels.shape[-2]} px"
+    picture = heatmaps.overlay(attribution.as_seen(loaded, pixels), heat, f"{method} for {name!r} ({score:.2f}), "
+                               f"{side}", attribution.METHODS[method], signed=method == "integrated-gradients")
+    notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
+    return Result(loaded, backend, model_ms, answer, images={"heatmap": picture}, notes=notes)

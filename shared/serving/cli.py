@@ -5,6 +5,8 @@
     demohub predict classification --image DIR|GLOB|PATH... [--batch-size 8] > answers.jsonl
     demohub predict generative --seed S --n N [--label L] --out PNG [--model M] [--backend B]
     demohub predict adversarial --image PATH --attack pgd --eps E [--target LABEL] [--transfer-model M]
+    demohub explain classification --image PATH --out PNG [--method saliency|smoothgrad|integrated-gradients|gradcam|
+        occlusion] [--label L] [--window PX --stride PX] [--model M] [--backend torch|onnx]
     demohub export APP [--model M] [--quantize]
     demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
     demohub bench APP [--model M] [--repeats N] [--cold-start] [--throughput DIR]
@@ -50,6 +52,21 @@ def _predict(args) -> dict | None:
     if failed:
         raise UserError(f"Failed: {failed} of {len(files)} (their lines say why).")
     return None
+
+
+def _explain(args) -> dict:
+    """Where the model looks: the heat map written to --out, the method, label, score and deletion areas printed."""
+    from pathlib import Path
+
+    spec = apps.get(args.app)
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out must name a .png file; got {args.out}.")
+    result = spec.explain(args.image, model=spec.models.resolve(args.model).name, backend=args.backend,
+                          method=args.method, label=args.label, window=args.window, stride=args.stride)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.images["heatmap"].save(out)
+    return {"out": str(out), **result.to_json()}
 
 
 def _export(args) -> dict:
@@ -170,6 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
                 sub.add_argument("--throughput", metavar="DIR",
                                  help="Instead: images per second over DIR's images through `demohub predict` "
                                       "(decode to answer), at each --batch-sizes, torch and onnx.")
+
+    from shared.inference.attribution import METHODS
+    from shared.inference.backends import BACKENDS
+
+    explain = commands.add_parser("explain", help="Where a classifier looks: a heat map and its sanity check.")
+    per_app = explain.add_subparsers(dest="app", required=True)
+    for app, spec in apps.specs().items():
+        if spec.explain is None:
+            continue
+        sub = per_app.add_parser(app, help=spec.summary)
+        sub.set_defaults(handler=_explain)
+        sub.add_argument("--image", required=True, help="Image file (JPEG, PNG, WebP, GIF, BMP, TIFF).")
+        sub.add_argument("--out", required=True, help="PNG file for the heat map (over the image, with its scale).")
+        sub.add_argument("--method", choices=list(METHODS), default="saliency")
+        sub.add_argument("--label", help="The label to explain (default: the predicted one).")
+        sub.add_argument("--window", type=int, help="occlusion: the grey patch's side in px of the model's input "
+                                                     "(default: a quarter of it).")
+        sub.add_argument("--stride", type=int, help="occlusion: its step in px (default: an eighth of the input).")
+        sub.add_argument("--model", help="Registry name, local model folder, or repo_id@revision.")
+        sub.add_argument("--backend", choices=BACKENDS, default="torch")
 
     data = commands.add_parser("data", help="Write the datasets the embedded models learn from.")
     data.add_argument("dataset", choices=["digits", "synth"],

@@ -1,0 +1,228 @@
+"""What an image classifier looks at: attribution maps for one image and one label, and the checks
+that say whether a map means anything.
+
+    from shared.inference import attribution
+    heat = attribution.attribute(loaded, pixels, target, "gradcam")            # (H, W), the model's input grid
+    heat = attribution.attribute(loaded, pixels, target, "occlusion", forward=logits_on_onnx, window=8, stride=4)
+    curves = attribution.deletion_curves(forward, pixels, target, heat)        # most salient first vs random
+
+The maps come from maintained libraries, called as their docs show: captum's Saliency,
+NoiseTunnel (SmoothGrad), IntegratedGradients and Occlusion, and pytorch-grad-cam's GradCAM on an
+architecture's last convolutional stage (ViT: the last block's tokens reshaped to the patch grid).
+`pixels` are the model's own input (processor output, one image); the baseline that hides a pixel
+is 0 there, the processor's mean colour. Gradient methods need torch; occlusion and the deletion
+curves need only forward passes, so they run batched on either backend (`forward`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from shared.errors import UserError
+from shared.models.loader import LoadedModel
+
+# method -> what its map shows (the colour scale's label)
+METHODS = {
+    "saliency": "|d logit / d pixel| (max over colours)",
+    "smoothgrad": "SmoothGrad: |d logit / d pixel| averaged over noisy copies",
+    "integrated-gradients": "integrated gradients from the mean colour (summed over colours)",
+    "gradcam": "Grad-CAM on the last stage (scaled 0-1 by pytorch-grad-cam)",
+    "occlusion": "drop of the logit when a grey patch covers the pixel",
+}
+GRADIENT_METHODS = ("saliency", "smoothgrad", "integrated-gradients", "gradcam")
+SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 10, 0.15  # noise: a fraction of the input's range (Smilkov et al.)
+IG_STEPS = 32
+BATCH = 8  # images per forward pass for occlusion and the deletion curves
+DELETION_STEPS = 10
+
+
+def _vit_tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """ViT's (N, 1 + h*w, C) tokens as an (N, C, h, w) map, the class token dropped."""
+    side = int(round((tokens.shape[1] - 1) ** 0.5))
+    return tokens[:, 1:, :].reshape(tokens.shape[0], side, side, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+# config.model_type -> (the layer Grad-CAM reads, how its output becomes an (N, C, h, w) map)
+CAM_LAYERS: dict[str, tuple[Callable, Callable | None]] = {
+    "convnext": (lambda m: m.convnext.encoder.stages[-1], None),
+    "resnet": (lambda m: m.resnet.encoder.stages[-1], None),
+    "efficientnet": (lambda m: m.efficientnet.encoder.top_activation, None),
+    "vit": (lambda m: m.vit.layers[-1].layernorm_before, _vit_tokens_to_grid),
+}
+
+
+def check_method(loaded: LoadedModel, method: str, backend: str) -> str:
+    """Refuse, with one sentence, a method this model or backend cannot give."""
+    if method not in METHODS:
+        raise UserError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+    if method in GRADIENT_METHODS and backend != "torch":
+        raise UserError(f"{method} needs the model's gradients, which only the torch backend gives: choose torch, "
+                        "or occlusion (forward passes only) on onnx.")
+    model_type = loaded.model.config.model_type
+    if method == "gradcam" and model_type not in CAM_LAYERS:
+        raise UserError(f"Grad-CAM needs to know the last convolutional or attention stage, known here for "
+                        f"{', '.join(CAM_LAYERS)} models only, and {loaded.entry.name} is a {model_type}: "
+                        "choose saliency, smoothgrad, integrated-gradients or occlusion.")
+    return method
+
+
+def default_window(side: int) -> tuple[int, int]:
+    """Occlusion's window and stride for an input `side` px wide: a quarter and an eighth of it
+    (7 x 7 = 49 positions), which keeps a 224 px image within 10 s on 2 cores."""
+    return max(1, side // 4), max(1, side // 8)
+
+
+def check_window(window: int | None, stride: int | None, side: int) -> tuple[int, int]:
+    default = default_window(side)
+    window, stride = window or default[0], stride or default[1]
+    for name, value in (("window", window), ("stride", stride)):
+        if int(value) != value or value < 1:
+            raise UserError(f"The occlusion {name} must be a whole number of pixels, at least 1 (got {value}).")
+    if window > side:
+        raise UserError(f"The occlusion window ({window} px) is larger than the model's input ({side} x {side} px); "
+                        f"choose at most {side}.")
+    if stride > window:
+        raise UserError(f"The occlusion stride ({stride} px) is larger than its window ({window} px), so some "
+                        "pixels would never be covered; choose a stride of at most the window.")
+    return int(window), int(stride)
+
+
+class Logits(torch.nn.Module):
+    """The model as the libraries want it: pixels in, a logits tensor out."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values.to(self.model.dtype)).logits.float()
+
+
+def attribute(loaded: LoadedModel, pixels: torch.Tensor, target: int, method: str,
+              forward: Callable | None = None, window: int | None = None, stride: int | None = None) -> np.ndarray:
+    """The map of `method` for class index `target` on `pixels` (1, 3, H, W): an (H, W) array,
+    larger where the pixel matters more (integrated gradients: signed, evidence for the class > 0).
+
+    `forward` (pixels -> logits, no gradients needed) runs occlusion; the torch model by default.
+    """
+    from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency  # here: the CLI and hub start faster
+
+    logits = Logits(loaded.model).eval()
+    pixels = pixels.to(loaded.device)
+    if method == "saliency":
+        return _channels_max(Saliency(logits).attribute(pixels, target=target, abs=True))
+    if method == "smoothgrad":
+        spread = SMOOTHGRAD_NOISE * float(pixels.max() - pixels.min())
+        with torch.random.fork_rng(devices=[]):  # the same request draws the same noise; others' draws untouched
+            torch.manual_seed(0)
+            return _channels_max(NoiseTunnel(Saliency(logits)).attribute(
+                pixels, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES, nt_samples_batch_size=BATCH,
+                stdevs=spread, target=target, abs=True))
+    if method == "integrated-gradients":
+        return _array(IntegratedGradients(logits).attribute(
+            pixels, baselines=0.0, target=target, n_steps=IG_STEPS, internal_batch_size=BATCH).sum(dim=1))
+    if method == "gradcam":
+        return _gradcam(loaded, logits, pixels, target)
+    if method == "occlusion":
+        window, stride = check_window(window, stride, min(pixels.shape[-2:]))
+        with torch.no_grad():
+            return _array(Occlusion(forward or logits).attribute(
+                pixels, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), baselines=0.0,
+                target=target, perturbations_per_eval=BATCH)[:, 0])
+    raise UserError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+
+
+def _gradcam(loaded: LoadedModel, logits: Logits, pixels: torch.Tensor, target: int) -> np.ndarray:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    layer, reshape = CAM_LAYERS[loaded.model.config.model_type]
+    with GradCAM(model=logits, target_layers=[layer(loaded.model)], reshape_transform=reshape) as cam:
+        return cam(input_tensor=pixels, targets=[ClassifierOutputTarget(target)])[0]
+
+
+def _channels_max(attributions: torch.Tensor) -> np.ndarray:
+    return _array(attributions.max(dim=1).values)
+
+
+def _array(attributions: torch.Tensor) -> np.ndarray:
+    return attributions[0].detach().float().cpu().numpy()
+
+
+def class_scores(forward: Callable, images: torch.Tensor, target: int) -> np.ndarray:
+    """Softmax score of `target` for each image, BATCH images per forward pass."""
+    with torch.no_grad():
+        logits = torch.cat([forward(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+    return torch.softmax(logits.float(), dim=-1)[:, target].cpu().numpy()
+
+
+def deletion_curves(forward: Callable, pixels: torch.Tensor, target: int, heat: np.ndarray,
+                    steps: int = DELETION_STEPS, seed: int = 0) -> dict[str, np.ndarray]:
+    """The class score as pixels are hidden (set to the mean colour) in `steps` equal parts: the most
+    salient first (by `heat`), and in a random order. A map that means something makes the first
+    fall faster (Samek et al. 2017; Petsiuk et al. 2018, "deletion")."""
+    order = {"salient": np.argsort(-heat.ravel(), kind="stable"),
+             "random": np.random.default_rng(seed).permutation(heat.size)}
+    images = []
+    for ranking in order.values():
+        for k in range(steps + 1):
+            hidden = np.zeros(heat.size, dtype=bool)
+            hidden[ranking[: round(k * heat.size / steps)]] = True
+            mask = torch.from_numpy(~hidden.reshape(heat.shape)).to(pixels.device, pixels.dtype)
+            images.append(pixels[0] * mask)
+    scores = class_scores(forward, torch.stack(images), target)
+    return {name: scores[i * (steps + 1):(i + 1) * (steps + 1)] for i, name in enumerate(order)}
+
+
+def area(curve: np.ndarray) -> float:
+    """Area under a deletion curve over the fraction hidden, 0 to 1 (lower: the map found what mattered)."""
+    return float(np.trapezoid(curve, dx=1 / (len(curve) - 1)))
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two maps (the model-randomisation check of Adebayo et al. 2018);
+    0 when a map is constant (Grad-CAM of a random model is often all zero after its ReLU): no ranks to share."""
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(spearmanr(a.ravel(), b.ravel()).statistic)
+
+
+def randomised(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
+    """The same architecture with freshly initialised weights: its maps should not look like the trained one's."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = type(loaded.model)(loaded.model.config).to(loaded.device, loaded.dtype).eval()
+    return dataclasses.replace(loaded, model=model)
+
+
+def as_seen(loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:
+    """The model's input (1, 3, H, W) back as an (H, W, 3) uint8 image: the photo as the model sees it,
+    resized and cropped by its processor, which is the grid every map lives on."""
+    mean = np.asarray(getattr(loaded.processor, "image_mean", None) or [0.5] * 3, dtype=np.float32)
+    std = np.asarray(getattr(loaded.processor, "image_std", None) or [0.5] * 3, dtype=np.float32)
+    image = pixels[0].detach().float().cpu().numpy().transpose(1, 2, 0) * std + mean
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def sanity_check(loaded: LoadedModel, pixels: torch.Tensor, targets: list[int], method: str) -> dict[str, float]:
+    """Both checks of a method over a batch of images (N, 3, H, W), on the torch model:
+    mean deletion areas (most salient first, random order), the share of images where the first is
+    smaller, and the mean |rank correlation| of the maps with those of the same architecture re-initialised."""
+    logits, random_model = Logits(loaded.model).eval(), randomised(loaded)
+    salient, chance, faster, correlation = [], [], [], []
+    for image, target in zip(pixels.split(1), targets, strict=True):
+        heat = attribute(loaded, image, target, method)
+        curves = deletion_curves(logits, image, target, heat)
+        salient.append(area(curves["salient"]))
+        chance.append(area(curves["random"]))
+        faster.append(salient[-1] < chance[-1])
+        correlation.append(abs(rank_correlation(heat, attribute(random_model, image, target, method))))
+    return {"deletion_area": float(np.mean(salient)), "random_deletion_area": float(np.mean(chance)),
+            "salient_faster_share": float(np.mean(faster)),
+            "abs_rank_correlation_vs_random_model": float(np.mean(correlation))}

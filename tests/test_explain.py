@@ -1,0 +1,221 @@
+"""Attribution maps (shared/inference/attribution.py) against the libraries' own calls, their two
+sanity checks, the refusals, and `demohub explain`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from apps.classification import task
+from shared.data.digits import digit_image, split
+from shared.data.examples import PHOTOS
+from shared.errors import UserError
+from shared.inference import attribution
+from shared.models import registry
+from shared.serving import cli
+from tests.conftest import DIGIT_EXAMPLES
+from tests.tiny import EXPLAINED, make_tiny_classifier, make_tiny_digits_classifier
+
+SANITY_IMAGES = 12  # held-out digits per check; docs/explain/make.py reports 50
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory) -> dict[str, str]:
+    """Registry names: the embedded digits model and tiny random copies of the four Hub architectures."""
+    root = tmp_path_factory.mktemp("explained")
+    tiny = {arch: registry.add_local("classification", make_tiny_classifier(arch, root / f"x-{arch}")).name
+            for arch in EXPLAINED}
+    return {"digits": "digits-convnext", **tiny}
+
+
+@pytest.fixture(scope="module")
+def trained_resnet(tmp_path_factory) -> str:
+    """A tiny ResNet (microsoft/resnet-50's architecture, shrunk) trained for seconds on the digits."""
+    folder, accuracy = make_tiny_digits_classifier("resnet", tmp_path_factory.mktemp("trained") / "resnet-digits",
+                                                   epochs=5, lr=1e-2)
+    assert accuracy >= 0.7  # trained, not random: its maps have something to show
+    return registry.add_local("classification", folder).name
+
+
+def pixels_of(loaded, image) -> torch.Tensor:
+    return torch.from_numpy(task.preprocess(loaded, [task.decode_image(image).image])["pixel_values"])
+
+
+def libraries_own(loaded, pixels, target, method) -> np.ndarray:
+    """Each method as the library's documentation calls it, on a plain logits function."""
+    model = loaded.model
+
+    def forward(x):
+        return model(pixel_values=x).logits
+
+    if method == "saliency":
+        return Saliency(forward).attribute(pixels, target=target, abs=True)[0].max(dim=0).values.detach().numpy()
+    if method == "smoothgrad":
+        torch.manual_seed(0)
+        return NoiseTunnel(Saliency(forward)).attribute(
+            pixels, nt_type="smoothgrad", nt_samples=10, nt_samples_batch_size=8, target=target, abs=True,
+            stdevs=0.15 * float(pixels.max() - pixels.min()))[0].max(dim=0).values.detach().numpy()
+    if method == "integrated-gradients":
+        return IntegratedGradients(forward).attribute(
+            pixels, baselines=0.0, target=target, n_steps=32, internal_batch_size=8)[0].sum(dim=0).detach().numpy()
+    if method == "occlusion":
+        window, stride = pixels.shape[-1] // 4, pixels.shape[-1] // 8
+        with torch.no_grad():
+            return Occlusion(forward).attribute(pixels, sliding_window_shapes=(3, window, window),
+                                                strides=(3, stride, stride), baselines=0.0, target=target)[0, 0].numpy()
+    kind = model.config.model_type
+    layer = {"convnext": lambda: model.convnext.encoder.stages[-1], "resnet": lambda: model.resnet.encoder.stages[-1],
+             "efficientnet": lambda: model.efficientnet.encoder.top_activation,
+             "vit": lambda: model.vit.layers[-1].layernorm_before}[kind]()
+
+    def tokens_to_grid(tokens):  # pytorch-grad-cam's ViT tutorial, for a 4 x 4 patch grid
+        side = int((tokens.shape[1] - 1) ** 0.5)
+        return tokens[:, 1:, :].reshape(tokens.size(0), side, side, tokens.size(2)).transpose(2, 3).transpose(1, 2)
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(pixel_values=x).logits
+
+    reshape = tokens_to_grid if kind == "vit" else None
+    with GradCAM(model=Logits(), target_layers=[layer], reshape_transform=reshape) as cam:
+        return cam(input_tensor=pixels, targets=[ClassifierOutputTarget(target)])[0]
+
+
+@pytest.mark.parametrize("method", list(attribution.METHODS))
+def test_each_method_equals_the_librarys_own_call(explained, method):
+    for name in explained.values():
+        loaded = task.MODELS.load(name)
+        image = DIGIT_EXAMPLES / "digit_7.png" if name == "digits-convnext" else PHOTOS["cat"]
+        pixels = pixels_of(loaded, image)
+        target = int(loaded.model(pixel_values=pixels).logits.argmax())
+        ours = attribution.attribute(loaded, pixels, target, method)
+        theirs = libraries_own(loaded, pixels, target, method)
+        assert ours.shape == pixels.shape[-2:], (name, method)
+        scale = float(np.abs(theirs).max())  # tiny random models have tiny gradients: compare to the map's own scale
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * scale, err_msg=f"{name} {method}")
+        assert np.ptp(ours) > 0, (name, method)  # a map, not a constant
+
+
+def test_occlusion_on_onnx_equals_occlusion_on_torch():
+    loaded = task.MODELS.load()
+    pixels = pixels_of(loaded, DIGIT_EXAMPLES / "digit_3.png")
+    run = task.backends.runner(loaded, "onnx", task.onnx_form(loaded))
+    batches = []
+
+    def on_onnx_runtime(x):
+        batches.append(len(x))
+        return torch.from_numpy(run({"pixel_values": x.numpy()})["logits"])
+
+    on_onnx = attribution.attribute(loaded, pixels, 3, "occlusion", forward=on_onnx_runtime)
+    np.testing.assert_allclose(on_onnx, attribution.attribute(loaded, pixels, 3, "occlusion"), atol=1e-3)
+    assert batches[1:] == [attribution.BATCH] * 6 + [1]  # the image, then 49 windows in batches of 8
+
+
+def held_out_digits(loaded, n=SANITY_IMAGES):
+    pixels, labels = split()["test"]
+    images = [digit_image(p).convert("RGB") for p in pixels[:n]]
+    return torch.from_numpy(task.preprocess(loaded, images)["pixel_values"]), [int(label) for label in labels[:n]]
+
+
+@pytest.mark.parametrize("method", ["integrated-gradients", "occlusion"])
+def test_deletion_and_randomisation_on_the_embedded_digits_model(method):
+    """On digits-convnext the maps of integrated gradients and occlusion pass both checks; plain
+    gradients and Grad-CAM do not pass the deletion check on it (README: the numbers)."""
+    loaded = task.MODELS.load("digits-convnext")
+    checked = attribution.sanity_check(loaded, *held_out_digits(loaded), method)
+    assert checked["deletion_area"] < 0.6 * checked["random_deletion_area"], checked
+    assert checked["salient_faster_share"] >= 0.8, checked
+    assert checked["abs_rank_correlation_vs_random_model"] < 0.4, checked
+
+
+@pytest.mark.parametrize("method", list(attribution.METHODS))
+def test_deletion_and_randomisation_on_a_tiny_trained_resnet(trained_resnet, method):
+    loaded = task.MODELS.load(trained_resnet)
+    checked = attribution.sanity_check(loaded, *held_out_digits(loaded), method)
+    assert checked["deletion_area"] < checked["random_deletion_area"], checked
+    assert checked["salient_faster_share"] > 0.5, checked  # on most images, not only on average
+    assert checked["abs_rank_correlation_vs_random_model"] < 0.5, checked
+
+
+def test_deletion_curves_hide_more_and_more():
+    loaded = task.MODELS.load()
+    pixels = pixels_of(loaded, DIGIT_EXAMPLES / "digit_3.png")
+    heat = np.arange(32 * 32, dtype=float).reshape(32, 32)
+    seen = []
+    curves = attribution.deletion_curves(lambda x: seen.append(x) or loaded.model(pixel_values=x).logits,
+                                         pixels, 3, heat, steps=4)
+    images = torch.cat(seen)
+    assert len(curves["salient"]) == len(curves["random"]) == 5 and len(images) == 10
+    assert torch.equal(images[0], pixels[0]) and float(images[4].abs().max()) == 0  # nothing hidden, all hidden
+    assert bool((images[1][:, 24:] == 0).all()) and bool((images[1][:, :24] == pixels[0][:, :24]).all())  # top quarter
+    assert attribution.area(np.array([1.0, 1.0, 0.0])) == pytest.approx(0.75)
+
+
+def test_explain_answers_with_a_heat_map_and_its_deletion_area(explained):
+    for name in explained.values():
+        result = task.explain(PHOTOS["cat"], model=name, method="gradcam", label=None)
+        assert result["method"] == "gradcam" and 0 <= result["score"] <= 1
+        assert 0 <= result["deletion_area"] <= 1 and 0 <= result["random_deletion_area"] <= 1
+        assert result["heatmap"].size[0] > 300  # the picture, with its colour bar
+    named = task.explain(DIGIT_EXAMPLES / "digit_7.png", method="occlusion", label="1", backend="onnx")
+    assert named["label"] == "1" and named["score"] < 0.1 and named["backend"] == "onnx"
+
+
+def tiny_swin(folder) -> str:
+    from transformers import SwinConfig, SwinForImageClassification, ViTImageProcessor
+
+    SwinForImageClassification(SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2],
+                                          window_size=4, num_labels=3)).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return registry.add_local("classification", folder).name
+
+
+@pytest.mark.parametrize("settings, words", [
+    (dict(label="cat"), "has no label 'cat'; pick one of its labels"),
+    (dict(method="occlusion", window=33), "window (33 px) is larger than the model's input (32 x 32 px)"),
+    (dict(method="occlusion", window=4, stride=8), "stride (8 px) is larger than its window"),
+    (dict(method="gradcam", backend="onnx"), "gradcam needs the model's gradients"),
+    (dict(method="lime"), "Unknown method 'lime'"),
+])
+def test_bad_settings_get_one_sentence(settings, words):
+    with pytest.raises(UserError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        task.explain(DIGIT_EXAMPLES / "digit_7.png", **settings)
+
+
+def test_an_architecture_without_a_known_last_stage_gets_every_method_but_gradcam(tmp_path):
+    swin = tiny_swin(tmp_path / "tiny-swin")
+    with pytest.raises(UserError, match="known here for convnext, resnet, efficientnet, vit models only"):
+        task.explain(PHOTOS["cat"], model=swin, method="gradcam")
+    for method in ("saliency", "occlusion"):
+        assert task.explain(PHOTOS["cat"], model=swin, method=method)["method"] == method
+
+
+def test_cli_prints_the_json_and_writes_the_png(capsys, tmp_path):
+    out = tmp_path / "heat.png"
+    status = cli.main(["explain", "classification", "--image", str(DIGIT_EXAMPLES / "digit_7.png"),
+                       "--method", "integrated-gradients", "--out", str(out)])
+    printed, _ = capsys.readouterr()
+    result = json.loads(printed)
+    assert status == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["method"] == "integrated-gradients" and result["label"] == "7" and result["score"] > 0.9
+    assert result["deletion_area"] < result["random_deletion_area"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--label", "12"], "has no label '12'"),
+    (["--method", "occlusion", "--window", "64"], "larger than the model's input"),
+    (["--backend", "onnx"], "only the torch backend gives"),
+])
+def test_cli_bad_settings_are_one_line(capsys, tmp_path, argv, words):
+    status = cli.main(["explain", "classification", "--image", str(DIGIT_EXAMPLES / "digit_7.png"),
+                       "--out", str(tmp_path / "h.png"), *argv])
+    out, err = capsys.readouterr()
+    assert status == 1 and out == "" and err.count("\n") == 1 and words in err
