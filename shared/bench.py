@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from shared.inference import export
-from shared.inference.graphs import OnnxForm
+from shared.inference.graphs import Feeds, NamedOutputs, OnnxForm, OnnxSpec
 from shared.inference.sessions import OnnxRunner
 from shared.inference.sessions import threads as backend_threads
 from shared.models.loader import LoadedModel
@@ -48,38 +48,111 @@ def _time_interleaved(calls: dict[str, Callable[[], object]], repeats: int, warm
     return times
 
 
+# The columns of `demohub bench` for a single-graph model, the baseline first.
+VARIANTS = ("torch", "torch_compile", "onnx", "onnx_int8_dynamic", "onnx_int8_static")
+CALIBRATION_ROWS = 16  # rows of real inputs (the app's sample photos and scenes) that static int8 is calibrated on
+
+
+class CompiledRunner:
+    """`torch.compile(model)` (inductor, default mode) with the runners' call: feeds in, numpy out."""
+
+    def __init__(self, loaded: LoadedModel, spec: OnnxSpec):
+        self.loaded, self.spec = loaded, spec
+        self.module = torch.compile(NamedOutputs(loaded.model, spec).eval())
+
+    def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        tensors = [torch.from_numpy(feeds[n]).to(self.loaded.device) for n in self.spec.input_names]
+        with torch.inference_mode():
+            outputs = self.module(*tensors)
+        return {name: o.float().cpu().numpy() for name, o in zip(self.spec.output_names, outputs, strict=True)}
+
+
+def calibration_rows(form: OnnxForm, name: str, rows: int = CALIBRATION_ROWS) -> list[Feeds]:
+    """One feed per row of the form's real sample inputs (batch 1 also suits a fixed-batch graph)."""
+    feeds = form.sample_feeds(rows)[name]
+    return [{key: value[i:i + 1] for key, value in feeds.items()} for i in range(rows)]
+
+
+def _runners(loaded: LoadedModel, form: OnnxForm, variants: tuple[str, ...]) -> tuple[dict, dict, dict]:
+    """Each variant's runner, the seconds it took to build (export, quantise, session), and its file."""
+    ((name, spec),) = form.graphs.items()
+    runners, setup_s, files = {}, {}, {}
+    fp32_path = None
+    for variant in variants:
+        started = time.perf_counter()
+        if variant == "torch":
+            runners[variant] = form.run_torch(loaded)
+        elif variant == "torch_compile":
+            runners[variant] = CompiledRunner(loaded, spec)
+        else:
+            fp32_path = fp32_path or export.export_model(loaded, form).paths[name]
+            path = {"onnx": lambda: fp32_path, "onnx_int8_dynamic": lambda: export.quantize(fp32_path),
+                    "onnx_int8_static": lambda: export.quantize_static(fp32_path, calibration_rows(form, name))}
+            files[variant] = path[variant]()
+            runners[variant] = OnnxRunner(files[variant], loaded.device, spec)
+        setup_s[variant] = round(time.perf_counter() - started, 2)
+    return runners, setup_s, files
+
+
+def _agreement(reference: dict[str, np.ndarray], got: dict[str, np.ndarray], spec: OnnxSpec) -> dict:
+    """How far a variant is from torch: the largest |difference| relative to torch's largest value, and
+    how often the argmax over the last axis (the top class of a row, box or pixel) is the same."""
+    first = spec.output_names[0]
+    scale = max(float(np.abs(reference[n]).max()) for n in spec.output_names) or 1.0
+    worst = max(float(np.abs(reference[n] - got[n]).max()) for n in spec.output_names)
+    axis = 1 if reference[first].ndim == 4 else -1  # segmentation logits are (B, C, h, w)
+    same = (reference[first].argmax(axis) == got[first].argmax(axis)).mean()
+    return {"max_abs_diff": worst, "max_rel_diff": round(worst / scale, 5), "argmax_agreement": round(float(same), 4)}
+
+
 def bench(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int, ...] = (1, 8), repeats: int = 30,
-          warmup: int = 5) -> dict:
-    """The model forward of a single-graph form, or generation for an encoder-decoder's."""
+          warmup: int = 5, variants: tuple[str, ...] = VARIANTS) -> dict:
+    """The model forward of a single-graph form on every variant, or generation for an encoder-decoder's."""
     if form.generates:
         return bench_generation(loaded, form, batch_sizes, repeats)
     threads = backend_threads()
     torch.set_num_threads(threads)
-    started = time.perf_counter()
-    report = export.export_model(loaded, form)
-    export_s = time.perf_counter() - started
+    variants = ("torch", *[v for v in variants if v != "torch"])
     ((name, spec),) = form.graphs.items()
-    started = time.perf_counter()
-    runners = {"torch": form.run_torch(loaded), "onnx": OnnxRunner(report.paths[name], loaded.device, spec)}
-    session_s = time.perf_counter() - started
+    runners, setup_s, files = _runners(loaded, form, variants)
 
     results = []
     for batch_size in batch_sizes:
         feeds = form.sample_feeds(batch_size)[name]
-        reference = list(runners["torch"](feeds).values())
-        diff = export.compare(reference, list(runners["onnx"](feeds).values()), spec)
-        times = _time_interleaved({name: functools.partial(run, feeds) for name, run in runners.items()},
-                                  repeats, warmup)
-        row = {"batch_size": batch_size, "max_abs_diff": diff,
-               "torch": _percentiles(times["torch"]), "onnx": _percentiles(times["onnx"])}
-        row["onnx_speedup"] = round(row["torch"]["median_ms"] / row["onnx"]["median_ms"], 2)
+        reference = runners["torch"](feeds)
+        row: dict = {"batch_size": batch_size}
+        for variant in variants[1:]:
+            got = runners[variant](feeds)  # also compiles torch.compile's graph for this shape
+            if variant == "onnx":  # the fp32 export must match torch within the spec's tolerance
+                row["max_abs_diff"] = export.compare(list(reference.values()), list(got.values()), spec)
+            row[f"{variant}_vs_torch"] = _agreement(reference, got, spec)
+        times = _time_interleaved({v: functools.partial(runners[v], feeds) for v in variants}, repeats, warmup)
+        for variant in variants:
+            row[variant] = _percentiles(times[variant])
+            if variant != "torch":
+                row[f"{variant}_speedup"] = round(row["torch"]["median_ms"] / row[variant]["median_ms"], 2)
         results.append(row)
+    onnx_runner = next((r for v, r in runners.items() if v.startswith("onnx")), None)
     return {
-        "model": loaded.entry.name, "device": str(loaded.device), "threads": threads,
-        "providers": runners["onnx"].session.get_providers(), "measures": "model forward on a preprocessed batch",
-        "repeats": repeats, "warmup": warmup, "export_s": round(export_s, 2),
-        "export_cached": report.graphs[name].cached, "session_s": round(session_s, 3), "results": results,
+        "model": loaded.entry.name, "device": str(loaded.device), "threads": threads, "variants": list(variants),
+        "providers": onnx_runner.session.get_providers() if onnx_runner else [],
+        "measures": "model forward on a preprocessed batch of real photos and scenes",
+        "repeats": repeats, "warmup": warmup, "setup_s": setup_s,
+        "file_mb": {v: round(path.stat().st_size / 2**20, 1) for v, path in files.items()},
+        "calibration_rows": CALIBRATION_ROWS if "onnx_int8_static" in variants else 0, "results": results,
     }
+
+
+def table(result: dict) -> str:
+    """A bench result as the README's markdown rows: median ms per variant and its ratio to torch eager."""
+    variants = result["variants"]
+    lines = []
+    for row in result["results"]:
+        cells = [f"{row['torch']['median_ms']:.3g}"] + [
+            f"{row[v]['median_ms']:.3g} ({row[f'{v}_speedup']:.2f}x)" for v in variants[1:]]
+        lines.append(f"| {result['model']} | {row['batch_size']} | " + " | ".join(cells) + " |")
+    header = "| model | batch | " + " | ".join(variants) + " |"
+    return "\n".join([header, "| " + " | ".join(["---"] * (len(variants) + 2)) + " |", *lines])
 
 
 def cold_start(app: str, request: dict, timeout_s: float = 120) -> float:
