@@ -50,7 +50,6 @@ def _time_interleaved(calls: dict[str, Callable[[], object]], repeats: int, warm
 
 # The columns of `demohub bench` for a single-graph model, the baseline first.
 VARIANTS = ("torch", "torch_compile", "onnx", "onnx_int8_dynamic", "onnx_int8_static")
-CALIBRATION_ROWS = 16  # rows of real inputs (the app's sample photos and scenes) that static int8 is calibrated on
 
 
 class CompiledRunner:
@@ -67,12 +66,6 @@ class CompiledRunner:
         return {name: o.float().cpu().numpy() for name, o in zip(self.spec.output_names, outputs, strict=True)}
 
 
-def calibration_rows(form: OnnxForm, name: str, rows: int = CALIBRATION_ROWS) -> list[Feeds]:
-    """One feed per row of the form's real sample inputs (batch 1 also suits a fixed-batch graph)."""
-    feeds = form.sample_feeds(rows)[name]
-    return [{key: value[i:i + 1] for key, value in feeds.items()} for i in range(rows)]
-
-
 def _runners(loaded: LoadedModel, form: OnnxForm, variants: tuple[str, ...]) -> tuple[dict, dict, dict]:
     """Each variant's runner, the seconds it took to build (export, quantise, session), and its file."""
     ((name, spec),) = form.graphs.items()
@@ -87,7 +80,7 @@ def _runners(loaded: LoadedModel, form: OnnxForm, variants: tuple[str, ...]) -> 
         else:
             fp32_path = fp32_path or export.export_model(loaded, form).paths[name]
             path = {"onnx": lambda: fp32_path, "onnx_int8_dynamic": lambda: export.quantize(fp32_path),
-                    "onnx_int8_static": lambda: export.quantize_static(fp32_path, calibration_rows(form, name))}
+                    "onnx_int8_static": lambda: export.quantize_static(fp32_path, export.calibration_rows(form, name))}
             files[variant] = path[variant]()
             runners[variant] = OnnxRunner(files[variant], loaded.device, spec)
         setup_s[variant] = round(time.perf_counter() - started, 2)
@@ -139,7 +132,7 @@ def bench(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int, ...] = (1
         "measures": "model forward on a preprocessed batch of real photos and scenes",
         "repeats": repeats, "warmup": warmup, "setup_s": setup_s,
         "file_mb": {v: round(path.stat().st_size / 2**20, 1) for v, path in files.items()},
-        "calibration_rows": CALIBRATION_ROWS if "onnx_int8_static" in variants else 0, "results": results,
+        "calibration_rows": export.CALIBRATION_ROWS if "onnx_int8_static" in variants else 0, "results": results,
     }
 
 
@@ -235,24 +228,38 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
             "repeats": repeats, "warmup": warmup, "results": results, "onnx_cache": cache}
 
 
+INT8_OFFER_POINTS = 1.0  # int8 is offered only where no held-out metric drops by this many points or more
+
+
 def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport,
                 held_out: Callable[[LoadedModel, Callable], dict] | None = None) -> dict:
-    """How much dynamic int8 changes a single-graph model's answers: agreement with fp32 on the
-    sample inputs, and the app's held-out metrics (`held_out`) on both."""
+    """How much dynamic and static int8 change a single-graph model's answers: agreement with fp32 on
+    the sample inputs and, with `held_out`, the app's held-out metrics (fractions) on fp32 and int8.
+    `offer` names the int8 kind to put in the registry (`int8 = "..."`): the one whose worst held-out
+    drop is under INT8_OFFER_POINTS, the smaller file on a tie; none without held-out data."""
     ((name, spec),) = form.graphs.items()
     fp32_path = report.paths[name]
-    int8_path = export.quantize(fp32_path)
-    fp32, int8 = OnnxRunner(fp32_path, loaded.device, spec), OnnxRunner(int8_path, loaded.device, spec)
+    fp32 = OnnxRunner(fp32_path, loaded.device, spec)
     feeds = form.sample_feeds(8)[name]
     output = spec.output_names[0]
-    before, after = fp32(feeds)[output], int8(feeds)[output]
-    result = {
-        "int8_path": str(int8_path),
-        "size_ratio": round(fp32_path.stat().st_size / int8_path.stat().st_size, 2),
-        f"max_abs_{output}_change": float(np.abs(before - after).max()),
-        "top1_agreement_on_samples": float((before.argmax(-1) == after.argmax(-1)).mean()),
-    }
-    if held_out is not None:
-        result |= {f"{key}_fp32": value for key, value in held_out(loaded, fp32).items()}
-        result |= {f"{key}_int8": value for key, value in held_out(loaded, int8).items()}
+    before = fp32(feeds)[output]
+    reference = held_out(loaded, fp32) if held_out is not None else {}
+    result: dict = {f"{key}_fp32": value for key, value in reference.items()}
+    candidates = []
+    for kind in export.INT8_KINDS:
+        path = export.int8_path(fp32_path, kind, lambda: export.calibration_rows(form, name))
+        int8 = OnnxRunner(path, loaded.device, spec)
+        after = int8(feeds)[output]
+        row = {"path": str(path), "size_ratio": round(fp32_path.stat().st_size / path.stat().st_size, 2),
+               f"max_abs_{output}_change": float(np.abs(before - after).max()),
+               "top1_agreement_on_samples": float((before.argmax(-1) == after.argmax(-1)).mean())}
+        if held_out is not None:
+            metrics = held_out(loaded, int8)
+            row |= {f"{key}_int8": value for key, value in metrics.items()}
+            drops = [100 * (reference[key] - value) for key, value in metrics.items()]
+            row["worst_drop_points"] = round(max(drops, default=0.0), 2)
+            if metrics and row["worst_drop_points"] < INT8_OFFER_POINTS:
+                candidates.append((row["worst_drop_points"], -row["size_ratio"], kind))
+        result[kind] = row
+    result["offer"] = min(candidates)[2] if candidates else None
     return result

@@ -281,6 +281,21 @@ def quantize(fp32_path: Path) -> Path:
     return int8_path
 
 
+INT8_KINDS = ("dynamic", "static")
+CALIBRATION_ROWS = 16  # rows of real inputs (the app's sample photos and scenes) static int8 is calibrated on
+
+
+def calibration_rows(form: OnnxForm, name: str, rows: int = CALIBRATION_ROWS) -> list[Feeds]:
+    """One feed per row of the form's real sample inputs (batch 1 also suits a fixed-batch graph)."""
+    feeds = form.sample_feeds(rows)[name]
+    return [{key: value[i:i + 1] for key, value in feeds.items()} for i in range(rows)]
+
+
+def int8_path(fp32_path: Path, kind: str, calibration: Callable[[], list[Feeds]]) -> Path:
+    """The `kind` int8 copy of an fp32 export (written beside it on first use)."""
+    return quantize(fp32_path) if kind == "dynamic" else quantize_static(fp32_path, calibration())
+
+
 # Static int8 quantises only the compute-heavy operators whose second input is a weight; softmax,
 # normalisation, GELU, residual adds, resizes and the attention products of two activations stay fp32.
 STATIC_INT8_OPS = ("Conv", "MatMul", "Gemm")
