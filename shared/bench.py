@@ -177,14 +177,24 @@ def _generated_tokens(token_ids: torch.Tensor, pad_id: int) -> int:
     return int((token_ids[:, 1:] != pad_id).sum())
 
 
+def _token_agreement(reference: torch.Tensor, got: torch.Tensor) -> float:
+    """The share of generate()'s tokens that another decoding repeats at the same place."""
+    width = min(reference.shape[1], got.shape[1])
+    return round(float((reference[:, :width] == got[:, :width]).float().mean()) * width / reference.shape[1], 4)
+
+
 def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int, ...] = (1, 8),
                      repeats: int = 20, warmup: int = 3, cache_tokens: int = 64) -> dict:
-    """Tokens per second of torch `generate()` and of the ONNX search (shared/inference/seq2seq.py) on
-    the same inputs, greedy and beam search of 4, after checking that both give the same tokens; then
-    the ONNX search with and without its key/value cache at `cache_tokens` new tokens."""
+    """Tokens per second of torch `generate()`, of the ONNX search (shared/inference/seq2seq.py) and of
+    the same search with dynamic int8 decoder graphs, on the same inputs, greedy and beam search of 4,
+    after checking that ONNX fp32 gives generate()'s tokens (int8: the share of equal tokens); then the
+    ONNX search with and without its key/value cache at `cache_tokens` new tokens."""
     threads = backend_threads()
     torch.set_num_threads(threads)
-    onnx = form.run_onnx(export.export_model(loaded, form).paths, loaded)
+    paths = export.export_model(loaded, form).paths
+    onnx = form.run_onnx(paths, loaded)
+    int8_decoders = {name: export.quantize(paths[name]) for name in ("decoder", "decoder_with_past")}
+    onnx_int8 = form.run_onnx({**paths, **int8_decoders}, loaded)
 
     def inputs(n: int) -> dict:
         return {name: torch.from_numpy(array) for name, array in form.sample_feeds(n)["encoder"].items()}
@@ -197,17 +207,22 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
             with torch.inference_mode():
                 reference = loaded.model.generate(**feeds, **settings)
             got = onnx.generate(**feeds, **settings)
+            got_int8 = onnx_int8.generate(**feeds, **settings)
             calls = {"torch": functools.partial(loaded.model.generate, **feeds, **settings),
-                     "onnx": functools.partial(onnx.generate, **feeds, **settings)}
+                     "onnx": functools.partial(onnx.generate, **feeds, **settings),
+                     "onnx_int8_decoder": functools.partial(onnx_int8.generate, **feeds, **settings)}
             with torch.inference_mode():
                 times = _time_interleaved(calls, repeats, warmup)
             tokens = _generated_tokens(reference, pad_id)
+            same = got_int8.shape == reference.shape and bool(torch.equal(got_int8, reference))
             row = {"decoding": decoding, "batch_size": batch_size, "new_tokens": tokens,
-                   "tokens_equal": bool(torch.equal(reference, got))}
+                   "tokens_equal": bool(torch.equal(reference, got)),
+                   "int8_token_agreement": 1.0 if same else _token_agreement(reference, got_int8)}
             for name in calls:
                 row[name] = {**_percentiles(times[name]),
                              "tokens_per_s": round(tokens / np.median(times[name]) * 1e3, 1)}
             row["onnx_speedup"] = round(row["torch"]["median_ms"] / row["onnx"]["median_ms"], 2)
+            row["onnx_int8_decoder_speedup"] = round(row["torch"]["median_ms"] / row["onnx_int8_decoder"]["median_ms"], 2)
             results.append(row)
 
     fixed = {"num_beams": 1, "min_new_tokens": cache_tokens, "max_new_tokens": cache_tokens}
