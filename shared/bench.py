@@ -50,6 +50,7 @@ def _time_interleaved(calls: dict[str, Callable[[], object]], repeats: int, warm
 
 # The columns of `demohub bench` for a single-graph model, the baseline first.
 VARIANTS = ("torch", "torch_compile", "onnx", "onnx_int8_dynamic", "onnx_int8_static")
+SLOW_FACTOR = 10
 
 
 class CompiledRunner:
@@ -116,12 +117,24 @@ def bench(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int, ...] = (1
         row: dict = {"batch_size": batch_size}
         for variant in variants[1:]:
             got = runners[variant](feeds)  # also compiles torch.compile's graph for this shape
-            if variant == "onnx":  # the fp32 export must match torch within the spec's tolerance
-                row["max_abs_diff"] = export.compare(list(reference.values()), list(got.values()), spec)
+            if variant == "onnx":  # the fp32 export against the spec's tolerance (checked at export on batch 2)
+                try:
+                    row["max_abs_diff"] = export.compare(list(reference.values()), list(got.values()), spec)
+                    row["onnx_within_tolerance"] = True
+                except export.ExportMismatch:
+                    row["max_abs_diff"] = max(float(np.abs(reference[n] - got[n]).max()) for n in spec.output_names)
+                    row["onnx_within_tolerance"] = False
             row[f"{variant}_vs_torch"] = _agreement(reference, got, spec)
-        times = _time_interleaved({v: functools.partial(runners[v], feeds) for v in variants}, repeats, warmup)
+        # one more call each: a variant over SLOW_FACTOR x torch eager is reported from it and not
+        # timed again (torch.compile's inductor code for EfficientNet's convolutions is ~100x slower here)
+        once = {v: _time_interleaved({v: functools.partial(runners[v], feeds)}, 1, 0)[v] for v in variants}
+        slow = [v for v in variants[1:] if once[v][0] > SLOW_FACTOR * once["torch"][0]]
+        timed = [v for v in variants if v not in slow]
+        times = _time_interleaved({v: functools.partial(runners[v], feeds) for v in timed}, repeats, warmup)
         for variant in variants:
-            row[variant] = _percentiles(times[variant])
+            row[variant] = _percentiles(times.get(variant, once[variant]))
+            if variant in slow:
+                row[variant]["timed_once"] = f"over {SLOW_FACTOR}x torch eager on one call"
             if variant != "torch":
                 row[f"{variant}_speedup"] = round(row["torch"]["median_ms"] / row[variant]["median_ms"], 2)
         results.append(row)

@@ -85,7 +85,7 @@ def test_bench_size_tiny_prints_every_column_at_batch_1_and_8(capsys):
     assert result["variants"] == list(bench.VARIANTS) and result["copies"] == "google/vit-base-patch16-224"
     assert [row["batch_size"] for row in result["results"]] == [1, 8]
     for row in result["results"]:
-        assert row["max_abs_diff"] <= 1e-4  # fp32 ONNX checked against torch first
+        assert row["onnx_within_tolerance"] and row["max_abs_diff"] <= 1e-3  # fp32 ONNX checked against torch
         for variant in bench.VARIANTS[1:]:
             assert row[variant]["median_ms"] > 0 and 0 <= row[f"{variant}_vs_torch"]["argmax_agreement"] <= 1
             assert row[f"{variant}_speedup"] == pytest.approx(
