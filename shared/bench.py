@@ -80,9 +80,9 @@ def _runners(loaded: LoadedModel, form: OnnxForm, variants: tuple[str, ...]) -> 
             runners[variant] = CompiledRunner(loaded, spec)
         else:
             fp32_path = fp32_path or export.export_model(loaded, form).paths[name]
-            path = {"onnx": lambda: fp32_path, "onnx_int8_dynamic": lambda: export.quantize(fp32_path),
-                    "onnx_int8_static": lambda: export.quantize_static(fp32_path, export.calibration_rows(form, name))}
-            files[variant] = path[variant]()
+            kind = {"onnx_int8_dynamic": "dynamic", "onnx_int8_static": "static"}.get(variant)
+            files[variant] = (export.int8_path(fp32_path, kind, functools.partial(export.calibration_rows, form, name))
+                              if kind else fp32_path)
             runners[variant] = OnnxRunner(files[variant], loaded.device, spec)
         setup_s[variant] = round(time.perf_counter() - started, 2)
     return runners, setup_s, files
@@ -235,7 +235,8 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
                 row[name] = {**_percentiles(times[name]),
                              "tokens_per_s": round(tokens / np.median(times[name]) * 1e3, 1)}
             row["onnx_speedup"] = round(row["torch"]["median_ms"] / row["onnx"]["median_ms"], 2)
-            row["onnx_int8_decoder_speedup"] = round(row["torch"]["median_ms"] / row["onnx_int8_decoder"]["median_ms"], 2)
+            row["onnx_int8_decoder_speedup"] = round(
+                row["torch"]["median_ms"] / row["onnx_int8_decoder"]["median_ms"], 2)
             results.append(row)
 
     fixed = {"num_beams": 1, "min_new_tokens": cache_tokens, "max_new_tokens": cache_tokens}

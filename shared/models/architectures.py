@@ -78,9 +78,9 @@ def _rtdetr(real: bool):
     backbone = RTDetrResNetConfig(embedding_size=32 if real else 8, hidden_sizes=widths,
                                   depths=[2, 2, 2, 2] if real else [1, 1, 1, 1], layer_type="basic",
                                   out_features=["stage2", "stage3", "stage4"])
-    shape = dict(hidden_expansion=0.5) if real else dict(encoder_hidden_dim=32, encoder_ffn_dim=64, d_model=32, decoder_ffn_dim=64,
-                                 decoder_in_channels=[32, 32, 32], encoder_attention_heads=2,
-                                 decoder_attention_heads=2, num_queries=20, num_denoising=0)
+    shape = dict(hidden_expansion=0.5) if real else dict(
+        encoder_hidden_dim=32, encoder_ffn_dim=64, d_model=32, decoder_ffn_dim=64, decoder_in_channels=[32, 32, 32],
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=20, num_denoising=0)
     size = 640 if real else 64
     config = RTDetrConfig(backbone_config=backbone, encoder_in_channels=widths[1:], decoder_layers=3 if real else 1,
                           anchor_image_size=None, **shape, **_labels(80 if real else 4))
