@@ -54,8 +54,9 @@ class Result:
 
     @property
     def precision(self) -> str:
-        """fp32, or bf16/fp16 where torch runs a model in half precision on a GPU (exports are fp32)."""
-        return self.loaded.precision if self.backend == "torch" else "fp32"
+        """fp32, bf16/fp16 where torch runs a model in half precision on a GPU (exports are fp32), or
+        int8 on the int8 backend."""
+        return {"torch": self.loaded.precision, "int8": "int8"}.get(self.backend, "fp32")
 
     @property
     def all_notes(self) -> list[str]:

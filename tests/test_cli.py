@@ -56,12 +56,14 @@ def test_export_with_quantize_measures_the_change(capsys):
     result = json.loads(out)
     assert status == 0 and result["max_abs_diff_vs_torch"]["model"] <= result["tolerance"]["atol"]
     quantized = result["quantized"]
-    assert quantized["digits_accuracy_int8"] >= quantized["digits_accuracy_fp32"] - 0.02
-    assert 0 <= quantized["top1_agreement_on_samples"] <= 1
+    for kind in ("dynamic", "static"):
+        assert quantized[kind]["digits_accuracy_int8"] >= quantized["digits_accuracy_fp32"] - 0.02
+        assert 0 <= quantized[kind]["top1_agreement_on_samples"] <= 1
 
 
 def test_bench_reports_both_backends_and_the_ratio(capsys, tiny_models):
-    status, out, _ = run_cli(capsys, "bench", "classification", "--model", tiny_models["vit"], "--repeats", "3")
+    status, out, _ = run_cli(capsys, "bench", "classification", "--model", tiny_models["vit"], "--repeats", "3",
+                             "--variants", "onnx")
     result = json.loads(out)
     assert status == 0 and [row["batch_size"] for row in result["results"]] == [1, 8]
     for row in result["results"]:

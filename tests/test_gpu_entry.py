@@ -23,7 +23,7 @@ def calls(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", "int8"])
 def test_model_forwards_go_through_the_entry_point(calls, backend):
     result = classification.classify(PHOTOS["cat"], backend=backend)
     assert result.backend == backend and len(calls) == 1

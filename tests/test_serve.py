@@ -38,11 +38,13 @@ def test_one_public_endpoint(client):
         "/classification", "/explain"]
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", "int8"])
 def test_served_answer(client, backend):
     labels, served = classify(client, DIGIT_EXAMPLES / "digit_7.png", backend=backend)
     assert labels["label"] == "7" and len(labels["confidences"]) == 5
-    assert f"on **{backend}**" in served and "digits-convnext" in served and "Apache-2.0" in served and " ms" in served
+    precision = "int8" if backend == "int8" else "fp32"
+    assert f"on **{backend}** ({precision})" in served
+    assert "digits-convnext" in served and "Apache-2.0" in served and " ms" in served
 
 
 def test_offline_hub_model_falls_back_and_says_so(client):

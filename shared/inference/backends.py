@@ -16,28 +16,53 @@ from collections.abc import Callable
 from shared.errors import UserError
 from shared.inference import export, gpu
 from shared.inference.graphs import OnnxForm
+from shared.inference.sessions import OnnxRunner
 from shared.models.loader import LoadedModel, cache
+from shared.models.registry import ModelEntry
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "int8")  # int8: the ONNX graph quantised, for models the registry offers it for
 
 
-def check_backend(backend: str) -> str:
+def check_backend(backend: str, entry: ModelEntry | None = None) -> str:
+    """`backend`, or a UserError: unknown, not runnable here, or int8 for a model it is not offered for."""
     if backend not in BACKENDS:
         raise UserError(f"Unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}.")
-    if backend == "onnx" and gpu.ZERO_GPU:
+    if backend != "torch" and gpu.ZERO_GPU:
         raise UserError("On a ZeroGPU Space only the torch backend runs (the GPU is lent per request, and an ONNX "
                         "session outlives one); choose torch.")
+    if backend == "int8" and entry is not None and not entry.int8:
+        raise UserError(f"int8 is not offered for {entry.name}: it is offered only where quantising changes the "
+                        "held-out results by under 1 point. Choose onnx or torch.")
     return backend
 
 
 def runner(loaded: LoadedModel, backend: str, form: OnnxForm) -> Callable:
     """A callable that runs `loaded` on `backend`; the ONNX files are exported on first use."""
-    if check_backend(backend) == "torch":
+    if check_backend(backend, loaded.entry) == "torch":
         return gpu.on_gpu(form.run_torch(loaded))
 
     def build() -> tuple[Callable, int]:
         paths = export.ensure_exported(loaded, form)
         return form.run_onnx(paths, loaded), sum(path.stat().st_size for path in paths.values())
 
+    if backend == "int8":
+        return gpu.on_gpu(_int8_runner(loaded, form))
     run, _ = cache.get(("onnx", loaded.entry.name, str(loaded.device)), build, lambda value: value[1])
     return gpu.on_gpu(run)
+
+
+def _int8_runner(loaded: LoadedModel, form: OnnxForm) -> Callable:
+    """The registry's int8 copy (dynamic, or static calibrated on the app's sample inputs), made on first use."""
+    kind = loaded.entry.int8
+    if form.generates:
+        raise UserError(f"int8 is not offered for {loaded.entry.name}: its generation graphs are exported fp32. "
+                        "Choose onnx or torch.")
+
+    def build() -> tuple[Callable, int]:
+        ((name, spec),) = form.graphs.items()
+        fp32 = export.ensure_exported(loaded, form)[name]
+        path = export.int8_path(fp32, kind, lambda: export.calibration_rows(form, name))
+        return OnnxRunner(path, loaded.device, spec), path.stat().st_size
+
+    run, _ = cache.get(("int8", loaded.entry.name, str(loaded.device)), build, lambda value: value[1])
+    return run

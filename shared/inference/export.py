@@ -279,3 +279,59 @@ def quantize(fp32_path: Path) -> Path:
         scratch.rename(int8_path)
         _record_digests(int8_path.parent)
     return int8_path
+
+
+INT8_KINDS = ("dynamic", "static")
+CALIBRATION_ROWS = 16  # rows of real inputs (the app's sample photos and scenes) static int8 is calibrated on
+
+
+def calibration_rows(form: OnnxForm, name: str, rows: int = CALIBRATION_ROWS) -> list[Feeds]:
+    """One feed per row of the form's real sample inputs (batch 1 also suits a fixed-batch graph)."""
+    feeds = form.sample_feeds(rows)[name]
+    return [{key: value[i:i + 1] for key, value in feeds.items()} for i in range(rows)]
+
+
+def int8_path(fp32_path: Path, kind: str, calibration: Callable[[], list[Feeds]]) -> Path:
+    """The `kind` int8 copy of an fp32 export (written beside it on first use)."""
+    return quantize(fp32_path) if kind == "dynamic" else quantize_static(fp32_path, calibration())
+
+
+# Static int8 quantises only the compute-heavy operators whose second input is a weight; softmax,
+# normalisation, GELU, residual adds, resizes and the attention products of two activations stay fp32.
+STATIC_INT8_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def quantize_static(fp32_path: Path, calibration: list[Feeds]) -> Path:
+    """Static int8 in QDQ form (onnxruntime's `quantize_static`): per-channel int8 weights, uint8
+    activations whose ranges are measured (min/max) on `calibration`, one feed per row of real inputs."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+    )
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(calibration)
+
+        def get_next(self):
+            return next(self.rows, None)
+
+    qdq_path = fp32_path.with_name("model.qdq.onnx")
+    if not qdq_path.is_file():
+        scratch = Path(tempfile.mkdtemp(dir=fp32_path.parent))
+        try:
+            prepared = scratch / "prepared.onnx"  # shapes inferred and constants folded, as the quantiser wants
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            ort_quantize_static(str(prepared), str(scratch / qdq_path.name), Reader(), quant_format=QuantFormat.QDQ,
+                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                op_types_to_quantize=list(STATIC_INT8_OPS), calibrate_method=CalibrationMethod.MinMax,
+                                extra_options={"MatMulConstBOnly": True})
+            os.replace(scratch / qdq_path.name, qdq_path)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        _record_digests(qdq_path.parent)
+    return qdq_path

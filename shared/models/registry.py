@@ -49,6 +49,9 @@ class ModelEntry:
     family: str = ""  # models chosen together in the UI, e.g. "opus-mt": the language pair picks one
     samples: bool = True  # generative: draws samples from a prior (a photo autoencoder only encodes)
     encodes: bool = False  # generative: has an encoder, so it can reconstruct an uploaded image
+    # "dynamic" or "static": the int8 ONNX copy the `int8` backend serves, set only where it changes the
+    # held-out metrics by under 1 point (`demohub export APP --model M --quantize` measures it); "": none
+    int8: str = ""
     knows: str = ""  # a model of plain images only (digits, synthetic scenes): what it knows (noted on a photo)
 
     @property

@@ -9,7 +9,8 @@
         occlusion] [--label L] [--window PX --stride PX] [--model M] [--backend torch|onnx]
     demohub export APP [--model M] [--quantize]
     demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
-    demohub bench APP [--model M] [--repeats N] [--cold-start] [--throughput DIR]
+    demohub bench APP [--model M] [--repeats N] [--cold-start] [--throughput DIR] [--variants V ...]
+    demohub bench APP --size real|tiny [--arch NAME] [--batch-sizes 1 8] [--markdown]
     demohub data digits --out DIR
     demohub spaces build --out DIR [--space NAME ...] [--namespace USER_OR_ORG]
     demohub spaces push --namespace USER_OR_ORG [--space NAME ...] [--private] [--dry-run]
@@ -87,10 +88,13 @@ def _export(args) -> dict:
 def _bench(args) -> dict:
     from shared import bench
 
+    if args.size:
+        return _bench_architectures(args)
     spec, loaded = _load(args)
     if args.throughput:
         return _throughput(spec, args)
-    result = bench.bench(loaded, spec.onnx(loaded), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats)
+    result = bench.bench(loaded, spec.onnx(loaded), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
+                         warmup=args.warmup, variants=tuple(args.variants))
     if args.cold_start:
         result["cold_start_s"] = bench.cold_start(spec.name, spec.cold_start_request())
     return result
@@ -104,6 +108,30 @@ def _throughput(spec, args) -> dict:
     predict_args = build_parser().parse_args(["predict", spec.name, "--image", args.throughput,
                                               *(["--model", args.model] if args.model else [])])
     return many.throughput(spec, predict_args, files, tuple(args.batch_sizes))
+
+
+def _bench_architectures(args) -> dict:
+    """`bench APP --size real|tiny`: every Hub architecture the app serves, as a random-weight copy."""
+    from shared import bench
+    from shared.models import architectures, registry
+
+    spec = apps.get(args.app)
+    names = args.arch or architectures.of_app(args.app)
+    unknown = [n for n in names if n not in architectures.of_app(args.app)]
+    if unknown or not names:
+        raise UserError(f"{args.app} has no architecture {', '.join(unknown) or ''} to bench; choose from: "
+                        f"{', '.join(architectures.of_app(args.app)) or 'none'}.")
+    results = {}
+    for name in names:
+        folder = architectures.build(name, args.size)
+        entry = registry.add_local(args.app, folder, **architectures.FACTS.get(name, {}))
+        loaded = spec.models.load(entry.name)
+        result = bench.bench(loaded, spec.onnx(loaded), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
+                             warmup=args.warmup, variants=tuple(args.variants))
+        results[name] = {"copies": architectures.ARCHITECTURES[name][1], **result}
+        if args.markdown and "variants" in result:  # a single-graph model's table (generation has its own rows)
+            print(bench.table(result), file=sys.stderr, flush=True)
+    return {"size": args.size, "weights": "random (timing only)", "architectures": results}
 
 
 def _finetune(args) -> dict:
@@ -141,6 +169,8 @@ def _spaces(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shared import bench
+
     parser = argparse.ArgumentParser(prog="demohub", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -181,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
                 sub.add_argument("--quantize", action="store_true", help="Also write dynamic int8 and measure it.")
             if verb == "bench":
                 sub.add_argument("--repeats", type=int, default=30)
+                sub.add_argument("--warmup", type=int, default=5)
+                sub.add_argument("--size", choices=["real", "tiny"],
+                                 help="Bench random-weight copies of the app's Hub architectures at this size "
+                                      "(no download) instead of --model.")
+                sub.add_argument("--arch", action="append", help="With --size: only this architecture (repeatable).")
+                sub.add_argument("--variants", nargs="+", default=list(bench.VARIANTS), choices=bench.VARIANTS,
+                                 help="Columns beside torch eager (single-graph models).")
+                sub.add_argument("--markdown", action="store_true",
+                                 help="Also print each table as markdown rows on stderr.")
                 sub.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
                 sub.add_argument("--cold-start", action="store_true",
                                  help="Also time `demohub serve` to the first answer on the default model.")
