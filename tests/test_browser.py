@@ -208,7 +208,7 @@ def test_examples_follow_the_model(page, hub_url):
     page.locator("img[src*='digit_3']").first.wait_for(timeout=30_000)  # digits for the digits model
     assert page.locator("img[src*='chelsea']").count() == 0
 
-    model = page.get_by_label("Model")
+    model = page.get_by_label("Model", exact=True)
     model.click()
     page.get_by_role("option", name="google/vit-base-patch16-224", exact=False).first.click()
     page.locator("img[src*='chelsea']").first.wait_for(timeout=30_000)  # photos for an ImageNet model

@@ -132,7 +132,8 @@ def test_each_built_space_runs_alone_and_answers(built, tmp_path):
                     time.sleep(1)
             assert client is not None, (tmp_path / f"{name}.log").read_text()
             tools = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/mcp/schema", timeout=30))
-            assert [tool["name"] for tool in tools] == [spec.name]  # the Space is an MCP server too
+            expected = [spec.name, *(["explain"] if spec.explain else [])]  # the classifier's Explain panel
+            assert [tool["name"] for tool in tools] == expected  # the Space is an MCP server too
             outputs = client.predict(**spec.cold_start_request(), api_name=f"/{spec.name}")
             served = outputs[-1]
             assert f"**{registry.default(spec.models.task).name}**" in served, served
