@@ -6,7 +6,7 @@ from apps.vqa import cli, task
 from shared.contract import AppSpec
 from shared.data.examples import PHOTOS
 
-SCENES = sorted((Path(__file__).resolve().parent.parent / "detection" / "examples").glob("*.png"))  # held out
+SCENES = sorted((Path(__file__).resolve().parent.parent / "captioning" / "examples").glob("*.png"))  # held out: seed 1
 SCENE = SCENES[0]
 
 
