@@ -1,12 +1,10 @@
 """Visual question answering, as the hub sees it (the contract: shared/contract.py)."""
 
-from pathlib import Path
-
+from apps.captioning.spec import SCENES  # the held-out scenes both apps show
 from apps.vqa import cli, task
 from shared.contract import AppSpec
 from shared.data.examples import PHOTOS
 
-SCENES = sorted((Path(__file__).resolve().parent.parent / "captioning" / "examples").glob("*.png"))  # held out: seed 1
 SCENE = SCENES[0]
 
 
