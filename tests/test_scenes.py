@@ -81,3 +81,16 @@ def test_a_two_digit_caption_may_name_either_digit_first():
     assert not same_relation("a blue 7 to the left of a red 3", reference)
     assert not same_relation("a red 3 above a blue 7", reference)
     assert same_relation("eine blaue 7 rechts von einer roten 3", "eine rote 3 links von einer blauen 7", "de")
+
+
+def test_synth_writes_scenes_of_a_chosen_digit_count_and_refuses_others(tmp_path, capsys):
+    from shared.serving import cli
+
+    assert cli.main(["data", "synth", "--out", str(tmp_path), "--n", "8", "--seed", "4", "--digits", "2"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "text.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["caption"] for row in rows] == [make_scene(4, i, digits=2).caption for i in range(8)]
+    assert all(len(make_scene(4, i, digits=2).objects) == 2 for i in range(8))
+    assert make_scene(4, 3).caption == make_scene(4, 3, digits=None).caption  # the default draws 1 to 4
+    capsys.readouterr()
+    assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--digits", "5"]) == 1
+    assert "--digits" in capsys.readouterr().err

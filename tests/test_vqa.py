@@ -122,6 +122,29 @@ def test_finetune_smoke_run_from_a_captioner(tmp_path):
     assert isinstance(answered["answers"][0]["answer"], str)
 
 
+@pytest.mark.slow
+def test_finetune_kinds_learns_one_kind_and_keeps_every_prior(tmp_path):
+    data = tmp_path / "scenes"
+    scenes.write_datasets(data, 24, seed=9)
+    start = make_tiny_captioner("trocr", tmp_path / "start")
+    args = ["--data", str(data / "text.jsonl"), "--eval-data", str(data / "text.jsonl"), "--model", str(start),
+            "--epochs", "1", "--batch-size", "8", "--validation-fraction", "0.1"]
+    everything = finetune.main([*args, "--out", str(tmp_path / "all")])
+    left_of = finetune.main([*args, "--out", str(tmp_path / "left-of"), "--kinds", "left_of"])
+    rows = [json.loads(line) for line in (data / "text.jsonl").read_text().splitlines()]
+    asked = sum(finetune.kind_of(qa["question"]["en"]) == "left_of" for row in rows for qa in row["qa"])
+    assert 0 < left_of["train_examples"] <= 2 * asked < everything["train_examples"]  # en + de
+    assert left_of["prior_accuracy_is_there"] == everything["prior_accuracy_is_there"]  # priors from all rows
+    assert left_of["test_questions"] == everything["test_questions"]  # held out: every kind
+
+
+def test_finetune_refuses_an_unknown_kind_with_a_sentence(tmp_path):
+    scenes.write_datasets(tmp_path / "scenes", 2, seed=9)
+    with pytest.raises(UserError, match="where is not a question kind"):
+        finetune.main(["--data", str(tmp_path / "scenes" / "text.jsonl"), "--out", str(tmp_path / "run"),
+                       "--kinds", "left_of,where"])
+
+
 @pytest.fixture(scope="module")
 def tiny_blip(tmp_path_factory):
     """A random BlipForQuestionAnswering (Salesforce/blip-vqa-base's format) with its ONNX generator."""

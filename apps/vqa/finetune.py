@@ -50,8 +50,21 @@ class VqaArguments(captioning.CaptionArguments):
     max_length: int = field(default=32, metadata={"help": "Tokens of question and answer together."})
     with_captions: bool = field(default=False, metadata={"help": "Also learn the data's captions: one model for "
                                                                  "captioning and VQA (the embedded models)."})
+    kinds: str = field(default="", metadata={"help": "Learn only these question kinds, comma-separated ("
+                                                     "count, is_there, colour, left_of, other): a curriculum "
+                                                     "stage that gives one hard kind all the steps. Held-out "
+                                                     "figures still cover every kind."})
     epochs: int = 3
     learning_rate: float = 5e-4
+
+    def kind_set(self) -> set[str]:
+        return {kind.strip() for kind in self.kinds.split(",") if kind.strip()}
+
+    def check(self) -> None:
+        super().check()
+        if unknown := self.kind_set() - {*KINDS, "other"}:
+            raise UserError(f"--kinds: {', '.join(sorted(unknown))} is not a question kind "
+                            f"(the kinds: {', '.join([*KINDS, 'other'])}).")
 
 
 def _texts(value, where: str) -> list[tuple[str | None, str]]:
@@ -132,12 +145,14 @@ def model_card(out: Path, args, metrics: dict, argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = training.parse(argv, VqaArguments, f"demohub finetune {TASK}", __doc__)
+    kinds = args.kind_set()
     train: list[Example] = []
 
     def examples_of(rows, where):  # the questions (and with --with-captions the captions) of the same images
         some = qa_examples(rows, where) + (captioning.caption_examples(rows, where) if args.with_captions else [])
-        if not train:
+        if not train:  # the training rows: all of them set the priors, --kinds picks what is learned
             train.extend(some)
+            return [e for e in some if e.question is None or not kinds or e.kind in kinds]
         return some
 
     def evaluate_all(model, processor, held, a):

@@ -98,13 +98,16 @@ def _box_iou(a: list[int], b: list[int]) -> float:
     return inter / union if union else 0.0
 
 
-def make_scene(seed: int, index: int) -> Scene:
+def make_scene(seed: int, index: int, digits: int | None = None) -> Scene:
+    """Scene `index` of `seed`: 1 to MAX_OBJECTS digits, or `digits` of them (fewer where one finds
+    no free place or is covered); the same seed and index always give the same scene."""
     rng = np.random.default_rng([seed, index])
     glyphs, targets = _glyphs()
     canvas = _background(rng)
     instance = np.zeros((SIDE, SIDE), dtype=np.uint8)
     placed: list[tuple[int, str, list[int]]] = []
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+    drawn = int(rng.integers(1, MAX_OBJECTS + 1))
+    for _ in range(digits or drawn):
         height = int(rng.integers(*DIGIT_HEIGHT))
         width = int(height * rng.uniform(0.7, 0.9))
         for _attempt in range(30):  # a place that covers no earlier digit by more than a third
@@ -211,7 +214,8 @@ def sentence_case(text: str) -> str:
     return text if text.endswith("?") else text + "."
 
 
-def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int = 1) -> Path:
+def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int = 1,
+                            digits: int | None = None) -> Path:
     """The English/German pairs of scenes 0..n-1 of `seed`, each also in sentence case, as JSONL rows
     {"translation": {"en": ..., "de": ...}} (the `datasets` translation format).
 
@@ -222,7 +226,7 @@ def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int
     path.parent.mkdir(parents=True, exist_ok=True)
     counts: Counter[tuple[str, str]] = Counter()
     for index in range(n):
-        for pair in sentence_pairs(make_scene(seed, index)):
+        for pair in sentence_pairs(make_scene(seed, index, digits)):
             counts[pair["en"], pair["de"]] += 1
             counts[sentence_case(pair["en"]), sentence_case(pair["de"])] += 1
     with path.open("w", encoding="utf-8") as f:
@@ -232,11 +236,13 @@ def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int
     return path
 
 
-def write_datasets(out: str | Path, n: int, seed: int, text_only: bool = False, max_repeats: int = 1) -> dict[str, str]:
-    """Scenes 0..n-1 of `seed` as COCO detection JSON, segmentation image/mask folders, captions
-    and sentence pairs (only the sentence pairs with `text_only`)."""
+def write_datasets(out: str | Path, n: int, seed: int, text_only: bool = False, max_repeats: int = 1,
+                   digits: int | None = None) -> dict[str, str]:
+    """Scenes 0..n-1 of `seed` (each with `digits` digits if given) as COCO detection JSON,
+    segmentation image/mask folders, captions and sentence pairs (only the sentence pairs with
+    `text_only`)."""
     out = Path(out)
-    translation = write_translation_pairs(out, n, seed, max_repeats)
+    translation = write_translation_pairs(out, n, seed, max_repeats, digits)
     if text_only:
         return {"translation": str(translation)}
     for folder in ("images", "masks"):
@@ -244,7 +250,7 @@ def write_datasets(out: str | Path, n: int, seed: int, text_only: bool = False, 
     coco = {"images": [], "annotations": [], "categories": [{"id": d, "name": str(d)} for d in range(10)]}
     with (out / "text.jsonl").open("w", encoding="utf-8") as text:
         for index in range(n):
-            scene = make_scene(seed, index)
+            scene = make_scene(seed, index, digits)
             name = f"{index:05d}.png"
             scene.image.save(out / "images" / name)
             Image.fromarray(scene.semantic_mask, mode="L").save(out / "masks" / name)
