@@ -130,10 +130,12 @@ def test_finetune_kinds_learns_one_kind_and_keeps_every_prior(tmp_path):
     args = ["--data", str(data / "text.jsonl"), "--eval-data", str(data / "text.jsonl"), "--model", str(start),
             "--epochs", "1", "--batch-size", "8", "--validation-fraction", "0.1"]
     everything = finetune.main([*args, "--out", str(tmp_path / "all")])
-    left_of = finetune.main([*args, "--out", str(tmp_path / "left-of"), "--kinds", "left_of"])
+    left_of = finetune.main([*args, "--out", str(tmp_path / "left-of"), "--kinds", "left_of", "--with-captions"])
     rows = [json.loads(line) for line in (data / "text.jsonl").read_text().splitlines()]
     asked = sum(finetune.kind_of(qa["question"]["en"]) == "left_of" for row in rows for qa in row["qa"])
-    assert 0 < left_of["train_examples"] <= 2 * asked < everything["train_examples"]  # en + de
+    captions = 2 * len(rows)  # --with-captions keeps every caption, en + de
+    assert 0 < left_of["train_examples"] - captions <= 2 * asked < everything["train_examples"]
+    assert "demohub finetune vqa --data" in (tmp_path / "left-of" / "README.md").read_text()
     assert left_of["prior_accuracy_is_there"] == everything["prior_accuracy_is_there"]  # priors from all rows
     assert left_of["test_questions"] == everything["test_questions"]  # held out: every kind
 

@@ -498,9 +498,10 @@ def _loader(trainer, dataset, collate_fn, shuffle: bool):
     return make
 
 
-def model_card(out: Path, args, metrics: dict, argv: list[str]) -> str:
+def model_card(out: Path, args, metrics: dict, argv: list[str], task: str = TASK) -> str:
+    """The card; `task` names the script that trained it (VQA's --with-captions writes this card too)."""
     origin = f"`{args.model}`" + (" (architecture only, trained from scratch)" if args.from_scratch else "")
-    lines = [f"# {out.name}", "", f"Captioning model trained by `apps/captioning/finetune.py` from {origin}",
+    lines = [f"# {out.name}", "", f"Captioning model trained by `apps/{task}/finetune.py` from {origin}",
              f"on `{args.data or args.dataset}`.", ""]
     for lang in (*LANGUAGES, None):
         key = f"test_{lang}" if lang else "test"
@@ -517,7 +518,7 @@ def model_card(out: Path, args, metrics: dict, argv: list[str]) -> str:
             lines.append(line)
     lines += [f"- Validation loss: {metrics['eval_loss']:.4f}",
               "- All metrics: `metrics.json`; arguments: `finetune_args.json`", "",
-              "Rebuild:", "", "```", f"demohub finetune {TASK} " + shlex.join(argv), "```", ""]
+              "Rebuild:", "", "```", f"demohub finetune {task} " + shlex.join(argv), "```", ""]
     return "\n".join(lines)
 
 

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     def card(out, a, metrics, argv):
         if not a.with_captions:
             return model_card(out, a, metrics, argv)
-        return captioning.model_card(out, a, metrics, argv) + "\n" + "\n".join(
+        return captioning.model_card(out, a, metrics, argv, task=TASK) + "\n" + "\n".join(
             model_card(out, a, metrics, argv).splitlines()[5:-8]) + "\n"
 
     return captioning.run(args, argv, examples_of, evaluate_all, card, TASK)
