@@ -5,12 +5,18 @@ names a held-out folder of the same form. Augmentation moves masks with images
 (torchvision.transforms.v2 with tv_tensors); mean IoU (torchmetrics) on validation drives
 early stopping, and is measured on the held-out folder at the end.
 
-    # the embedded segmenter, from scratch on synthetic scenes (held-out mIoU in its card)
-    demohub data synth --out data/scenes-train --n 3000 --seed 0
+    # the embedded segmenter (held-out mIoU 0.81-0.83 on four seeds, its card): from scratch at
+    # 128 px on 3,000 scenes, then fine-tuned at 256 px on 20,000
+    demohub data synth --out data/scenes-train-3k --n 3000 --seed 0
+    demohub data synth --out data/scenes-train --n 20000 --seed 0
     demohub data synth --out data/scenes-test --n 300 --seed 1
+    demohub finetune segmentation --data data/scenes-train-3k --eval-data data/scenes-test \\
+        --out runs/digits-upernet-128 --model apps/segmentation/digits_recipe --from-scratch \\
+        --epochs 20 --batch-size 16 --learning-rate 2e-3 --weight-decay 0.05 --patience 5 --balance-classes
     demohub finetune segmentation --data data/scenes-train --eval-data data/scenes-test \\
-        --out models/segmentation/digits-upernet --model apps/segmentation/digits_recipe --from-scratch \
-        --epochs 20 --learning-rate 2e-3 --balance-classes
+        --out models/segmentation/digits-upernet --model runs/digits-upernet-128 --image-size 256 \\
+        --epochs 2 --batch-size 16 --learning-rate 5e-4 --warmup-fraction 0.05 --validation-fraction 0.025 \\
+        --balance-classes
 """
 
 from __future__ import annotations
