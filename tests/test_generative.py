@@ -72,6 +72,16 @@ def test_precision_recall_tell_fidelity_from_coverage():
     assert quality.precision_recall(real, real + 100) == (0.0, 0.0)
 
 
+def test_frechet_distance_measures_a_shift_without_deprecated_scipy_arguments():
+    import warnings
+
+    real = np.random.default_rng(0).standard_normal((500, 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SciPy 1.18 removed sqrtm's `disp`; 1.17 warns about it
+        assert quality.frechet_distance(real, real) == pytest.approx(0, abs=1e-6)
+        assert quality.frechet_distance(real, real + 1) == pytest.approx(20, rel=1e-6)  # 20 dims moved by 1
+
+
 def test_gan_card_meets_the_bar():
     metrics = json.loads((registry.get("generative", "digits-gan").local_dir / "metrics.json").read_text())
     assert metrics["class_accuracy"] >= 0.9 and metrics["class_accuracy_worst"] >= 0.8

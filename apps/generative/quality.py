@@ -78,7 +78,7 @@ def digits_judge() -> Judge:
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     mean_a, mean_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covmean = linalg.sqrtm(cov_a @ cov_b)  # no `disp`: deprecated in SciPy 1.17, gone in 1.18
     return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean.real))
 
 
