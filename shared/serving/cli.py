@@ -99,7 +99,7 @@ def _bench(args) -> dict:
     result = bench.bench(loaded, spec.onnx(loaded), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
                          warmup=args.warmup, variants=tuple(args.variants))
     if args.cold_start:
-        result["cold_start_s"] = bench.cold_start(spec.name, spec.cold_start_request())
+        result |= bench.cold_start(spec.name, spec.cold_start_request())
     return result
 
 
