@@ -37,6 +37,7 @@ def test_concurrent_calls_become_one_batch_and_each_gets_its_rows():
     assert [a["y"].tolist() for a in answers] == [[[10.0 * i], [-10.0 * i]] for i in range(1, 6)]
     # 1 row alone, then the 5 waiting calls (10 rows) in batches of at most 8 rows: 8 + 2
     assert calls == [1, 8, 2] and list(gatherer.sizes) == [1, 8, 2]
+    assert not gatherer._waiting and not gatherer._running  # a key with no caller is forgotten
 
 
 def test_a_failing_model_call_fails_each_caller_of_its_batch_and_the_next_runs():

@@ -53,15 +53,23 @@ class Gatherer:
         self._lock = threading.Lock()
         self._waiting: dict[Hashable, list[_Call]] = {}
         self._running: dict[Hashable, threading.Lock] = {}
+        self._callers: collections.Counter = collections.Counter()  # per key: forgotten at 0 (many shapes)
 
     def __call__(self, key: Hashable, run: Callable[[Feeds], dict], feeds: Feeds) -> dict[str, np.ndarray]:
         call = _Call(feeds, len(next(iter(feeds.values()))))
         with self._lock:
             self._waiting.setdefault(key, []).append(call)
             running = self._running.setdefault(key, threading.Lock())
-        with running:
-            while not call.done:  # a caller whose call did not fit runs the next batch, its own among them
-                self._run_batch(key, run)
+            self._callers[key] += 1
+        try:
+            with running:
+                while not call.done:  # a caller whose call did not fit runs the next batch, its own among them
+                    self._run_batch(key, run)
+        finally:
+            with self._lock:
+                self._callers[key] -= 1
+                if not self._callers[key]:
+                    del self._callers[key], self._waiting[key], self._running[key]
         if call.error is not None:
             raise call.error
         if call.batch_rows > call.rows:
