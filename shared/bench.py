@@ -11,12 +11,16 @@ spread. One-time costs (load, export, session) are reported apart from steady st
 from __future__ import annotations
 
 import functools
+import os
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -161,28 +165,180 @@ def table(result: dict) -> str:
     return "\n".join([header, "| " + " | ".join(["---"] * (len(variants) + 2)) + " |", *lines])
 
 
-def cold_start(app: str, request: dict, timeout_s: float = 120) -> float:
-    """Seconds from starting `demohub serve` to the first answer of `app` to `request`."""
-    from gradio_client import Client
-
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "shared.serving.cli", "serve", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return s.getsockname()[1]
+
+
+def _start_server(port: int, app_names: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`demohub serve` (only `app_names`, if given) on `port`, in a child process."""
+    only = [arg for name in app_names for arg in ("--app", name)]
+    return subprocess.Popen([sys.executable, "-m", "shared.serving.cli", "serve", "--port", str(port), *only],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+
+
+def _wait_for(url: str, timeout_s: float, started: float) -> None:
+    """Until `url` answers 200 (a 503 from /readyz means: not yet)."""
+    while time.perf_counter() - started < timeout_s:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process, all its threads (Linux /proc; None elsewhere)."""
     try:
-        while time.perf_counter() - started < timeout_s:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cold_start(app: str, request: dict, timeout_s: float = 120) -> dict:
+    """Seconds from starting `demohub serve` to the first answer of `app` to `request`, and the CPU
+    seconds the server spent by then (imports, pages, model loads, the answer): on a busy machine
+    the wall time waits for other jobs, the CPU time much less."""
+    from gradio_client import Client
+
+    port = _free_port()
+    started = time.perf_counter()
+    server = _start_server(port)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", timeout_s, started)
         Client(f"http://127.0.0.1:{port}/{app}/", verbose=False).predict(**request, api_name=f"/{app}")
-        return round(time.perf_counter() - started, 2)
+        wall, cpu = time.perf_counter() - started, _cpu_seconds(server.pid)
+        return {"cold_start_s": round(wall, 2), "cold_start_server_cpu_s": cpu and round(cpu, 2)}
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        _stop(server)
+
+
+class _ApiCaller:
+    """One request through gradio's HTTP API as a client sends it: the image uploaded, the call
+    queued (POST /call/APP), its answer read from the event stream. httpx, one connection pool
+    per client thread, so that 32 clients cost the machine little beside the server."""
+
+    def __init__(self, base: str, app: str, request: dict, parameters: list[dict]):
+        import httpx
+
+        self.base, self.app, self.request, self.parameters = base, app, request, parameters
+        self.http = httpx.Client(timeout=300)
+
+    def __call__(self) -> str:
+        """The answer's JSON text (raises on an error event)."""
+        data = []
+        for p in self.parameters:
+            value = self.request.get(p["parameter_name"], p.get("parameter_default"))
+            if isinstance(value, Path):
+                with open(value, "rb") as f:
+                    uploaded = self.http.post(f"{self.base}gradio_api/upload", files={"files": (value.name, f)})
+                value = {"path": uploaded.raise_for_status().json()[0], "meta": {"_type": "gradio.FileData"}}
+            data.append(value)
+        call = self.http.post(f"{self.base}gradio_api/call/{self.app}", json={"data": data}).raise_for_status()
+        event_id = call.json()["event_id"]
+        with self.http.stream("GET", f"{self.base}gradio_api/call/{self.app}/{event_id}") as stream:
+            event = None
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    if event == "error":
+                        raise RuntimeError(f"the server answered an error: {line[5:].strip()}")
+                    return line[5:].strip()
+        raise RuntimeError("the event stream ended without an answer")
+
+
+_BATCH_NOTE = re.compile(r"\((\d+) rows\)")
+
+
+def _load_level(callers: list[_ApiCaller], per_client: int) -> dict:
+    """Every client sends `per_client` requests one after another, all clients at once."""
+    latencies, rows, failures = [], [], []
+    lock = threading.Lock()
+
+    def client(caller: _ApiCaller) -> None:
+        for _ in range(per_client):
+            t0 = time.perf_counter()
+            try:
+                answer = caller()
+            except Exception as err:  # noqa: BLE001 - counted and reported, the others go on
+                with lock:
+                    failures.append(str(err)[:200])
+                continue
+            with lock:
+                latencies.append((time.perf_counter() - t0) * 1e3)
+                found = _BATCH_NOTE.search(answer)
+                rows.append(int(found.group(1)) if found else 1)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in callers]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    p50, p95 = np.percentile(latencies, [50, 95]) if latencies else (float("nan"),) * 2
+    return {"requests": len(latencies), "failed": len(failures), "failures": failures[:3],
+            "requests_per_s": round(len(latencies) / wall, 2), "p50_ms": round(float(p50), 1),
+            "p95_ms": round(float(p95), 1), "mean_batch_rows": round(float(np.mean(rows)), 2) if rows else None}
+
+
+def load(app: str, request: dict, clients: tuple[int, ...] = (1, 8, 32), requests_per_level: int = 64,
+         max_batch: int | None = None, timeout_s: float = 300) -> dict:
+    """Requests per second and p50/p95 latency of `app`'s endpoint served by `demohub serve --app
+    APP`, at each number of concurrent clients, with batching off (DEMOHUB_MAX_BATCH=1) and on, the
+    two servers running side by side and the levels interleaved (off, then on, at each level)."""
+    from gradio_client import Client
+
+    from shared.inference import batching
+
+    settings = {"off": "1", "on": str(max_batch or max(batching.MAX_BATCH, 2))}
+    ports = {mode: _free_port() for mode in settings}
+    servers, callers = {}, {}
+    try:
+        for mode, size in settings.items():
+            servers[mode] = _start_server(ports[mode], (app,), {"DEMOHUB_MAX_BATCH": size})
+        for mode, port in ports.items():
+            _wait_for(f"http://127.0.0.1:{port}/readyz", timeout_s, time.perf_counter())
+            base = f"http://127.0.0.1:{port}/{app}/"
+            info = Client(base, verbose=False).view_api(return_format="dict", print_info=False)
+            parameters = info["named_endpoints"][f"/{app}"]["parameters"]  # the endpoint's arguments and defaults
+            callers[mode] = [_ApiCaller(base, app, request, parameters) for _ in range(max(clients))]
+            for _ in range(3):  # warm-up: the first calls of a model pay for lazy set-up
+                callers[mode][0]()
+        levels = []
+        for n in clients:
+            per_client = max(2, requests_per_level // n)
+            row = {"clients": n, **{mode: _load_level(callers[mode][:n], per_client) for mode in settings}}
+            row["throughput_ratio"] = round(row["on"]["requests_per_s"] / row["off"]["requests_per_s"], 2)
+            row["p95_ratio"] = round(row["on"]["p95_ms"] / row["off"]["p95_ms"], 2)
+            levels.append(row)
+        return {"app": app, "request": {k: str(v) for k, v in request.items()}, "max_batch": settings,
+                "measures": "upload + queued call + answer through gradio's HTTP API, httpx client threads",
+                "levels": levels}
+    finally:
+        for server in servers.values():
+            _stop(server)
+
+
+def load_table(result: dict) -> str:
+    """A load result as the README's markdown rows."""
+    lines = ["| clients | off: req/s | off: p50 / p95 ms | on: req/s | on: p50 / p95 ms | on: mean batch | "
+             "throughput on/off | p95 on/off |", "| " + " | ".join(["---"] * 8) + " |"]
+    for row in result["levels"]:
+        off, on = row["off"], row["on"]
+        lines.append(f"| {row['clients']} | {off['requests_per_s']} | {off['p50_ms']:.0f} / {off['p95_ms']:.0f} | "
+                     f"{on['requests_per_s']} | {on['p50_ms']:.0f} / {on['p95_ms']:.0f} | {on['mean_batch_rows']} | "
+                     f"{row['throughput_ratio']}x | {row['p95_ratio']}x |")
+    return "\n".join(lines)
 
 
 def _generated_tokens(token_ids: torch.Tensor, pad_id: int, prompt_length: int) -> int:

@@ -68,6 +68,9 @@ def trainer_arguments(args: TrainingOptions, train_size: int, metric: str, argum
         save_total_limit=2, seed=args.seed, remove_unused_columns=False, report_to=[],
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=cuda and not torch.cuda.is_bf16_supported(),
         dataloader_num_workers=0, dataloader_pin_memory=cuda,
+        # on a machine without a GPU, say so: then the processes torchrun starts train data-parallel
+        # (DDP over gloo) instead of each training alone on all the data
+        use_cpu=not cuda and not torch.backends.mps.is_available(),
         push_to_hub=bool(args.push_to_hub), hub_model_id=args.push_to_hub,
     )
     return arguments_class(**{**settings, **overrides})
@@ -118,7 +121,9 @@ def rounded(metrics: dict) -> dict:
 def save(trainer, processor, args: TrainingOptions, metrics: dict, card: str) -> None:
     """The model, processor, metrics, arguments and card into args.out; then push and tidy up."""
     out = Path(args.out)
-    trainer.save_model(str(out))
+    trainer.save_model(str(out))  # every process calls it; only the first writes
+    if not trainer.is_world_process_zero():  # under torchrun: the other processes write nothing
+        return
     processor.save_pretrained(out)
     (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; finetune_args.json says the same
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

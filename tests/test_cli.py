@@ -240,3 +240,9 @@ def test_bench_vqa_on_a_tiny_blip_checks_tokens_and_says_why_the_cache_is_not_ti
     assert all(r["tokens_equal"] and r["new_tokens"] > 0 and r["onnx_speedup"] > 0 for r in result["results"])
     (cache,) = result["onnx_cache"]
     assert "holds 64 positions, fewer than its prompt (1) and 64 new tokens" in cache["skipped"]
+
+
+def test_serve_refuses_an_unknown_app_in_one_line(capsys):
+    assert cli.main(["serve", "--app", "classification", "--app", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--app: unknown app 'nope'" in err and "classification" in err

@@ -1,6 +1,9 @@
 """Fine-tuning smoke runs with a metric floor: the output folder must load in the app."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from apps.classification import finetune, task
 from shared.data.digits import digit_image, split
 from shared.errors import UserError
 from shared.models import registry
+from tests.conftest import REPO
 from tests.tiny import make_tiny_classifier
 
 pytestmark = pytest.mark.slow
@@ -94,3 +98,20 @@ def test_arguments_are_checked_with_a_sentence(tmp_path):
         finetune.main(["--out", str(tmp_path)])
     with pytest.raises(UserError, match="no such folder"):
         finetune.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
+
+
+def test_two_processes_under_torchrun_train_data_parallel_with_the_same_metrics(tmp_path):
+    """`torchrun --nproc_per_node=2` on CPU (DDP over gloo): each process takes half of each epoch's
+    batches, one writes the output, and metrics.json has the keys of a one-process run."""
+    data = digits_folder(tmp_path / "data", per_class=16)
+    common = ["--data", str(data), "--freeze-backbone", "--epochs", "1", "--batch-size", "8"]
+    alone = finetune.main([*common, "--out", str(tmp_path / "alone")])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", "-m",
+                          "shared.serving.cli", "finetune", "classification", *common, "--out", str(tmp_path / "ddp")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in run.stderr  # the Trainer did run DDP
+    assert "3/3" in run.stderr and "6/6" not in run.stderr  # 48 images, batches of 8 per process: 3 steps each
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert set(metrics) == set(alone) and metrics["eval_accuracy"] > 0

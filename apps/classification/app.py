@@ -84,7 +84,8 @@ with gr.Blocks(title="Image classification") as demo:
                 explained_by = gr.Markdown()
     ui.model_examples(SPEC, model, [image])
 
-    submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification")
+    submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification",
+                 concurrency_limit=ui.BATCHED_CONCURRENCY)
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
         classification, [image, model, backend, top_k], [labels, served], api_visibility="private")
     explain_button.click(explain, [image, model, backend, method, label, window, stride],

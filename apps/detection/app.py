@@ -46,7 +46,8 @@ with gr.Blocks(title="Object detection") as demo:
     ui.model_examples(SPEC, model, [image])
 
     submit.click(detection, [image, model, backend, threshold, classes, max_detections, nms],
-                 [annotated, table, served], api_name="detection")
+                 [annotated, table, served], api_name="detection",
+                 concurrency_limit=ui.BATCHED_CONCURRENCY)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import time
 import numpy as np
 import torch
 from PIL import Image
-from scipy.stats import truncnorm
 
 from apps.generative import models
 from apps.generative.models import ConditionalGenerator
@@ -88,6 +87,8 @@ def label_ids(loaded: LoadedModel, label: str | None, n: int) -> np.ndarray:
 def latents(loaded: LoadedModel, seed: int, n: int, truncation: float) -> np.ndarray:
     dim = loaded.model.latent_dim
     if is_gan(loaded):
+        from scipy.stats import truncnorm  # here: scipy.stats takes a second to import (cold start)
+
         return truncnorm.rvs(-truncation, truncation, size=(n, dim), random_state=seed).astype(np.float32)
     return (np.random.default_rng(seed).standard_normal((n, dim)) * truncation).astype(np.float32)
 

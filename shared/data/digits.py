@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 SIDE = 32
 SPLIT_SEED = 0
@@ -33,6 +31,9 @@ def digit_image(pixels: np.ndarray, side: int = SIDE) -> Image.Image:
 
 
 def split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from sklearn.datasets import load_digits  # here: scikit-learn takes seconds to import (cold start)
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
         digits.data, digits.target, test_size=0.2, stratify=digits.target, random_state=SPLIT_SEED

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-import matplotlib.cbook
-import skimage
+
+def _package_file(package: str, file: str) -> Path:
+    """A file inside an installed package, found without importing it (matplotlib takes seconds: cold start)."""
+    return Path(importlib.util.find_spec(package).origin).parent / file
 
 
 def _skimage_photo(file: str) -> Path:
-    return Path(skimage.__file__).parent / "data" / file
+    return _package_file("skimage", f"data/{file}")
 
 
 PHOTOS = {
@@ -17,5 +20,5 @@ PHOTOS = {
     "coffee": _skimage_photo("coffee.png"),
     "astronaut": _skimage_photo("astronaut.png"),
     "rocket": _skimage_photo("rocket.jpg"),
-    "grace_hopper": Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
+    "grace_hopper": _package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }

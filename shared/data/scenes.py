@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import skimage
 from PIL import Image
-from sklearn.datasets import load_digits
 
 SIDE = 128
 MAX_OBJECTS = 4
@@ -66,6 +65,8 @@ class Scene:
 
 @cache
 def _glyphs() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits  # here: scikit-learn takes seconds to import (cold start)
+
     digits = load_digits()
     return digits.images / 16.0, digits.target
 

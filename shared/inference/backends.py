@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shared.errors import UserError
-from shared.inference import export, gpu
+from shared.inference import batching, export, gpu
 from shared.inference.graphs import OnnxForm
 from shared.inference.sessions import OnnxRunner
 from shared.models.loader import LoadedModel, cache
@@ -37,8 +37,16 @@ def check_backend(backend: str, entry: ModelEntry | None = None) -> str:
 
 
 def runner(loaded: LoadedModel, backend: str, form: OnnxForm) -> Callable:
-    """A callable that runs `loaded` on `backend`; the ONNX files are exported on first use."""
-    if check_backend(backend, loaded.entry) == "torch":
+    """A callable that runs `loaded` on `backend`; the ONNX files are exported on first use. A
+    single-graph model's concurrent calls are gathered into one batch (shared/inference/batching.py)."""
+    run = _runner(loaded, check_backend(backend, loaded.entry), form)
+    if form.generates:
+        return run
+    return batching.gathered(run, (loaded.entry.name, backend, str(loaded.device)))
+
+
+def _runner(loaded: LoadedModel, backend: str, form: OnnxForm) -> Callable:
+    if backend == "torch":
         return gpu.on_gpu(form.run_torch(loaded))
 
     def build() -> tuple[Callable, int]:

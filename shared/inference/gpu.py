@@ -11,12 +11,15 @@ first).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-try:
-    import spaces
-except ImportError:  # not on a Space: nothing to lend
-    spaces = None
+spaces = None
+if os.environ.get("SPACES_ZERO_GPU"):  # only a ZeroGPU Space sets it (importing `spaces` costs cold start)
+    try:
+        import spaces
+    except ImportError:  # not on a Space: nothing to lend
+        spaces = None
 
 GPU_SECONDS = 60  # what one call may hold the GPU on ZeroGPU (an attack stops at 20 s)
 

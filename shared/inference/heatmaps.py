@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image
 
 SIZE_INCHES, DPI = (8.0, 4.0), 100
@@ -21,6 +19,9 @@ def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed:
     """The image (H, W, 3 uint8) on the left; on the right `heat` (H, W) over it at 55% opacity, with a
     colour bar labelled `scale`. A signed map is centred on 0 (red: for the class, blue: against it);
     others run from their minimum."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: seconds to import (cold start)
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
     FigureCanvasAgg(figure)
     plain, axes = figure.subplots(1, 2)

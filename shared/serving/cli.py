@@ -1,6 +1,6 @@
 """`demohub`: one command line for every app.
 
-    demohub serve [--port 7860] [--add-model classification=DIR] [--mcp]
+    demohub serve [--port 7860] [--app APP ...] [--add-model classification=DIR] [--mcp]
     demohub predict classification --image PATH [--model M] [--backend torch|onnx] [--top-k K]
     demohub predict classification --image DIR|GLOB|PATH... [--batch-size 8] > answers.jsonl
     demohub predict generative --seed S --n N [--label L] --out PNG [--model M] [--backend B]
@@ -11,6 +11,7 @@
     demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
     demohub bench APP [--model M] [--repeats N] [--cold-start] [--throughput DIR] [--variants V ...]
     demohub bench APP --size real|tiny [--arch NAME] [--batch-sizes 1 8] [--markdown]
+    demohub bench APP --load [--clients 1 8 32] [--requests 64] [--model M] [--markdown]
     demohub data digits --out DIR
     demohub spaces build --out DIR [--space NAME ...] [--namespace USER_OR_ORG]
     demohub spaces push --namespace USER_OR_ORG [--space NAME ...] [--private] [--dry-run]
@@ -90,13 +91,27 @@ def _bench(args) -> dict:
 
     if args.size:
         return _bench_architectures(args)
+    if args.load:
+        return _bench_load(args)
     spec, loaded = _load(args)
     if args.throughput:
         return _throughput(spec, args)
     result = bench.bench(loaded, spec.onnx(loaded), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
                          warmup=args.warmup, variants=tuple(args.variants))
     if args.cold_start:
-        result["cold_start_s"] = bench.cold_start(spec.name, spec.cold_start_request())
+        result |= bench.cold_start(spec.name, spec.cold_start_request())
+    return result
+
+
+def _bench_load(args) -> dict:
+    """`bench APP --load`: the app served twice (batching off and on), 1, 8 and 32 clients."""
+    from shared import bench
+
+    spec = apps.get(args.app)
+    request = {**spec.example, **({"model": spec.models.resolve(args.model).name} if args.model else {})}
+    result = bench.load(spec.name, request, clients=tuple(args.clients), requests_per_level=args.requests)
+    if args.markdown:
+        print(bench.load_table(result), file=sys.stderr, flush=True)
     return result
 
 
@@ -141,7 +156,10 @@ def _finetune(args) -> dict:
 def _serve(args) -> None:
     from shared.serving import server
 
-    server.serve(tuple(apps.specs()), host=args.host, port=args.port, extra_models=args.add_model,
+    unknown = [name for name in args.app or () if name not in apps.specs()]
+    if unknown:
+        raise UserError(f"--app: unknown app {unknown[0]!r}; the apps are {', '.join(apps.specs())}.")
+    server.serve(tuple(args.app or apps.specs()), host=args.host, port=args.port, extra_models=args.add_model,
                  mcp_server=args.mcp)
 
 
@@ -178,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Serve every app in one Gradio hub.")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--app", action="append", help="Serve only this app (repeatable; default: all).")
     serve.add_argument("--add-model", action="append", default=[], metavar="APP=DIR",
                        help="Offer a local model folder (e.g. a fine-tuning output) in APP's dropdown.")
     serve.add_argument("--mcp", action="store_true",
@@ -224,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
                 sub.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
                 sub.add_argument("--cold-start", action="store_true",
                                  help="Also time `demohub serve` to the first answer on the default model.")
+                sub.add_argument("--load", action="store_true",
+                                 help="Instead: requests/s and p50/p95 latency of the served app at --clients "
+                                      "concurrent clients, batching off and on (two `demohub serve` side by side).")
+                sub.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+                sub.add_argument("--requests", type=int, default=64, help="--load: requests per level and server.")
                 sub.add_argument("--throughput", metavar="DIR",
                                  help="Instead: images per second over DIR's images through `demohub predict` "
                                       "(decode to answer), at each --batch-sizes, torch and onnx.")

@@ -28,6 +28,7 @@ from starlette.middleware import Middleware
 
 from shared.contract import AppSpec, Result
 from shared.errors import ModelUnavailable, UserError
+from shared.inference import batching
 from shared.inference.backends import BACKENDS
 from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, uploaded_file
 from shared.models import registry
@@ -35,6 +36,9 @@ from shared.models import registry
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 32  # requests waiting per app; more are refused at once instead of piling up
+# How many requests an endpoint whose model calls are gathered (shared/inference/batching.py) runs
+# at once: each decodes its input in its own thread, and their model calls become one batch.
+BATCHED_CONCURRENCY = batching.MAX_BATCH
 # An upload at the limit sent base64-encoded inside a JSON call (4/3 of its size), plus room.
 MAX_BODY_BYTES = 16 * 2**20
 URL_REFUSED = ("Images are taken as uploads, not as URLs to private or local addresses, and this URL "
