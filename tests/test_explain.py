@@ -2,6 +2,8 @@
 sanity checks, the refusals, and `demohub explain`."""
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -219,3 +221,21 @@ def test_cli_bad_settings_are_one_line(capsys, tmp_path, argv, words):
                        "--out", str(tmp_path / "h.png"), *argv])
     out, err = capsys.readouterr()
     assert status == 1 and out == "" and err.count("\n") == 1 and words in err
+
+
+def test_concurrent_gradcam_requests_each_get_their_own_map():
+    """Grad-CAM hooks a layer of the one cached model: requests at once must not see each other's activations."""
+    loaded = task.MODELS.load("digits-convnext")
+    pixels, labels = held_out_digits(loaded, n=8)
+    alone = [attribution.attribute(loaded, image, label, "gradcam") for image, label in zip(pixels.split(1), labels)]
+    start = threading.Barrier(len(labels))
+
+    def request(i):
+        start.wait()
+        return attribution.attribute(loaded, pixels[i:i + 1], labels[i], "gradcam")
+
+    for _ in range(3):
+        with ThreadPoolExecutor(len(labels)) as pool:
+            together = list(pool.map(request, range(len(labels))))
+        for i, (mine, reference) in enumerate(zip(together, alone, strict=True)):
+            np.testing.assert_allclose(mine, reference, atol=1e-5, err_msg=f"request {i} got another's map")

@@ -17,6 +17,7 @@ curves need only forward passes, so they run batched on either backend (`forward
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -38,6 +39,11 @@ SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 10, 0.15  # noise: a fraction of the inpu
 IG_STEPS = 32
 BATCH = 8  # images per forward pass for occlusion and the deletion curves
 DELETION_STEPS = 10
+# Grad-CAM hooks the layer of a model that every request shares: a hook fires on every forward
+# through that layer, so two requests at once would each collect the other's activations and
+# gradients. One hooked computation at a time (milliseconds to a second each) is cheaper than a
+# copy of the model per request.
+HOOKED = threading.Lock()
 
 
 def _vit_tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
@@ -141,7 +147,7 @@ def _gradcam(loaded: LoadedModel, logits: Logits, pixels: torch.Tensor, target: 
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer, reshape = CAM_LAYERS[loaded.model.config.model_type]
-    with GradCAM(model=logits, target_layers=[layer(loaded.model)], reshape_transform=reshape) as cam:
+    with HOOKED, GradCAM(model=logits, target_layers=[layer(loaded.model)], reshape_transform=reshape) as cam:
         return cam(input_tensor=pixels, targets=[ClassifierOutputTarget(target)])[0]
 
 
