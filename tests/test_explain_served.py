@@ -27,6 +27,8 @@ def test_explain_through_gradio_client(hub_url):
         explain(client, label="cat")
     with pytest.raises(Exception, match="larger than the model's input"):
         explain(client, method="occlusion", window=40)
+    drawn, summary, _ = explain(client, image=None, method="class-visualisation", label="7")
+    assert Image.open(drawn).size[0] > 500 and "What the model thinks **7** looks like" in summary
 
 
 @pytest.mark.browser

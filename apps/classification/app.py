@@ -15,7 +15,7 @@ import gradio as gr
 
 from apps.classification import task
 from apps.classification.spec import SPEC
-from shared.inference.attribution import METHODS
+from shared.inference.attribution import CHOICES, CLASS_VISUALISATION
 from shared.serving import ui
 
 
@@ -34,8 +34,9 @@ def explain(image, model, backend, method, label, window, stride):
         image: the image to explain (an upload, an http(s) URL or a base64 data URI).
         model: the classifier, by registry name.
         backend: torch, or onnx (occlusion only: it needs forward passes, no gradients).
-        method: saliency, smoothgrad, integrated-gradients, gradcam or occlusion.
-        label: the label to explain; empty for the predicted one.
+        method: saliency, smoothgrad, integrated-gradients, gradcam or occlusion; or class-visualisation
+            (no image: what the model thinks `label` looks like, by gradient ascent; small models only).
+        label: the label to explain; empty for the predicted one (class-visualisation: the label to draw).
         window: occlusion's grey patch, in px of the model's input; 0 for a quarter of its side.
         stride: occlusion's step in px; 0 for an eighth of the side.
 
@@ -44,6 +45,10 @@ def explain(image, model, backend, method, label, window, stride):
     """
     result = task.explain(image, model=model, backend=backend, method=method, label=label or None,
                           window=int(window or 0) or None, stride=int(stride or 0) or None, fallback=True)
+    if method == CLASS_VISUALISATION:
+        return result["heatmap"], (f"What the model thinks **{html.escape(result['label'])}** looks like: "
+                                   f"{result['steps']} steps of gradient ascent took its score from "
+                                   f"{result['start_score']:.3f} to **{result['score']:.3f}**."), ui.served_line(result)
     found = result["deletion_area"] < result["random_deletion_area"]
     summary = (f"**{result['method']}** for **{html.escape(result['label'])}** (score {result['score']:.3f}). "
                f"Deletion check: hiding the most salient pixels first leaves an area of "
@@ -71,15 +76,18 @@ with gr.Blocks(title="Image classification") as demo:
     with gr.Accordion("Explain: which pixels the answer depends on", open=True):
         with gr.Row():
             with gr.Column():
-                method = gr.Radio(list(METHODS), value="saliency", label="Method",
-                                  info="Gradient methods and Grad-CAM run on torch; occlusion on either backend.")
+                method = gr.Radio(list(CHOICES), value="saliency", label="Method",
+                                  info="Gradient methods and Grad-CAM run on torch; occlusion on either backend. "
+                                       "class-visualisation needs no image: what the model thinks a label looks "
+                                       "like.")
                 label = gr.Textbox(label="Label to explain", placeholder="empty: the predicted label")
                 window = gr.Slider(0, 224, value=0, step=1, label="Occlusion window (px of the model's input; "
                                                                     "0: a quarter of its side)")
                 stride = gr.Slider(0, 224, value=0, step=1, label="Occlusion stride (px; 0: an eighth of the side)")
                 explain_button = gr.Button("Explain")
             with gr.Column():
-                heatmap = gr.Image(label="Heat map", type="pil", format="png", interactive=False, elem_id="heatmap")
+                heatmap = gr.Image(label="Heat map (or class visualisation)", type="pil", format="png",
+                                   interactive=False, elem_id="heatmap")
                 explained = gr.Markdown()
                 explained_by = gr.Markdown()
     ui.model_examples(SPEC, model, [image])

@@ -24,7 +24,7 @@ from shared import timing
 from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
 from shared.errors import UserError
-from shared.inference import attribution, backends, export, gpu, heatmaps
+from shared.inference import attribution, backends, class_visualisation, export, gpu, heatmaps
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import whole_number
 from shared.inputs.images import DecodedImage, decode_image
@@ -128,13 +128,18 @@ def explain(image, model: str | None = None, backend: str = "torch", method: str
     """One image -> Result with where the model looks for `label` (None: its prediction), by `method`
     (shared/inference/attribution.py): answer {method, label, score, deletion_area, random_deletion_area,
     deletion_curve}, images {"heatmap": the map over the image as the model sees it, with its colour scale}.
+    method="class-visualisation" needs no image: see `visualise_class`.
 
     The deletion areas: the label's score as the most salient tenths of the pixels are hidden, and
     as random tenths are; a map that means something gives the smaller area.
     """
-    decoded = decode_image(image)
     loaded = MODELS.load(model, fallback=fallback)
     method = attribution.check_method(loaded, method, backend)
+    if method == attribution.CLASS_VISUALISATION:
+        return visualise_class(loaded, label)
+    if image is None:
+        raise UserError(f"{method} explains an image: give one (only class-visualisation needs none).")
+    decoded = decode_image(image)
     run_model = backends.runner(loaded, backend, onnx_form(loaded))
 
     def forward(pixels: torch.Tensor) -> torch.Tensor:
@@ -165,3 +170,33 @@ def explain(image, model: str | None = None, backend: str = "torch", method: str
                                f"{side}", attribution.METHODS[method], signed=method == "integrated-gradients")
     notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
     return Result(loaded, backend, model_ms, answer, images={"heatmap": picture}, notes=notes)
+
+
+MAX_VISUALISED_SIDE = 64  # px: 100 gradient steps of a 224 px model take minutes on a CPU
+
+
+def visualise_class(loaded: LoadedModel, label: str | None) -> Result:
+    """What the model thinks `label` looks like (shared/inference/class_visualisation.py): answer {method,
+    label, score (the label's softmax score reached), start_score, steps}, images {"heatmap": the start,
+    the drawn image and the score at each step}."""
+    if not label:
+        raise UserError("class-visualisation draws one label: name it (e.g. 7 for the digits models).")
+    side = int(preprocess(loaded, [Image.new("RGB", (64, 64), "white")])["pixel_values"].shape[-1])
+    if side > MAX_VISUALISED_SIDE:
+        raise UserError(f"class-visualisation is offered for models whose input is at most {MAX_VISUALISED_SIDE} px "
+                        f"(the embedded digits models); {loaded.entry.name} reads {side} px, where its "
+                        f"{class_visualisation.DRAWN.steps} gradient steps would take minutes on a CPU.")
+    target = label_index(loaded, label, None)
+    reads_digits = sorted(loaded.model.config.id2label.values()) == [str(d) for d in range(10)]
+    style = class_visualisation.DRAWN if reads_digits else class_visualisation.PHOTO
+    started = time.perf_counter()
+    pixels, scores = class_visualisation.ascend(attribution.Logits(loaded.model).eval(), target, side,
+                                                loaded.processor.image_mean, loaded.processor.image_std, style)
+    model_ms = (time.perf_counter() - started) * 1e3
+    name = loaded.model.config.id2label[target]
+    start = Image.new("RGB", (side, side), (round(255 * style.start),) * 3)
+    picture = heatmaps.ascent(np.asarray(start), attribution.as_seen(loaded, pixels), scores,
+                              f"what {loaded.entry.name} thinks {name!r} looks like")
+    answer = {"method": attribution.CLASS_VISUALISATION, "label": name, "score": scores[-1],
+              "start_score": scores[0], "steps": len(scores) - 1}
+    return Result(loaded, "torch", model_ms, answer, images={"heatmap": picture})

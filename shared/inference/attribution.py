@@ -35,6 +35,9 @@ METHODS = {
     "occlusion": "drop of the logit when a grey patch covers the pixel",
 }
 GRADIENT_METHODS = ("saliency", "smoothgrad", "integrated-gradients", "gradcam")
+# Not a map of one image but what the model draws for a label (shared/inference/class_visualisation.py).
+CLASS_VISUALISATION = "class-visualisation"
+CHOICES = (*METHODS, CLASS_VISUALISATION)
 SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 10, 0.15  # noise: a fraction of the input's range (Smilkov et al.)
 IG_STEPS = 32
 BATCH = 8  # images per forward pass for occlusion and the deletion curves
@@ -63,9 +66,9 @@ CAM_LAYERS: dict[str, tuple[Callable, Callable | None]] = {
 
 def check_method(loaded: LoadedModel, method: str, backend: str) -> str:
     """Refuse, with one sentence, a method this model or backend cannot give."""
-    if method not in METHODS:
-        raise UserError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
-    if method in GRADIENT_METHODS and backend != "torch":
+    if method not in CHOICES:
+        raise UserError(f"Unknown method {method!r}; choose one of: {', '.join(CHOICES)}.")
+    if method in (*GRADIENT_METHODS, CLASS_VISUALISATION) and backend != "torch":
         raise UserError(f"{method} needs the model's gradients, which only the torch backend gives: choose torch, "
                         "or occlusion (forward passes only) on onnx.")
     model_type = loaded.model.config.model_type

@@ -39,3 +39,25 @@ def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def ascent(start: np.ndarray, reached: np.ndarray, scores: list[float], title: str) -> Image.Image:
+    """Class visualisation: the plain start (H, W, 3 uint8), the image gradient ascent reached, and the
+    label's softmax score after each step."""
+    figure = Figure(figsize=(10.0, 3.6), dpi=DPI)
+    FigureCanvasAgg(figure)
+    before, after, curve = figure.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.4]})
+    for axes, image, name in ((before, start, f"start (score {scores[0]:.3f})"),
+                              (after, reached, f"after {len(scores) - 1} steps (score {scores[-1]:.3f})")):
+        axes.imshow(image, interpolation="nearest")
+        axes.set_xticks([])  # a frame without ticks: a white start is still seen as an image
+        axes.set_yticks([])
+        axes.set_title(name, fontsize=10)
+    curve.plot(range(len(scores)), scores)
+    curve.set_xlabel("step", fontsize=9)
+    curve.set_ylabel("softmax score", fontsize=9)
+    curve.set_ylim(0, 1.02)
+    figure.suptitle(title, fontsize=11)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
