@@ -12,6 +12,7 @@ explains and the "served by" line.
 import html
 
 import gradio as gr
+import pandas as pd
 
 from apps.classification import task
 from apps.classification.spec import SPEC
@@ -59,6 +60,32 @@ def explain(image, model, backend, method, label, window, stride):
     return result["heatmap"], summary, ui.served_line(result)
 
 
+@ui.user_errors
+def embedding_map(files, model):
+    """The t-SNE map of the model's penultimate layer for the uploads (none: the held-out digits)."""
+    result = task.embedding_map(list(files) if files else None, model=model, fallback=True)
+    colour = result["colour"]
+    table = pd.DataFrame([{"x": p["x"], "y": p["y"], "name": p["name"], "predicted": p["predicted"],
+                           "label": p["label"] if colour == "true" else p["predicted"]} for p in result["points"]])
+    found = result.to_json().get("knn_accuracy_in_map")
+    summary = (f"{len(table)} images, coloured by their {colour} label; embeddings of {result['embedding_size']} "
+               "numbers, mapped to 2-D by t-SNE." + (f" A 5-nearest-neighbour vote in the map gets "
+                                                    f"**{found:.1%}** of the true labels." if found else ""))
+    names = [p["name"] for p in result["points"]]
+    state = (result["points"], result.images["thumbnails"])
+    return table, result["map"], summary, gr.Dropdown(choices=names, value=names[0]), state
+
+
+def nearest(name, state):
+    """The chosen image and its nearest neighbours in the embedding, nearest first."""
+    if not state or name is None:
+        return []
+    points, thumbnails = state
+    point = next(p for p in points if p["name"] == name)
+    return [(thumbnails[name], f"{name}: predicted {point['predicted']}")] + [
+        (thumbnails[n["name"]], f"{n['name']} (distance {n['distance']:.2f})") for n in point["neighbours"]]
+
+
 with gr.Blocks(title="Image classification") as demo:
     gr.Markdown("# Image classification\nUpload a photo, or draw a digit, to get its most likely labels. "
                 "The embedded model knows the ten digits; the Hub models know the 1,000 ImageNet classes.")
@@ -90,6 +117,19 @@ with gr.Blocks(title="Image classification") as demo:
                                    interactive=False, elem_id="heatmap")
                 explained = gr.Markdown()
                 explained_by = gr.Markdown()
+    with gr.Accordion("Embedding map: how the model arranges images", open=False):
+        with gr.Row():
+            with gr.Column():
+                files = gr.File(file_count="multiple", type="filepath", label="Images (none: the 360 held-out digits)")
+                map_button = gr.Button("Map")
+                mapped = gr.Markdown()
+                chosen = gr.Dropdown(label="Nearest neighbours of", choices=[])
+                gallery = gr.Gallery(label="Nearest neighbours", columns=6, height="auto")
+            with gr.Column():
+                scatter = gr.ScatterPlot(x="x", y="y", color="label", tooltip=["name", "label", "predicted"],
+                                         label="t-SNE of the penultimate layer (hover: name and labels)")
+                thumbnails = gr.Image(label="The same map with thumbnails", type="pil", interactive=False)
+        map_state = gr.State()
     ui.model_examples(SPEC, model, [image])
 
     submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification")
@@ -97,6 +137,9 @@ with gr.Blocks(title="Image classification") as demo:
         classification, [image, model, backend, top_k], [labels, served], api_visibility="private")
     explain_button.click(explain, [image, model, backend, method, label, window, stride],
                          [heatmap, explained, explained_by], api_name="explain")
+    map_button.click(embedding_map, [files, model], [scatter, thumbnails, mapped, chosen, map_state],
+                     api_visibility="private")
+    chosen.change(nearest, [chosen, map_state], gallery, api_visibility="private")
 
 
 if __name__ == "__main__":

@@ -200,3 +200,55 @@ def visualise_class(loaded: LoadedModel, label: str | None) -> Result:
     answer = {"method": attribution.CLASS_VISUALISATION, "label": name, "score": scores[-1],
               "start_score": scores[0], "steps": len(scores) - 1}
     return Result(loaded, "torch", model_ms, answer, images={"heatmap": picture})
+
+
+MAX_MAP_IMAGES = 500
+
+
+@timing.whole_request
+def embedding_map(images: list | None = None, model: str | None = None, fallback: bool = False) -> Result:
+    """Images (paths, bytes or PIL; None: the 360 held-out digits, with their true labels) -> Result with
+    answer {"points": [{name, x, y, label, predicted, neighbours: [{name, distance}]}]}: each image at its
+    place in a t-SNE map of the model's penultimate-layer embeddings, and its nearest images there;
+    images {"map": the map drawn with thumbnails}, thumbnails {name: the image} for a page to show."""
+    from shared.data.digits import held_out
+    from shared.inference import embeddings
+
+    loaded = MODELS.load(model, fallback=fallback)
+    if images is None:
+        pictures, truth = held_out()
+        names = [f"held-out {i} ({label})" for i, label in enumerate(truth)]
+        labels = [str(label) for label in truth]
+        notes = []
+    else:
+        if len(images) > MAX_MAP_IMAGES:
+            raise UserError(f"{len(images)} images; the embedding map takes at most {MAX_MAP_IMAGES}. "
+                            "Send fewer and try again.")
+        decoded = [decode_image(image) for image in images]
+        pictures = [d.image for d in decoded]
+        names = [str(getattr(image, "name", None) or image)[-40:] if isinstance(image, str) else f"image {i}"
+                 for i, image in enumerate(images)]
+        labels, notes = None, [note for d in decoded for note in d.notes]
+    started = time.perf_counter()
+    pixels = torch.from_numpy(preprocess(loaded, [p.convert("RGB") for p in pictures])["pixel_values"])
+    features = embeddings.penultimate(loaded, pixels)
+    points = embeddings.tsne(features)
+    with torch.no_grad():
+        logits = loaded.model.classifier(torch.from_numpy(features).to(loaded.device, loaded.model.dtype))
+    predicted = [loaded.model.config.id2label[int(i)] for i in logits.argmax(-1).cpu()]
+    near, distances = embeddings.neighbours(features)
+    model_ms = (time.perf_counter() - started) * 1e3
+    rows = [{"name": name, "x": round(float(x), 3), "y": round(float(y), 3),
+             "label": labels[i] if labels else None, "predicted": predicted[i],
+             "neighbours": [{"name": names[j], "distance": round(float(d), 4)}
+                            for j, d in zip(near[i], distances[i], strict=True)]}
+            for i, (name, (x, y)) in enumerate(zip(names, points, strict=True))]
+    answer = {"points": rows, "embedding_size": int(features.shape[1]), "colour": "true" if labels else "predicted"}
+    if labels:
+        answer["knn_accuracy_in_map"] = embeddings.cross_validated_accuracy(points, labels)
+    picture = heatmaps.thumbnail_map(points, pictures, labels or predicted,
+                                     f"{loaded.entry.name}: t-SNE of its penultimate layer, "
+                                     f"{'true' if labels else 'predicted'} labels")
+    return Result(loaded, "torch", model_ms, answer, images={"map": picture, "thumbnails": dict(zip(names, pictures,
+                                                                                                   strict=True))},
+                  notes=notes)
