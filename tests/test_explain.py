@@ -155,8 +155,9 @@ def test_deletion_curves_hide_more_and_more():
     curves = attribution.deletion_curves(lambda x: seen.append(x) or loaded.model(pixel_values=x).logits,
                                          pixels, 3, heat, steps=4)
     images = torch.cat(seen)
-    assert len(curves["salient"]) == len(curves["random"]) == 5 and len(images) == 10
+    assert len(curves["salient"]) == len(curves["random"]) == 5 and len(images) == 8  # the ends are shared
     assert torch.equal(images[0], pixels[0]) and float(images[4].abs().max()) == 0  # nothing hidden, all hidden
+    assert curves["random"][0] == curves["salient"][0] and curves["random"][-1] == curves["salient"][-1]
     assert bool((images[1][:, 24:] == 0).all()) and bool((images[1][:, :24] == pixels[0][:, :24]).all())  # top quarter
     assert attribution.area(np.array([1.0, 1.0, 0.0])) == pytest.approx(0.75)
 
@@ -253,6 +254,8 @@ def test_class_visualisation_is_seeded_and_leaves_the_shared_model_untouched():
     loaded = task.MODELS.load("digits-convnext")
     logits = attribution.Logits(loaded.model).eval()
     side, mean, std = 32, loaded.processor.image_mean, loaded.processor.image_std
+    for parameter in loaded.model.parameters():
+        parameter.grad = None  # Grad-CAM's backward (pytorch-grad-cam) leaves gradients on the shared model
     first, scores = class_visualisation.ascend(logits, 7, side, mean, std)
     again, _ = class_visualisation.ascend(logits, 7, side, mean, std)
     assert torch.equal(first, again) and first.shape == (1, 3, side, side)
@@ -296,3 +299,10 @@ def test_cli_draws_a_class_without_an_image(capsys, tmp_path):
     assert result["label"] == "7" and result["score"] > 0.95 > 0.1 > result["start_score"]
     status = cli.main(["explain", "classification", "--method", "saliency", "--out", str(out)])
     assert status == 1 and "saliency explains an image: give one" in capsys.readouterr().err
+
+
+def test_occlusion_defaults_are_coarser_on_large_inputs():
+    """A 224 px Hub model costs ~1000x the digits model a pass: 16 positions there, 49 on small inputs."""
+    assert attribution.default_window(32) == (8, 4) and attribution.default_window(224) == (56, 56)
+    side, (window, stride) = 224, attribution.default_window(224)
+    assert ((side - window) // stride + 1) ** 2 == 16
