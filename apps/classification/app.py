@@ -39,7 +39,7 @@ def explain(image, model, backend, method, label, window, stride):
             (no image: what the model thinks `label` looks like, by gradient ascent; small models only).
         label: the label to explain; empty for the predicted one (class-visualisation: the label to draw).
         window: occlusion's grey patch, in px of the model's input; 0 for a quarter of its side.
-        stride: occlusion's step in px; 0 for an eighth of the side.
+        stride: occlusion's step in px; 0 for an eighth of the side (a quarter on inputs over 64 px).
 
     Returns:
         the heat map (PNG), what it explains (label, score, deletion areas), the "served by" line.
@@ -110,7 +110,8 @@ with gr.Blocks(title="Image classification") as demo:
                 label = gr.Textbox(label="Label to explain", placeholder="empty: the predicted label")
                 window = gr.Slider(0, 224, value=0, step=1, label="Occlusion window (px of the model's input; "
                                                                     "0: a quarter of its side)")
-                stride = gr.Slider(0, 224, value=0, step=1, label="Occlusion stride (px; 0: an eighth of the side)")
+                stride = gr.Slider(0, 224, value=0, step=1, label="Occlusion stride (px; 0: an eighth of the side, "
+                                                                    "a quarter over 64 px)")
                 explain_button = gr.Button("Explain")
             with gr.Column():
                 heatmap = gr.Image(label="Heat map (or class visualisation)", type="pil", format="png",

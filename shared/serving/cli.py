@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "the label to draw.")
         sub.add_argument("--window", type=int, help="occlusion: the grey patch's side in px of the model's input "
                                                      "(default: a quarter of it).")
-        sub.add_argument("--stride", type=int, help="occlusion: its step in px (default: an eighth of the input).")
+        sub.add_argument("--stride", type=int, help="occlusion: its step in px (default: an eighth of the input, "
+                                                     "a quarter on inputs over 64 px).")
         sub.add_argument("--model", help="Registry name, local model folder, or repo_id@revision.")
         sub.add_argument("--backend", choices=BACKENDS, default="torch")
 
