@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -226,7 +227,7 @@ def embedding_map(images: list | None = None, model: str | None = None, fallback
                             "Send fewer and try again.")
         decoded = [decode_image(image) for image in images]
         pictures = [d.image for d in decoded]
-        names = [str(getattr(image, "name", None) or image)[-40:] if isinstance(image, str) else f"image {i}"
+        names = [f"{i}: {Path(image).name}" if isinstance(image, str | Path) else f"image {i}"  # unique names
                  for i, image in enumerate(images)]
         labels, notes = None, [note for d in decoded for note in d.notes]
     started = time.perf_counter()
