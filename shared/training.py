@@ -177,8 +177,7 @@ def write_curves(log: list[dict], path: Path) -> None:
     names = sorted({k for row in rows for k in row if k.endswith("loss") and k != "train_loss"})
     for name in names:
         seen = [(row["step"], row[name]) for row in rows if name in row]
-        losses.plot(*zip(*seen, strict=True), marker="o" if name.startswith("eval") else None,
-                    markersize=3, label=name)
+        losses.plot(*zip(*seen, strict=True), marker=None if name == "loss" else "o", markersize=3, label=name)
     losses.set(xlabel="step", ylabel="loss", title="losses")
     if names:
         losses.legend(fontsize=8)
