@@ -306,3 +306,4 @@ def test_occlusion_defaults_are_coarser_on_large_inputs():
     assert attribution.default_window(32) == (8, 4) and attribution.default_window(224) == (56, 56)
     side, (window, stride) = 224, attribution.default_window(224)
     assert ((side - window) // stride + 1) ** 2 == 16
+    assert attribution.deletion_steps(32) == 10 and attribution.deletion_steps(224) == 5

@@ -85,9 +85,16 @@ SMALL_INPUT = 64  # px: the embedded digits models (32 px) cost ~1/1000 of a 224
 def default_window(side: int) -> tuple[int, int]:
     """Occlusion's window and stride for an input `side` px wide: a quarter of it, moved by an eighth
     on small inputs (7 x 7 = 49 positions) and by a quarter on larger ones (4 x 4 = 16). With the
-    deletion curves a request is then 1 + 16 + 20 forward passes on a 224 px image: ViT-B/16, at its
-    floor of ~183 ms a pass on 2 AVX2 cores, 6.8 s; 49 positions would be 12.8 s, past the 10 s bound."""
+    deletion curves in fifths (`deletion_steps`) a request is then 1 + 16 + 10 forward passes on a
+    224 px image: about 7.6 s for ViT-B/16 on 2 cores (README: how measured); 49 positions and
+    tenths would be 70 passes, about 20 s."""
     return max(1, side // 4), max(1, side // (8 if side <= SMALL_INPUT else 4))
+
+
+def deletion_steps(side: int) -> int:
+    """The deletion curves' resolution in an explain request: tenths on small inputs, fifths on
+    larger ones, whose forward passes cost a thousand times more."""
+    return DELETION_STEPS if side <= SMALL_INPUT else DELETION_STEPS // 2
 
 
 def check_window(window: int | None, stride: int | None, side: int) -> tuple[int, int]:
