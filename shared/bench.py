@@ -458,3 +458,27 @@ def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
         result[kind] = row
     result["offer"] = min(candidates)[2] if candidates else None
     return result
+
+
+def explain_time(explain: Callable, model: str, image, backend: str = "onnx", repeats: int = 3,
+                 **settings) -> dict:
+    """Seconds for one whole `explain` request (a map and its deletion curves) on `backend`: the first
+    call apart (it exports the graph and opens the session), then the median of `repeats` more, in
+    wall time and in CPU time of this process (all its threads), with the machine's load beside
+    them: on a busy machine the wall seconds mean little, the CPU seconds still bound the work."""
+    import os
+
+    started = time.perf_counter()
+    first = explain(image, model=model, backend=backend, **settings)
+    first_s = time.perf_counter() - started
+    seconds, cpu_seconds = [], []
+    for _ in range(repeats):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        explain(image, model=model, backend=backend, **settings)
+        seconds.append(time.perf_counter() - started)
+        cpu_seconds.append(time.process_time() - cpu_started)
+    return {"backend": backend, "threads": backend_threads(), "method": first["method"],
+            **{k: first[k] for k in ("window", "stride") if k in first},
+            "first_call_s": round(first_s, 2), "median_s": round(float(np.median(seconds)), 2),
+            "median_cpu_s": round(float(np.median(cpu_seconds)), 2), "all_s": [round(s, 2) for s in seconds],
+            "load_average_1min": round(os.getloadavg()[0], 2)}

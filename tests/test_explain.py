@@ -2,6 +2,8 @@
 sanity checks, the refusals, and `demohub explain`."""
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from apps.classification import task
 from shared.data.digits import digit_image, split
 from shared.data.examples import PHOTOS
 from shared.errors import UserError
-from shared.inference import attribution
+from shared.inference import attribution, class_visualisation
 from shared.models import registry
 from shared.serving import cli
 from tests.conftest import DIGIT_EXAMPLES
@@ -153,8 +155,9 @@ def test_deletion_curves_hide_more_and_more():
     curves = attribution.deletion_curves(lambda x: seen.append(x) or loaded.model(pixel_values=x).logits,
                                          pixels, 3, heat, steps=4)
     images = torch.cat(seen)
-    assert len(curves["salient"]) == len(curves["random"]) == 5 and len(images) == 10
+    assert len(curves["salient"]) == len(curves["random"]) == 5 and len(images) == 8  # the ends are shared
     assert torch.equal(images[0], pixels[0]) and float(images[4].abs().max()) == 0  # nothing hidden, all hidden
+    assert curves["random"][0] == curves["salient"][0] and curves["random"][-1] == curves["salient"][-1]
     assert bool((images[1][:, 24:] == 0).all()) and bool((images[1][:, :24] == pixels[0][:, :24]).all())  # top quarter
     assert attribution.area(np.array([1.0, 1.0, 0.0])) == pytest.approx(0.75)
 
@@ -219,3 +222,88 @@ def test_cli_bad_settings_are_one_line(capsys, tmp_path, argv, words):
                        "--out", str(tmp_path / "h.png"), *argv])
     out, err = capsys.readouterr()
     assert status == 1 and out == "" and err.count("\n") == 1 and words in err
+
+
+def test_concurrent_gradcam_requests_each_get_their_own_map():
+    """Grad-CAM hooks a layer of the one cached model: requests at once must not see each other's activations."""
+    loaded = task.MODELS.load("digits-convnext")
+    pixels, labels = held_out_digits(loaded, n=8)
+    alone = [attribution.attribute(loaded, pixels[i:i + 1], label, "gradcam") for i, label in enumerate(labels)]
+    start = threading.Barrier(len(labels))
+
+    def request(i):
+        start.wait()
+        return attribution.attribute(loaded, pixels[i:i + 1], labels[i], "gradcam")
+
+    for _ in range(3):
+        with ThreadPoolExecutor(len(labels)) as pool:
+            together = list(pool.map(request, range(len(labels))))
+        for i, (mine, reference) in enumerate(zip(together, alone, strict=True)):
+            np.testing.assert_allclose(mine, reference, atol=1e-5, err_msg=f"request {i} got another's map")
+
+
+@pytest.mark.parametrize("label", ["3", "7"])
+def test_class_visualisation_draws_what_the_model_scores_high(label):
+    result = task.explain(None, model="digits-convnext", method="class-visualisation", label=label)
+    assert result["label"] == label and result["steps"] == 100
+    assert result["score"] > 0.95 and result["score"] > result["start_score"] + 0.5, result.to_json()
+    assert result["heatmap"].size[0] > 500  # the start, the drawn image and the score curve
+
+
+def test_class_visualisation_is_seeded_and_leaves_the_shared_model_untouched():
+    loaded = task.MODELS.load("digits-convnext")
+    logits = attribution.Logits(loaded.model).eval()
+    side, mean, std = 32, loaded.processor.image_mean, loaded.processor.image_std
+    for parameter in loaded.model.parameters():
+        parameter.grad = None  # Grad-CAM's backward (pytorch-grad-cam) leaves gradients on the shared model
+    first, scores = class_visualisation.ascend(logits, 7, side, mean, std)
+    again, _ = class_visualisation.ascend(logits, 7, side, mean, std)
+    assert torch.equal(first, again) and first.shape == (1, 3, side, side)
+    assert all(parameter.grad is None for parameter in loaded.model.parameters())
+    assert float(first.min()) >= -1 - 1e-6 and float(first.max()) <= 1 + 1e-6  # real pixels: mean 0.5, std 0.5
+    assert scores[-1] > 0.95 > 0.1 > scores[0]
+
+
+def tiny_vit_at(side: int, folder) -> str:
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(image_size=side, patch_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+                       intermediate_size=16, num_labels=3)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": side, "width": side}).save_pretrained(folder)
+    return registry.add_local("classification", folder).name
+
+
+@pytest.mark.parametrize("settings, words", [
+    (dict(label="12"), "has no label '12'"),
+    (dict(label=None), "class-visualisation draws one label: name it"),
+    (dict(label="7", backend="onnx"), "class-visualisation needs the model's gradients"),
+])
+def test_class_visualisation_refuses_in_one_sentence(settings, words):
+    with pytest.raises(UserError, match=words):
+        task.explain(None, method="class-visualisation", **settings)
+
+
+def test_class_visualisation_refuses_a_large_input_model(tmp_path):
+    with pytest.raises(UserError, match="at most 64 px .* reads 96 px"):
+        task.explain(None, model=tiny_vit_at(96, tmp_path / "vit96"), method="class-visualisation", label="LABEL_0")
+
+
+def test_cli_draws_a_class_without_an_image(capsys, tmp_path):
+    out = tmp_path / "seven.png"
+    status = cli.main(["explain", "classification", "--method", "class-visualisation", "--label", "7",
+                       "--out", str(out)])
+    printed, _ = capsys.readouterr()
+    result = json.loads(printed)
+    assert status == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["label"] == "7" and result["score"] > 0.95 > 0.1 > result["start_score"]
+    status = cli.main(["explain", "classification", "--method", "saliency", "--out", str(out)])
+    assert status == 1 and "saliency explains an image: give one" in capsys.readouterr().err
+
+
+def test_occlusion_defaults_are_coarser_on_large_inputs():
+    """A 224 px Hub model costs ~1000x the digits model a pass: 16 positions there, 49 on small inputs."""
+    assert attribution.default_window(32) == (8, 4) and attribution.default_window(224) == (56, 56)
+    side, (window, stride) = 224, attribution.default_window(224)
+    assert ((side - window) // stride + 1) ** 2 == 16
+    assert attribution.deletion_steps(32) == 10 and attribution.deletion_steps(224) == 5

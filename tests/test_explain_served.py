@@ -5,6 +5,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from shared.data.digits import digit_image, split
 from tests.conftest import DIGIT_EXAMPLES
 from tests.test_browser import page  # noqa: F401 - the browser fixture
 
@@ -27,6 +28,8 @@ def test_explain_through_gradio_client(hub_url):
         explain(client, label="cat")
     with pytest.raises(Exception, match="larger than the model's input"):
         explain(client, method="occlusion", window=40)
+    drawn, summary, _ = explain(client, image=None, method="class-visualisation", label="7")
+    assert Image.open(drawn).size[0] > 500 and "What the model thinks **7** looks like" in summary
 
 
 @pytest.mark.browser
@@ -42,3 +45,22 @@ def test_the_explain_panel_shows_a_heat_map(page, hub_url, tmp_path):  # noqa: F
     assert page.evaluate("(img) => img.naturalWidth", heatmap.element_handle()) > 300
     assert "gradcam for 7" in page.locator("body").inner_text()
     page.screenshot(path=str(tmp_path / "explain.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_the_embedding_map_panel_maps_uploads_and_lists_neighbours(page, hub_url, tmp_path):  # noqa: F811
+    pixels, labels = split()["test"]
+    files = [tmp_path / f"held_out_{i}_{labels[i]}.png" for i in range(8)]
+    for i, file in enumerate(files):
+        digit_image(pixels[i]).save(file)
+    page.goto(f"{hub_url}/classification/")
+    page.get_by_text("Embedding map: how the model arranges images").first.click()
+    page.locator("input[type=file][multiple]").first.set_input_files([str(f) for f in files])
+    page.get_by_role("button", name="Map", exact=True).click()
+    page.get_by_text("coloured by their predicted label").wait_for(timeout=60_000)
+    assert page.locator("canvas, svg.marks").count() > 0  # the scatter plot (vega) is drawn
+    neighbours = page.locator(".thumbnail-item")  # the chosen image and its 5 nearest, in the gallery
+    neighbours.nth(5).wait_for(timeout=30_000)
+    assert neighbours.count() == 6
+    assert f"0: {files[0].name}" in page.locator("body").inner_text()  # the dropdown names the first upload
+    page.screenshot(path=str(tmp_path / "embedding-map.png"), full_page=True)

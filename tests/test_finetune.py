@@ -41,6 +41,7 @@ def test_linear_probe_from_the_embedded_model_learns_and_loads(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["eval_accuracy"] == metrics["eval_accuracy"]
     assert (out / "model.safetensors").is_file() and not (out / "training_args.bin").exists()
     assert not (out / "checkpoints").exists() and "Held-out accuracy" in (out / "README.md").read_text()
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"  # the learning rate and losses by step
 
     entry = registry.add_local("classification", out)
     result = task.classify(digit_image(split()["test"][0][0]), model=entry.name, top_k=3)

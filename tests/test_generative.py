@@ -161,8 +161,9 @@ def test_finetune_trains_resumes_and_continues_from_the_embedded_gan(tmp_path):
 
     transfer = finetune.main(["--family", "gan", "--model", "digits-gan", "--data", str(data), "--out",
                               str(tmp_path / "transfer"), "--epochs", "1", "--batch-size", "16",
-                              "--samples-per-class", "10"])
+                              "--samples-per-class", "10", "--schedule", "warm-restarts", "--cycles", "2"])
     assert transfer["class_accuracy"] >= 0.5  # starts from a trained generator, not from noise
+    assert (tmp_path / "transfer" / "curves.png").read_bytes()[:4] == b"\x89PNG"  # learning rate and losses
     entry = registry.add_local("generative", tmp_path / "transfer")
     assert task.generate(model=entry.name, seed=0, n=3)["pixels"].shape == (3, 32, 32)
 

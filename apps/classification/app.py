@@ -12,10 +12,11 @@ explains and the "served by" line.
 import html
 
 import gradio as gr
+import pandas as pd
 
 from apps.classification import task
 from apps.classification.spec import SPEC
-from shared.inference.attribution import METHODS
+from shared.inference.attribution import CHOICES, CLASS_VISUALISATION
 from shared.serving import ui
 
 
@@ -34,16 +35,21 @@ def explain(image, model, backend, method, label, window, stride):
         image: the image to explain (an upload, an http(s) URL or a base64 data URI).
         model: the classifier, by registry name.
         backend: torch, or onnx (occlusion only: it needs forward passes, no gradients).
-        method: saliency, smoothgrad, integrated-gradients, gradcam or occlusion.
-        label: the label to explain; empty for the predicted one.
+        method: saliency, smoothgrad, integrated-gradients, gradcam or occlusion; or class-visualisation
+            (no image: what the model thinks `label` looks like, by gradient ascent; small models only).
+        label: the label to explain; empty for the predicted one (class-visualisation: the label to draw).
         window: occlusion's grey patch, in px of the model's input; 0 for a quarter of its side.
-        stride: occlusion's step in px; 0 for an eighth of the side.
+        stride: occlusion's step in px; 0 for an eighth of the side (a quarter on inputs over 64 px).
 
     Returns:
         the heat map (PNG), what it explains (label, score, deletion areas), the "served by" line.
     """
     result = task.explain(image, model=model, backend=backend, method=method, label=label or None,
                           window=int(window or 0) or None, stride=int(stride or 0) or None, fallback=True)
+    if method == CLASS_VISUALISATION:
+        return result["heatmap"], (f"What the model thinks **{html.escape(result['label'])}** looks like: "
+                                   f"{result['steps']} steps of gradient ascent took its score from "
+                                   f"{result['start_score']:.3f} to **{result['score']:.3f}**."), ui.served_line(result)
     found = result["deletion_area"] < result["random_deletion_area"]
     summary = (f"**{result['method']}** for **{html.escape(result['label'])}** (score {result['score']:.3f}). "
                f"Deletion check: hiding the most salient pixels first leaves an area of "
@@ -52,6 +58,32 @@ def explain(image, model, backend, method, label, window, stride):
                + ("smaller, so the map found what the score depends on." if found else
                   "not smaller, so this map did not find what the score depends on here."))
     return result["heatmap"], summary, ui.served_line(result)
+
+
+@ui.user_errors
+def embedding_map(files, model):
+    """The t-SNE map of the model's penultimate layer for the uploads (none: the held-out digits)."""
+    result = task.embedding_map(list(files) if files else None, model=model, fallback=True)
+    colour = result["colour"]
+    table = pd.DataFrame([{"x": p["x"], "y": p["y"], "name": p["name"], "predicted": p["predicted"],
+                           "label": p["label"] if colour == "true" else p["predicted"]} for p in result["points"]])
+    found = result.to_json().get("knn_accuracy_in_map")
+    summary = (f"{len(table)} images, coloured by their {colour} label; embeddings of {result['embedding_size']} "
+               "numbers, mapped to 2-D by t-SNE." + (f" A 5-nearest-neighbour vote in the map gets "
+                                                    f"**{found:.1%}** of the true labels." if found else ""))
+    names = [p["name"] for p in result["points"]]
+    state = (result["points"], result.images["thumbnails"])
+    return table, result["map"], summary, gr.Dropdown(choices=names, value=names[0]), state
+
+
+def nearest(name, state):
+    """The chosen image and its nearest neighbours in the embedding, nearest first."""
+    if not state or name is None:
+        return []
+    points, thumbnails = state
+    point = next(p for p in points if p["name"] == name)
+    return [(thumbnails[name], f"{name}: predicted {point['predicted']}")] + [
+        (thumbnails[n["name"]], f"{n['name']} (distance {n['distance']:.2f})") for n in point["neighbours"]]
 
 
 with gr.Blocks(title="Image classification") as demo:
@@ -71,17 +103,34 @@ with gr.Blocks(title="Image classification") as demo:
     with gr.Accordion("Explain: which pixels the answer depends on", open=True):
         with gr.Row():
             with gr.Column():
-                method = gr.Radio(list(METHODS), value="saliency", label="Method",
-                                  info="Gradient methods and Grad-CAM run on torch; occlusion on either backend.")
+                method = gr.Radio(list(CHOICES), value="saliency", label="Method",
+                                  info="Gradient methods and Grad-CAM run on torch; occlusion on either backend. "
+                                       "class-visualisation needs no image: what the model thinks a label looks "
+                                       "like.")
                 label = gr.Textbox(label="Label to explain", placeholder="empty: the predicted label")
                 window = gr.Slider(0, 224, value=0, step=1, label="Occlusion window (px of the model's input; "
                                                                     "0: a quarter of its side)")
-                stride = gr.Slider(0, 224, value=0, step=1, label="Occlusion stride (px; 0: an eighth of the side)")
+                stride = gr.Slider(0, 224, value=0, step=1, label="Occlusion stride (px; 0: an eighth of the side, "
+                                                                    "a quarter over 64 px)")
                 explain_button = gr.Button("Explain")
             with gr.Column():
-                heatmap = gr.Image(label="Heat map", type="pil", format="png", interactive=False, elem_id="heatmap")
+                heatmap = gr.Image(label="Heat map (or class visualisation)", type="pil", format="png",
+                                   interactive=False, elem_id="heatmap")
                 explained = gr.Markdown()
                 explained_by = gr.Markdown()
+    with gr.Accordion("Embedding map: how the model arranges images", open=False):
+        with gr.Row():
+            with gr.Column():
+                files = gr.File(file_count="multiple", type="filepath", label="Images (none: the 360 held-out digits)")
+                map_button = gr.Button("Map")
+                mapped = gr.Markdown()
+                chosen = gr.Dropdown(label="Nearest neighbours of", choices=[])
+                gallery = gr.Gallery(label="Nearest neighbours", columns=6, height="auto")
+            with gr.Column():
+                scatter = gr.ScatterPlot(x="x", y="y", color="label", tooltip=["name", "label", "predicted"],
+                                         label="t-SNE of the penultimate layer (hover: name and labels)")
+                thumbnails = gr.Image(label="The same map with thumbnails", type="pil", interactive=False)
+        map_state = gr.State()
     ui.model_examples(SPEC, model, [image])
 
     submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification",
@@ -90,6 +139,9 @@ with gr.Blocks(title="Image classification") as demo:
         classification, [image, model, backend, top_k], [labels, served], api_visibility="private")
     explain_button.click(explain, [image, model, backend, method, label, window, stride],
                          [heatmap, explained, explained_by], api_name="explain")
+    map_button.click(embedding_map, [files, model], [scatter, thumbnails, mapped, chosen, map_state],
+                     api_visibility="private")
+    chosen.change(nearest, [chosen, map_state], gallery, api_visibility="private")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from shared import timing
 from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
 from shared.errors import UserError
-from shared.inference import attribution, backends, export, gpu, heatmaps
+from shared.inference import attribution, backends, class_visualisation, export, gpu, heatmaps
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import whole_number
 from shared.inputs.images import DecodedImage, decode_image
@@ -128,13 +129,18 @@ def explain(image, model: str | None = None, backend: str = "torch", method: str
     """One image -> Result with where the model looks for `label` (None: its prediction), by `method`
     (shared/inference/attribution.py): answer {method, label, score, deletion_area, random_deletion_area,
     deletion_curve}, images {"heatmap": the map over the image as the model sees it, with its colour scale}.
+    method="class-visualisation" needs no image: see `visualise_class`.
 
-    The deletion areas: the label's score as the most salient tenths of the pixels are hidden, and
-    as random tenths are; a map that means something gives the smaller area.
+    The deletion areas: the label's score as the most salient tenths of the pixels are hidden (fifths
+    on inputs over 64 px), and as random ones are; a map that means something gives the smaller area.
     """
-    decoded = decode_image(image)
     loaded = MODELS.load(model, fallback=fallback)
     method = attribution.check_method(loaded, method, backend)
+    if method == attribution.CLASS_VISUALISATION:
+        return visualise_class(loaded, label)
+    if image is None:
+        raise UserError(f"{method} explains an image: give one (only class-visualisation needs none).")
+    decoded = decode_image(image)
     run_model = backends.runner(loaded, backend, onnx_form(loaded))
 
     def forward(pixels: torch.Tensor) -> torch.Tensor:
@@ -150,7 +156,7 @@ def explain(image, model: str | None = None, backend: str = "torch", method: str
         heat = attribution.attribute(loaded, pixels, target, method, forward=forward, window=window, stride=stride)
     else:
         heat = gpu.on_gpu(attribution.attribute)(loaded, pixels, target, method)
-    curves = attribution.deletion_curves(forward, pixels, target, heat)
+    curves = attribution.deletion_curves(forward, pixels, target, heat, attribution.deletion_steps(pixels.shape[-1]))
     model_ms = (time.perf_counter() - started) * 1e3
     name = loaded.model.config.id2label[target]
     score = float(np.exp(logits[0, target] - np.logaddexp.reduce(logits[0])))  # its softmax score
@@ -165,3 +171,85 @@ def explain(image, model: str | None = None, backend: str = "torch", method: str
                                f"{side}", attribution.METHODS[method], signed=method == "integrated-gradients")
     notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
     return Result(loaded, backend, model_ms, answer, images={"heatmap": picture}, notes=notes)
+
+
+MAX_VISUALISED_SIDE = 64  # px: 100 gradient steps of a 224 px model take minutes on a CPU
+
+
+def visualise_class(loaded: LoadedModel, label: str | None) -> Result:
+    """What the model thinks `label` looks like (shared/inference/class_visualisation.py): answer {method,
+    label, score (the label's softmax score reached), start_score, steps}, images {"heatmap": the start,
+    the drawn image and the score at each step}."""
+    if not label:
+        raise UserError("class-visualisation draws one label: name it (e.g. 7 for the digits models).")
+    side = int(preprocess(loaded, [Image.new("RGB", (64, 64), "white")])["pixel_values"].shape[-1])
+    if side > MAX_VISUALISED_SIDE:
+        raise UserError(f"class-visualisation is offered for models whose input is at most {MAX_VISUALISED_SIDE} px "
+                        f"(the embedded digits models); {loaded.entry.name} reads {side} px, where its "
+                        f"{class_visualisation.DRAWN.steps} gradient steps would take minutes on a CPU.")
+    target = label_index(loaded, label, None)
+    reads_digits = sorted(loaded.model.config.id2label.values()) == [str(d) for d in range(10)]
+    style = class_visualisation.DRAWN if reads_digits else class_visualisation.PHOTO
+    started = time.perf_counter()
+    pixels, scores = class_visualisation.ascend(attribution.Logits(loaded.model).eval(), target, side,
+                                                loaded.processor.image_mean, loaded.processor.image_std, style)
+    model_ms = (time.perf_counter() - started) * 1e3
+    name = loaded.model.config.id2label[target]
+    start = Image.new("RGB", (side, side), (round(255 * style.start),) * 3)
+    picture = heatmaps.ascent(np.asarray(start), attribution.as_seen(loaded, pixels), scores,
+                              f"what {loaded.entry.name} thinks {name!r} looks like")
+    answer = {"method": attribution.CLASS_VISUALISATION, "label": name, "score": scores[-1],
+              "start_score": scores[0], "steps": len(scores) - 1}
+    return Result(loaded, "torch", model_ms, answer, images={"heatmap": picture})
+
+
+MAX_MAP_IMAGES = 500
+
+
+@timing.whole_request
+def embedding_map(images: list | None = None, model: str | None = None, fallback: bool = False) -> Result:
+    """Images (paths, bytes or PIL; None: the 360 held-out digits, with their true labels) -> Result with
+    answer {"points": [{name, x, y, label, predicted, neighbours: [{name, distance}]}]}: each image at its
+    place in a t-SNE map of the model's penultimate-layer embeddings, and its nearest images there;
+    images {"map": the map drawn with thumbnails}, thumbnails {name: the image} for a page to show."""
+    from shared.data.digits import held_out
+    from shared.inference import embeddings
+
+    loaded = MODELS.load(model, fallback=fallback)
+    if images is None:
+        pictures, truth = held_out()
+        names = [f"held-out {i} ({label})" for i, label in enumerate(truth)]
+        labels = [str(label) for label in truth]
+        notes = []
+    else:
+        if len(images) > MAX_MAP_IMAGES:
+            raise UserError(f"{len(images)} images; the embedding map takes at most {MAX_MAP_IMAGES}. "
+                            "Send fewer and try again.")
+        decoded = [decode_image(image) for image in images]
+        pictures = [d.image for d in decoded]
+        names = [f"{i}: {Path(image).name}" if isinstance(image, str | Path) else f"image {i}"  # unique names
+                 for i, image in enumerate(images)]
+        labels, notes = None, [note for d in decoded for note in d.notes]
+    started = time.perf_counter()
+    pixels = torch.from_numpy(preprocess(loaded, [p.convert("RGB") for p in pictures])["pixel_values"])
+    features = embeddings.penultimate(loaded, pixels)
+    points = embeddings.tsne(features)
+    with torch.no_grad():
+        logits = loaded.model.classifier(torch.from_numpy(features).to(loaded.device, loaded.model.dtype))
+    predicted = [loaded.model.config.id2label[int(i)] for i in logits.argmax(-1).cpu()]
+    near, distances = embeddings.neighbours(features)
+    model_ms = (time.perf_counter() - started) * 1e3
+    rows = [{"name": name, "x": round(float(x), 3), "y": round(float(y), 3),
+             "label": labels[i] if labels else None, "predicted": predicted[i],
+             "neighbours": [{"name": names[j], "distance": round(float(d), 4)}
+                            for j, d in zip(near[i], distances[i], strict=True)]}
+            for i, (name, (x, y)) in enumerate(zip(names, points, strict=True))]
+    answer = {"points": rows, "embedding_size": int(features.shape[1]), "colour": "true" if labels else "predicted"}
+    if labels:
+        answer["knn_accuracy_in_map"] = embeddings.cross_validated_accuracy(points, labels)
+    picture = heatmaps.thumbnail_map(points, pictures, labels or predicted,
+                                     f"{loaded.entry.name}: t-SNE of its penultimate layer, "
+                                     f"{'true' if labels else 'predicted'} labels")
+    return Result(loaded, "torch", model_ms, answer, images={"map": picture, "thumbnails": dict(zip(names, pictures,
+                                                                                                   strict=True))},
+                  notes=notes)

@@ -45,6 +45,7 @@ from tqdm import tqdm
 from transformers import HfArgumentParser, set_seed
 
 from apps.generative import models, quality
+from shared import training
 from shared.errors import UserError
 from shared.models import loader, registry
 
@@ -68,6 +69,9 @@ class GenerativeArguments:
     samples_per_class: int = 100
     mode_seeking_weight: float = field(default=0.02, metadata={"help": "GAN: weight of the mode-seeking term that "
                                                                       "makes two noises give two drawings."})
+    schedule: str = field(default="cosine", metadata={"help": "cosine, or warm-restarts (SGDR: --cycles equal "
+                                                               "cosine cycles)", "choices": list(training.SCHEDULES)})
+    cycles: int = 3
     push_to_hub: str | None = None
 
     def __post_init__(self):
@@ -77,6 +81,7 @@ class GenerativeArguments:
             raise UserError(f"--data {self.data}: no such folder.")
         if self.epochs < 1 or self.batch_size < 1:
             raise UserError("--epochs and --batch-size must be at least 1.")
+        training.check_schedule(self.schedule, self.cycles)
 
 
 def load_images(data: str) -> dict:
@@ -344,14 +349,14 @@ def main(argv: list[str] | None = None) -> dict:
     if ema is not None:
         modules.append(ema)
     steps = args.epochs * math.ceil(len(images) / args.batch_size)
-    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps) for o in optimizers]
+    schedulers = [training.torch_scheduler(o, args.schedule, args.cycles, steps) for o in optimizers]
     checkpoint = out / "checkpoints" / "last"
     start = load_checkpoint(checkpoint, modules, optimizers, schedulers) if args.resume and checkpoint.is_dir() else 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     batches = DataLoader(list(zip(images, labels, strict=True)), batch_size=args.batch_size, shuffle=True,
                          drop_last=True, generator=torch.Generator().manual_seed(args.seed))
 
-    history = []
+    history, curve, step = [], [], start * len(batches)
     for epoch in range(start, args.epochs):
         totals: dict[str, float] = {}
         for batch_images, batch_labels in tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False):
@@ -363,6 +368,9 @@ def main(argv: list[str] | None = None) -> dict:
                 losses = vae_step(model, batch_images, optimizers, autocast)
             for scheduler in schedulers:
                 scheduler.step()
+            step += 1
+            if step % max(1, steps // training.CURVE_POINTS) == 0:
+                curve.append({"step": step, "learning_rate": schedulers[0].get_last_lr()[0], **losses})
             totals = {k: totals.get(k, 0.0) + v / len(batches) for k, v in losses.items()}
         history.append({"epoch": epoch + 1, **{k: round(v, 4) for k, v in totals.items()}})
         sample_grid(ema.module if ema is not None else model, args.family, len(names),
@@ -373,6 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = evaluate(shipped, args.family, splits, args)
     models.save(shipped.cpu().eval(), out)
     (out / "metrics.json").write_text(json.dumps({**metrics, "history": history}, indent=2) + "\n")
+    training.write_curves(curve, out / "curves.png")
     (out / "finetune_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
     (out / "README.md").write_text(model_card(out, args, metrics, argv))
     if args.push_to_hub:

@@ -17,6 +17,7 @@ curves need only forward passes, so they run batched on either backend (`forward
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -34,10 +35,18 @@ METHODS = {
     "occlusion": "drop of the logit when a grey patch covers the pixel",
 }
 GRADIENT_METHODS = ("saliency", "smoothgrad", "integrated-gradients", "gradcam")
+# Not a map of one image but what the model draws for a label (shared/inference/class_visualisation.py).
+CLASS_VISUALISATION = "class-visualisation"
+CHOICES = (*METHODS, CLASS_VISUALISATION)
 SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 10, 0.15  # noise: a fraction of the input's range (Smilkov et al.)
 IG_STEPS = 32
 BATCH = 8  # images per forward pass for occlusion and the deletion curves
 DELETION_STEPS = 10
+# Grad-CAM hooks the layer of a model that every request shares: a hook fires on every forward
+# through that layer, so two requests at once would each collect the other's activations and
+# gradients. One hooked computation at a time (milliseconds to a second each) is cheaper than a
+# copy of the model per request.
+HOOKED = threading.Lock()
 
 
 def _vit_tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
@@ -57,9 +66,9 @@ CAM_LAYERS: dict[str, tuple[Callable, Callable | None]] = {
 
 def check_method(loaded: LoadedModel, method: str, backend: str) -> str:
     """Refuse, with one sentence, a method this model or backend cannot give."""
-    if method not in METHODS:
-        raise UserError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
-    if method in GRADIENT_METHODS and backend != "torch":
+    if method not in CHOICES:
+        raise UserError(f"Unknown method {method!r}; choose one of: {', '.join(CHOICES)}.")
+    if method in (*GRADIENT_METHODS, CLASS_VISUALISATION) and backend != "torch":
         raise UserError(f"{method} needs the model's gradients, which only the torch backend gives: choose torch, "
                         "or occlusion (forward passes only) on onnx.")
     model_type = loaded.model.config.model_type
@@ -70,10 +79,22 @@ def check_method(loaded: LoadedModel, method: str, backend: str) -> str:
     return method
 
 
+SMALL_INPUT = 64  # px: the embedded digits models (32 px) cost ~1/1000 of a 224 px Hub model per pass
+
+
 def default_window(side: int) -> tuple[int, int]:
-    """Occlusion's window and stride for an input `side` px wide: a quarter and an eighth of it
-    (7 x 7 = 49 positions), which keeps a 224 px image within 10 s on 2 cores."""
-    return max(1, side // 4), max(1, side // 8)
+    """Occlusion's window and stride for an input `side` px wide: a quarter of it, moved by an eighth
+    on small inputs (7 x 7 = 49 positions) and by a quarter on larger ones (4 x 4 = 16). With the
+    deletion curves in fifths (`deletion_steps`) a request is then 1 + 16 + 10 forward passes on a
+    224 px image: about 7.6 s for ViT-B/16 on 2 cores (README: how measured); 49 positions and
+    tenths would be 70 passes, about 20 s."""
+    return max(1, side // 4), max(1, side // (8 if side <= SMALL_INPUT else 4))
+
+
+def deletion_steps(side: int) -> int:
+    """The deletion curves' resolution in an explain request: tenths on small inputs, fifths on
+    larger ones, whose forward passes cost a thousand times more."""
+    return DELETION_STEPS if side <= SMALL_INPUT else DELETION_STEPS // 2
 
 
 def check_window(window: int | None, stride: int | None, side: int) -> tuple[int, int]:
@@ -141,8 +162,10 @@ def _gradcam(loaded: LoadedModel, logits: Logits, pixels: torch.Tensor, target: 
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     layer, reshape = CAM_LAYERS[loaded.model.config.model_type]
-    with GradCAM(model=logits, target_layers=[layer(loaded.model)], reshape_transform=reshape) as cam:
-        return cam(input_tensor=pixels, targets=[ClassifierOutputTarget(target)])[0]
+    with HOOKED, GradCAM(model=logits, target_layers=[layer(loaded.model)], reshape_transform=reshape) as cam:
+        heat = cam(input_tensor=pixels, targets=[ClassifierOutputTarget(target)])[0]
+        loaded.model.zero_grad(set_to_none=True)  # its backward left gradients on every weight of the shared model
+        return heat
 
 
 def _channels_max(attributions: torch.Tensor) -> np.ndarray:
@@ -164,18 +187,19 @@ def deletion_curves(forward: Callable, pixels: torch.Tensor, target: int, heat: 
                     steps: int = DELETION_STEPS, seed: int = 0) -> dict[str, np.ndarray]:
     """The class score as pixels are hidden (set to the mean colour) in `steps` equal parts: the most
     salient first (by `heat`), and in a random order. A map that means something makes the first
-    fall faster (Samek et al. 2017; Petsiuk et al. 2018, "deletion")."""
-    order = {"salient": np.argsort(-heat.ravel(), kind="stable"),
-             "random": np.random.default_rng(seed).permutation(heat.size)}
+    fall faster (Samek et al. 2017; Petsiuk et al. 2018, "deletion"). The two curves share their
+    ends (nothing hidden, all hidden): 2 * steps forward passes in all."""
+    salient, chance = np.argsort(-heat.ravel(), kind="stable"), np.random.default_rng(seed).permutation(heat.size)
     images = []
-    for ranking in order.values():
-        for k in range(steps + 1):
+    for ranking, parts in ((salient, range(steps + 1)), (chance, range(1, steps))):
+        for k in parts:
             hidden = np.zeros(heat.size, dtype=bool)
             hidden[ranking[: round(k * heat.size / steps)]] = True
             mask = torch.from_numpy(~hidden.reshape(heat.shape)).to(pixels.device, pixels.dtype)
             images.append(pixels[0] * mask)
     scores = class_scores(forward, torch.stack(images), target)
-    return {name: scores[i * (steps + 1):(i + 1) * (steps + 1)] for i, name in enumerate(order)}
+    first = scores[: steps + 1]
+    return {"salient": first, "random": np.concatenate([first[:1], scores[steps + 1:], first[-1:]])}
 
 
 def area(curve: np.ndarray) -> float:

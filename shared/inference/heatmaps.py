@@ -40,3 +40,51 @@ def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def ascent(start: np.ndarray, reached: np.ndarray, scores: list[float], title: str) -> Image.Image:
+    """Class visualisation: the plain start (H, W, 3 uint8), the image gradient ascent reached, and the
+    label's softmax score after each step."""
+    figure = Figure(figsize=(10.0, 3.6), dpi=DPI)
+    FigureCanvasAgg(figure)
+    before, after, curve = figure.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.4]})
+    for axes, image, name in ((before, start, f"start (score {scores[0]:.3f})"),
+                              (after, reached, f"after {len(scores) - 1} steps (score {scores[-1]:.3f})")):
+        axes.imshow(image, interpolation="nearest")
+        axes.set_xticks([])  # a frame without ticks: a white start is still seen as an image
+        axes.set_yticks([])
+        axes.set_title(name, fontsize=10)
+    curve.plot(range(len(scores)), scores)
+    curve.set_xlabel("step", fontsize=9)
+    curve.set_ylabel("softmax score", fontsize=9)
+    curve.set_ylim(0, 1.02)
+    figure.suptitle(title, fontsize=11)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def thumbnail_map(points: np.ndarray, thumbnails: list[Image.Image], labels: list[str], title: str) -> Image.Image:
+    """A 2-D map (N, 2) drawn with each image's thumbnail at its point, framed in its label's colour."""
+    from matplotlib import colormaps
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    figure = Figure(figsize=(9.0, 9.0), dpi=DPI)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    names = sorted(set(labels))
+    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    for (x, y), thumbnail, label in zip(points, thumbnails, labels, strict=True):
+        colour = palette(names.index(label) % palette.N)
+        picture = OffsetImage(np.asarray(thumbnail.convert("RGB").resize((24, 24))), zoom=0.8)
+        axes.add_artist(AnnotationBbox(picture, (x, y), frameon=True, pad=0.1, bboxprops={"edgecolor": colour}))
+    axes.scatter(points[:, 0], points[:, 1], s=0)  # sets the limits
+    for i, name in enumerate(names):
+        axes.scatter([], [], color=palette(i % palette.N), label=name)
+    axes.legend(fontsize=8, loc="best", title="label", markerscale=1.5)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title(title, fontsize=11)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")

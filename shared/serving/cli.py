@@ -7,11 +7,13 @@
     demohub predict adversarial --image PATH --attack pgd --eps E [--target LABEL] [--transfer-model M]
     demohub explain classification --image PATH --out PNG [--method saliency|smoothgrad|integrated-gradients|gradcam|
         occlusion] [--label L] [--window PX --stride PX] [--model M] [--backend torch|onnx]
+    demohub explain classification --method class-visualisation --label 7 --out PNG [--model M]
     demohub export APP [--model M] [--quantize]
     demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
     demohub bench APP [--model M] [--repeats N] [--cold-start] [--throughput DIR] [--variants V ...]
     demohub bench APP --size real|tiny [--arch NAME] [--batch-sizes 1 8] [--markdown]
     demohub bench APP --load [--clients 1 8 32] [--requests 64] [--model M] [--markdown]
+    demohub bench classification --size real --arch resnet-50 --arch vit-b16 --explain occlusion --repeats 3
     demohub data digits --out DIR
     demohub spaces build --out DIR [--space NAME ...] [--namespace USER_OR_ORG]
     demohub spaces push --namespace USER_OR_ORG [--space NAME ...] [--private] [--dry-run]
@@ -91,6 +93,8 @@ def _bench(args) -> dict:
 
     if args.size:
         return _bench_architectures(args)
+    if getattr(args, "explain", None):
+        raise UserError("--explain times the Hub architectures' random-weight copies: add --size real (or tiny).")
     if args.load:
         return _bench_load(args)
     spec, loaded = _load(args)
@@ -140,6 +144,10 @@ def _bench_architectures(args) -> dict:
     for name in names:
         folder = architectures.build(name, args.size)
         entry = registry.add_local(args.app, folder, **architectures.FACTS.get(name, {}))
+        if getattr(args, "explain", None):
+            results[name] = bench.explain_time(spec.explain, entry.name, spec.example["image"], repeats=args.repeats,
+                                               method=args.explain)
+            continue
         loaded = spec.models.load(entry.name)
         result = bench.bench(loaded, spec.onnx(loaded), batch_sizes=tuple(args.batch_sizes), repeats=args.repeats,
                              warmup=args.warmup, variants=tuple(args.variants))
@@ -248,11 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "concurrent clients, batching off and on (two `demohub serve` side by side).")
                 sub.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
                 sub.add_argument("--requests", type=int, default=64, help="--load: requests per level and server.")
+                if spec.explain is not None:
+                    sub.add_argument("--explain", choices=["occlusion"],
+                                     help="With --size: instead, seconds for one whole explain request with its "
+                                          "default settings on onnx (the map and its deletion curves).")
                 sub.add_argument("--throughput", metavar="DIR",
                                  help="Instead: images per second over DIR's images through `demohub predict` "
                                       "(decode to answer), at each --batch-sizes, torch and onnx.")
 
-    from shared.inference.attribution import METHODS
+    from shared.inference.attribution import CHOICES
     from shared.inference.backends import BACKENDS
 
     explain = commands.add_parser("explain", help="Where a classifier looks: a heat map and its sanity check.")
@@ -262,13 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         sub = per_app.add_parser(app, help=spec.summary)
         sub.set_defaults(handler=_explain)
-        sub.add_argument("--image", required=True, help="Image file (JPEG, PNG, WebP, GIF, BMP, TIFF).")
-        sub.add_argument("--out", required=True, help="PNG file for the heat map (over the image, with its scale).")
-        sub.add_argument("--method", choices=list(METHODS), default="saliency")
-        sub.add_argument("--label", help="The label to explain (default: the predicted one).")
+        sub.add_argument("--image", help="Image file (JPEG, PNG, WebP, GIF, BMP, TIFF); not for class-visualisation.")
+        sub.add_argument("--out", required=True, help="PNG file for the heat map (over the image, with its scale), "
+                                                      "or the class visualisation.")
+        sub.add_argument("--method", choices=list(CHOICES), default="saliency")
+        sub.add_argument("--label", help="The label to explain (default: the predicted one); class-visualisation: "
+                                         "the label to draw.")
         sub.add_argument("--window", type=int, help="occlusion: the grey patch's side in px of the model's input "
                                                      "(default: a quarter of it).")
-        sub.add_argument("--stride", type=int, help="occlusion: its step in px (default: an eighth of the input).")
+        sub.add_argument("--stride", type=int, help="occlusion: its step in px (default: an eighth of the input, "
+                                                     "a quarter on inputs over 64 px).")
         sub.add_argument("--model", help="Registry name, local model folder, or repo_id@revision.")
         sub.add_argument("--backend", choices=BACKENDS, default="torch")
 

@@ -1,0 +1,72 @@
+"""The embedding map (shared/inference/embeddings.py): penultimate-layer vectors, their t-SNE map,
+nearest neighbours, and the k-NN accuracy that says the arrangement means something."""
+
+import numpy as np
+import pytest
+import torch
+
+from apps.classification import app, task
+from shared.data.digits import digit_image, split
+from shared.errors import UserError
+from shared.inference import embeddings
+
+TRAIN, TEST = 400, 150  # subsets of the digits' splits: seconds, not minutes (README: all 1,437 / 360)
+
+
+def digits(loaded, name, n):
+    pixels, labels = split()[name]
+    images = [digit_image(p).convert("RGB") for p in pixels[:n]]
+    return torch.from_numpy(task.preprocess(loaded, images)["pixel_values"]), labels[:n], images
+
+
+def test_the_penultimate_layer_is_what_the_classifier_reads():
+    loaded = task.MODELS.load("digits-convnext")
+    pixels, _, _ = digits(loaded, "test", 8)
+    features = embeddings.penultimate(loaded, pixels)
+    assert features.shape == (8, loaded.model.config.hidden_sizes[-1])
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded.model.classifier(torch.from_numpy(features)).numpy(),
+                                   loaded.model(pixel_values=pixels).logits.numpy(), atol=1e-5)
+
+
+def test_knn_in_the_embedding_beats_knn_in_pixels_on_held_out_digits():
+    loaded = task.MODELS.load("digits-convnext")
+    train, train_labels, _ = digits(loaded, "train", TRAIN)
+    test, test_labels, _ = digits(loaded, "test", TEST)
+    in_embedding = embeddings.knn_accuracy(embeddings.penultimate(loaded, train), train_labels,
+                                           embeddings.penultimate(loaded, test), test_labels)
+    in_pixels = embeddings.knn_accuracy(train.flatten(1).numpy(), train_labels, test.flatten(1).numpy(), test_labels)
+    assert in_embedding > in_pixels and in_embedding > 0.95, (in_embedding, in_pixels)
+    # the same digits as users draw them, white on black (the input is centred: -x is the inverted image):
+    # their pixels match no training digit, their embeddings still do
+    inverted = embeddings.knn_accuracy(embeddings.penultimate(loaded, train), train_labels,
+                                       embeddings.penultimate(loaded, -test), test_labels)
+    inverted_pixels = embeddings.knn_accuracy(train.flatten(1).numpy(), train_labels, (-test).flatten(1).numpy(),
+                                              test_labels)
+    assert inverted > inverted_pixels + 0.5, (inverted, inverted_pixels)
+
+
+def test_the_map_of_uploads_has_a_point_and_neighbours_for_each(tmp_path):
+    loaded = task.MODELS.load("digits-convnext")
+    _, labels, images = digits(loaded, "test", 30)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f"digit_{i}_{labels[i]}.png"))
+        image.save(paths[-1])
+    table, picture, summary, chosen, state = app.embedding_map(paths, "digits-convnext")
+    assert len(table) == 30 and set(table.columns) >= {"x", "y", "name", "label", "predicted"}
+    assert "coloured by their predicted label" in summary and picture.size[0] > 500
+    assert (table["predicted"] == [str(label) for label in labels]).mean() > 0.9
+    gallery = app.nearest(chosen.value, state)
+    assert len(gallery) == 1 + embeddings.K and gallery[0][1].startswith(chosen.value)
+    points = {p["name"]: p for p in state[0]}
+    same = [n["name"] for n in points[chosen.value]["neighbours"]]
+    label = points[chosen.value]["predicted"]
+    assert sum(points[name]["predicted"] == label for name in same) >= 3  # neighbours mostly share its class
+
+
+def test_too_few_or_too_many_images_get_one_sentence(tmp_path):
+    with pytest.raises(UserError, match="needs at least 5 images; got 2"):
+        embeddings.tsne(np.zeros((2, 4)))
+    with pytest.raises(UserError, match="the embedding map takes at most 500"):
+        task.embedding_map([str(tmp_path / "x.png")] * 501)
