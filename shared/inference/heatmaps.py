@@ -15,15 +15,22 @@ from PIL import Image
 SIZE_INCHES, DPI = (8.0, 4.0), 100
 
 
+def _figure(size_inches: tuple[float, float]):
+    """A matplotlib figure on the Agg canvas; imported here, as matplotlib takes seconds to import
+    (cold start) and most requests draw nothing."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size_inches, dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
 def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed: bool = False) -> Image.Image:
     """The image (H, W, 3 uint8) on the left; on the right `heat` (H, W) over it at 55% opacity, with a
     colour bar labelled `scale`. A signed map is centred on 0 (red: for the class, blue: against it);
     others run from their minimum."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: seconds to import (cold start)
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=SIZE_INCHES, dpi=DPI)
-    FigureCanvasAgg(figure)
+    figure = _figure(SIZE_INCHES)
     plain, axes = figure.subplots(1, 2)
     plain.imshow(image, interpolation="nearest")
     plain.set_axis_off()
@@ -45,8 +52,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed:
 def ascent(start: np.ndarray, reached: np.ndarray, scores: list[float], title: str) -> Image.Image:
     """Class visualisation: the plain start (H, W, 3 uint8), the image gradient ascent reached, and the
     label's softmax score after each step."""
-    figure = Figure(figsize=(10.0, 3.6), dpi=DPI)
-    FigureCanvasAgg(figure)
+    figure = _figure((10.0, 3.6))
     before, after, curve = figure.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.4]})
     for axes, image, name in ((before, start, f"start (score {scores[0]:.3f})"),
                               (after, reached, f"after {len(scores) - 1} steps (score {scores[-1]:.3f})")):
@@ -69,8 +75,7 @@ def thumbnail_map(points: np.ndarray, thumbnails: list[Image.Image], labels: lis
     from matplotlib import colormaps
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-    figure = Figure(figsize=(9.0, 9.0), dpi=DPI)
-    FigureCanvasAgg(figure)
+    figure = _figure((9.0, 9.0))
     axes = figure.subplots()
     names = sorted(set(labels))
     palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
