@@ -11,3 +11,10 @@ class UserError(ValueError):
 
 class ModelUnavailable(RuntimeError):
     """A model that cannot be loaded here (offline, not cached, missing files)."""
+
+
+def shown(value, limit: int = 60) -> str:
+    """`value` quoted for a message, cut to `limit` characters: a sentence never echoes a
+    megabyte of what a client sent."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value)):,} characters)"

@@ -68,5 +68,22 @@ def test_the_map_of_uploads_has_a_point_and_neighbours_for_each(tmp_path):
 def test_too_few_or_too_many_images_get_one_sentence(tmp_path):
     with pytest.raises(UserError, match="needs at least 5 images; got 2"):
         embeddings.tsne(np.zeros((2, 4)))
-    with pytest.raises(UserError, match="the embedding map takes at most 500"):
+    with pytest.raises(UserError, match="the embedding map takes 5 to 500"):
         task.embedding_map([str(tmp_path / "x.png")] * 501)
+    with pytest.raises(UserError, match="2 images; the embedding map takes 5 to 500"):  # before decoding any
+        task.embedding_map([str(tmp_path / "missing.png")] * 2)
+
+
+def test_uploads_are_kept_small_and_a_bad_one_is_named(tmp_path):
+    """A hostile client sent 12 photos of 40 megapixels: each kept whole, the server grew by 6 GB."""
+    from PIL import Image
+
+    paths = []
+    for i in range(5):
+        paths.append(str(tmp_path / f"big_{i}.png"))
+        Image.new("RGB", (4000, 3000 + i), "white").save(paths[-1])
+    result = task.embedding_map(paths, model="digits-convnext")
+    assert all(max(t.size) <= task.THUMBNAIL_SIDE for t in result.images["thumbnails"].values())
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match="^5: broken.png: "):
+        task.embedding_map(paths + [str(tmp_path / "broken.png")], model="digits-convnext")

@@ -307,3 +307,9 @@ def test_occlusion_defaults_are_coarser_on_large_inputs():
     side, (window, stride) = 224, attribution.default_window(224)
     assert ((side - window) // stride + 1) ** 2 == 16
     assert attribution.deletion_steps(32) == 10 and attribution.deletion_steps(224) == 5
+
+
+def test_a_huge_label_is_refused_without_echoing_it():
+    with pytest.raises(UserError) as refused:
+        task.explain(None, model="digits-convnext", method="class-visualisation", label="7" * 4_000_000)
+    assert len(str(refused.value)) < 1000 and "has no label" in str(refused.value)

@@ -56,3 +56,11 @@ def test_resolve_refuses_unpinned_hub_models():
 def test_local_folder_needs_a_config(tmp_path):
     with pytest.raises(UserError, match="config.json"):
         registry.add_local("classification", tmp_path)
+
+
+def test_a_model_named_by_a_list_or_a_megabyte_gets_a_short_sentence():
+    with pytest.raises(UserError, match="Unknown classification model \\['digits-convnext'\\]"):
+        registry.get("classification", ["digits-convnext"])
+    with pytest.raises(UserError) as refused:
+        registry.get("classification", "x" * 1_000_000)
+    assert len(str(refused.value)) < 1000 and "1,000,000 characters" in str(refused.value)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
-from shared.errors import UserError
+from shared.errors import UserError, shown
 from shared.inference import attribution, backends, class_visualisation, export, gpu, heatmaps
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import whole_number
@@ -116,8 +116,8 @@ def label_index(loaded: LoadedModel, label: str | None, logits: np.ndarray) -> i
     if label in (None, ""):
         return int(logits[0].argmax())
     ids = {name: int(i) for i, name in loaded.model.config.id2label.items()}
-    if label not in ids:
-        raise UserError(f"{loaded.entry.name} has no label {label!r}; pick one of its labels, e.g. "
+    if not isinstance(label, str) or label not in ids:
+        raise UserError(f"{loaded.entry.name} has no label {shown(label)}; pick one of its labels, e.g. "
                         f"{', '.join(list(ids)[:10])}, or leave it empty for the predicted one.")
     return ids[label]
 
@@ -204,6 +204,13 @@ def visualise_class(loaded: LoadedModel, label: str | None) -> Result:
 
 
 MAX_MAP_IMAGES = 500
+MAP_IMAGE_SIDE = 256  # each upload is kept at most this big (the models read 224 px or less)
+THUMBNAIL_SIDE = 96  # what the page keeps per image to show the neighbours
+
+
+def _at_most(image: Image.Image, side: int) -> Image.Image:
+    """`image` shrunk (aspect kept) to fit `side` x `side`; a new image, the caller's is left alone."""
+    return ImageOps.contain(image, (side, side)) if max(image.size) > side else image
 
 
 @timing.whole_request
@@ -222,14 +229,20 @@ def embedding_map(images: list | None = None, model: str | None = None, fallback
         labels = [str(label) for label in truth]
         notes = []
     else:
-        if len(images) > MAX_MAP_IMAGES:
-            raise UserError(f"{len(images)} images; the embedding map takes at most {MAX_MAP_IMAGES}. "
-                            "Send fewer and try again.")
-        decoded = [decode_image(image) for image in images]
-        pictures = [d.image for d in decoded]
+        if not embeddings.MIN_IMAGES <= len(images) <= MAX_MAP_IMAGES:
+            raise UserError(f"{len(images)} images; the embedding map takes {embeddings.MIN_IMAGES} to "
+                            f"{MAX_MAP_IMAGES}.")
         names = [f"{i}: {Path(image).name}" if isinstance(image, str | Path) else f"image {i}"  # unique names
                  for i, image in enumerate(images)]
-        labels, notes = None, [note for d in decoded for note in d.notes]
+        pictures, notes = [], []
+        for name, image in zip(names, images, strict=True):
+            try:
+                decoded = decode_image(image)
+            except UserError as err:
+                raise UserError(f"{name}: {err}") from None
+            pictures.append(_at_most(decoded.image, MAP_IMAGE_SIDE))  # at once: 500 full-size photos fill the RAM
+            notes += decoded.notes
+        labels = None
     started = time.perf_counter()
     pixels = torch.from_numpy(preprocess(loaded, [p.convert("RGB") for p in pictures])["pixel_values"])
     features = embeddings.penultimate(loaded, pixels)
@@ -250,6 +263,5 @@ def embedding_map(images: list | None = None, model: str | None = None, fallback
     picture = heatmaps.thumbnail_map(points, pictures, labels or predicted,
                                      f"{loaded.entry.name}: t-SNE of its penultimate layer, "
                                      f"{'true' if labels else 'predicted'} labels")
-    return Result(loaded, "torch", model_ms, answer, images={"map": picture, "thumbnails": dict(zip(names, pictures,
-                                                                                                   strict=True))},
-                  notes=notes)
+    thumbnails = {name: _at_most(image, THUMBNAIL_SIDE) for name, image in zip(names, pictures, strict=True)}
+    return Result(loaded, "torch", model_ms, answer, images={"map": picture, "thumbnails": thumbnails}, notes=notes)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from shared.errors import UserError
+from shared.errors import UserError, shown
 from shared.models.loader import LoadedModel
 
 # method -> what its map shows (the colour scale's label)
@@ -67,7 +67,7 @@ CAM_LAYERS: dict[str, tuple[Callable, Callable | None]] = {
 def check_method(loaded: LoadedModel, method: str, backend: str) -> str:
     """Refuse, with one sentence, a method this model or backend cannot give."""
     if method not in CHOICES:
-        raise UserError(f"Unknown method {method!r}; choose one of: {', '.join(CHOICES)}.")
+        raise UserError(f"Unknown method {shown(method)}; choose one of: {', '.join(CHOICES)}.")
     if method in (*GRADIENT_METHODS, CLASS_VISUALISATION) and backend != "torch":
         raise UserError(f"{method} needs the model's gradients, which only the torch backend gives: choose torch, "
                         "or occlusion (forward passes only) on onnx.")
@@ -154,7 +154,7 @@ def attribute(loaded: LoadedModel, pixels: torch.Tensor, target: int, method: st
             return _array(Occlusion(forward or logits).attribute(
                 pixels, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), baselines=0.0,
                 target=target, perturbations_per_eval=BATCH)[:, 0])
-    raise UserError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS)}.")
+    raise UserError(f"Unknown method {shown(method)}; choose one of: {', '.join(METHODS)}.")
 
 
 def _gradcam(loaded: LoadedModel, logits: Logits, pixels: torch.Tensor, target: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import tomllib
 
-from shared.errors import UserError
+from shared.errors import UserError, shown
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 REGISTRY_FILE = MODELS_DIR / "registry.toml"
@@ -135,10 +135,10 @@ def get(task: str, name: str | None) -> ModelEntry:
     """The entry for `name` (the task's default when None), or a UserError listing the choices."""
     if not name:
         return default(task)
-    entry = _ENTRIES.get(name)
+    entry = _ENTRIES.get(name) if isinstance(name, str) else None
     if entry is None or entry.task != task:
         choices = ", ".join(e.name for e in entries(task))
-        raise UserError(f"Unknown {task} model {name!r}. Choose one of: {choices}.")
+        raise UserError(f"Unknown {task} model {shown(name)}. Choose one of: {choices}.")
     return entry
 
 
