@@ -1,9 +1,6 @@
 """Fine-tuning smoke runs with a metric floor: the output folder must load in the app."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from apps.classification import finetune, task
 from shared.data.digits import digit_image, split
 from shared.errors import UserError
 from shared.models import registry
-from tests.conftest import REPO
+from tests.conftest import torchrun
 from tests.tiny import make_tiny_classifier
 
 pytestmark = pytest.mark.slow
@@ -107,10 +104,7 @@ def test_two_processes_under_torchrun_train_data_parallel_with_the_same_metrics(
     data = digits_folder(tmp_path / "data", per_class=16)
     common = ["--data", str(data), "--freeze-backbone", "--epochs", "1", "--batch-size", "8"]
     alone = finetune.main([*common, "--out", str(tmp_path / "alone")])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2", "-m",
-                          "shared.serving.cli", "finetune", "classification", *common, "--out", str(tmp_path / "ddp")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    run = torchrun("finetune", "classification", *common, "--out", str(tmp_path / "ddp"))
     assert run.returncode == 0, run.stderr[-2000:]
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in run.stderr  # the Trainer did run DDP
     assert "3/3" in run.stderr and "6/6" not in run.stderr  # 48 images, batches of 8 per process: 3 steps each

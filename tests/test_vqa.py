@@ -12,6 +12,7 @@ from shared.data import scenes
 from shared.errors import UserError
 from shared.inference.pipelines import VisualQuestionAnsweringPipeline, question_prompt
 from shared.models import registry
+from tests.conftest import torchrun
 from tests.tiny import make_tiny_blip, make_tiny_captioner, make_tiny_vilt
 
 EMBEDDED = registry.MODELS_DIR / "vqa" / "scenes-vqa"
@@ -121,6 +122,25 @@ def test_finetune_smoke_run_from_a_captioner(tmp_path):
     entry = registry.add_local(task.TASK, out, name="smoke-vqa")
     answered = task.answer(scenes.make_scene(9, 0).image, "is there a 3?", model=entry.name)
     assert isinstance(answered["answers"][0]["answer"], str)
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_train_data_parallel_with_the_same_metrics(tmp_path):
+    """`torchrun --nproc_per_node=2` on CPU (DDP over gloo) through the captioning/VQA loop (its own
+    loaders, the encoder run once per image, the digit head from the masks): each process takes
+    half of the batches, one writes the output, and metrics.json has a one-process run's keys."""
+    data = tmp_path / "scenes"
+    scenes.write_datasets(data, 40, seed=9)
+    start = make_tiny_captioner("trocr", tmp_path / "start")
+    common = ["--data", str(data / "text.jsonl"), "--eval-data", str(data / "text.jsonl"), "--model", str(start),
+              "--with-captions", "--epochs", "1", "--batch-size", "6", "--validation-fraction", "0.1"]
+    alone = finetune.main([*common, "--out", str(tmp_path / "alone")])
+    run = torchrun("finetune", "vqa", *common, "--out", str(tmp_path / "ddp"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "3/3" in run.stderr and "6/6" not in run.stderr  # 36 images, 6 per batch and process: 3 steps each
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert set(metrics) == set(alone) and metrics["test_accuracy"] >= 0
+    assert json.loads((tmp_path / "ddp" / "answers.json").read_text())
 
 
 @pytest.mark.slow

@@ -286,10 +286,11 @@ class ImageTextTrainer(Seq2SeqTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
         patch, index = inputs.pop("patch_labels", None), inputs.pop("image_index")
-        hidden = model.get_encoder()(pixel_values=inputs.pop("pixel_values")).last_hidden_state
+        inner = self.accelerator.unwrap_model(model)  # under torchrun `model` is the DDP wrapper
+        hidden = inner.get_encoder()(pixel_values=inputs.pop("pixel_values")).last_hidden_state
         outputs = model(encoder_outputs=(hidden[index],), **inputs)
         loss = outputs.loss
-        head = getattr(model, "patch_head", None)
+        head = getattr(inner, "patch_head", None)
         if patch is not None and head is not None and self.mask_loss_weight:
             logits = head(hidden[:, -patch.shape[1]:])
             weight = torch.ones(logits.shape[-1], device=logits.device)
@@ -443,8 +444,14 @@ def run(args, argv: list[str], examples_of, evaluate, card, task: str) -> dict:
         model, processor = build(args, folder, texts, Path(scratch), args.max_length)
         if args.freeze_vision:
             freeze_vision(model)
+        pooler = getattr(model.get_encoder(), "pooler", None)
+        if pooler is not None:  # the decoder reads the encoder's tokens, never its pooled output: under
+            pooler.requires_grad_(False)  # torchrun a parameter that never gets a gradient stops DDP
         encoder = model.config.encoder
-        mask_patch = getattr(encoder, "patch_size", None) if args.mask_loss_weight else None
+        # the digit head only where every training image has a mask: under torchrun every
+        # parameter must get a gradient at every step
+        has_masks = all(e.mask for e in train)
+        mask_patch = getattr(encoder, "patch_size", None) if args.mask_loss_weight and has_masks else None
         if mask_patch:
             model.patch_head = torch.nn.Linear(encoder.hidden_size, 11)
         train_set = ImageTextSet(train, processor, model, args.max_length, mask_patch)
@@ -455,7 +462,10 @@ def run(args, argv: list[str], examples_of, evaluate, card, task: str) -> dict:
         trainer = ImageTextTrainer(
             model=model, processing_class=processor.tokenizer,
             args=training.trainer_arguments(args, len(train_set), "loss", Seq2SeqTrainingArguments,
-                                            label_names=["labels"], logging_strategy="steps", logging_steps=50),
+                                            label_names=["labels"], logging_strategy="steps", logging_steps=50,
+                                            # the encoder runs outside the DDP wrapper (once per image, see
+                                            # compute_loss), so DDP must not look for unused parameters
+                                            ddp_find_unused_parameters=False),
             train_dataset=train_set, eval_dataset=validation_set,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=args.patience)])
         collate_train = collate(train_set.pixels, pad, args.targets_per_image, args.seed)
@@ -472,12 +482,13 @@ def run(args, argv: list[str], examples_of, evaluate, card, task: str) -> dict:
                    "train_examples": len(train), "train_images": len(images) - len(validation_images),
                    "parameters": sum(p.numel() for p in model.parameters())}
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
-        if held_out:
+        if held_out and trainer.is_world_process_zero():  # the others would only repeat it
             metrics.update(evaluate(model, processor, held_out, args))
         metrics = training.rounded(metrics)
         trainer.model = model
         training.save(trainer, processor, args, metrics, card(Path(args.out), args, metrics, argv))
-        write_answers(Path(args.out), train)
+        if trainer.is_world_process_zero():
+            write_answers(Path(args.out), train)
     return metrics
 
 
@@ -490,10 +501,13 @@ def write_answers(out: Path, examples: list[Example], limit: int = 200) -> None:
 
 
 def _loader(trainer, dataset, collate_fn, shuffle: bool):
+    """Batches of whole images (a row holds all of an image's texts); under torchrun each process
+    takes its share of them (accelerate shards the loader, as the Trainer does its own)."""
     def make(*_args, **_kwargs):
         generator = torch.Generator().manual_seed(trainer.args.seed + int(trainer.state.epoch or 0))
-        return torch.utils.data.DataLoader(dataset, batch_size=trainer.args.per_device_train_batch_size,
-                                           shuffle=shuffle, collate_fn=collate_fn, generator=generator)
+        batches = torch.utils.data.DataLoader(dataset, batch_size=trainer.args.per_device_train_batch_size,
+                                              shuffle=shuffle, collate_fn=collate_fn, generator=generator)
+        return trainer.accelerator.prepare(batches) if trainer.args.world_size > 1 else batches
 
     return make
 
