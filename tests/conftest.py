@@ -24,13 +24,13 @@ REPO = Path(__file__).resolve().parent.parent
 DIGIT_EXAMPLES = REPO / "apps" / "classification" / "examples"
 
 
-def torchrun(*argv: str, processes: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node=PROCESSES -m shared.serving.cli ARGV` on the CPU (DDP over gloo),
-    one thread per process, its output captured."""
+def torchrun(*argv: str, processes: int = 2, timeout: int = 300,
+             module: str = "shared.serving.cli") -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=PROCESSES -m MODULE ARGV` (MODULE: the CLI, or one that wraps it) on
+    the CPU (DDP over gloo), one thread per process, its output captured."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run([str(Path(sys.executable).with_name("torchrun")), f"--nproc_per_node={processes}", "-m",
-                           "shared.serving.cli", *argv], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                           module, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def pytest_collection_modifyitems(config, items):

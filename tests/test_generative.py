@@ -9,7 +9,7 @@ import pytest
 from apps.generative import finetune, models, quality, task
 from shared.errors import UserError
 from shared.models import registry
-from tests.conftest import DIGIT_EXAMPLES
+from tests.conftest import DIGIT_EXAMPLES, torchrun
 from tests.test_finetune import digits_folder
 
 
@@ -174,6 +174,33 @@ def test_vae_finetune_reports_held_out_elbo(tmp_path):
     metrics = finetune.main(["--family", "vae", "--data", str(data), "--out", str(tmp_path / "vae"),
                              "--epochs", "1", "--batch-size", "8"])
     assert metrics["elbo_nats"] < 0 and "reconstruction_mse" in metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["vae", "gan"])
+def test_two_processes_under_torchrun_train_data_parallel_with_the_same_metrics(tmp_path, monkeypatch, family):
+    """`torchrun --nproc_per_node=2` on CPU (DDP over gloo): each process takes half of the epoch's
+    batches and ends with the same weights (the gradients were averaged), the first alone writes the
+    output and prints its metrics, and metrics.json has the keys of a one-process run."""
+    import torch
+
+    data = digits_folder(tmp_path / "data", per_class=16)  # 48 digits: 6 batches of 8, 3 per process
+    common = ["--family", family, "--data", str(data), "--epochs", "1", "--batch-size", "8",
+              "--samples-per-class", "10"]
+    finetune.main([*common, "--out", str(tmp_path / "alone")])
+    monkeypatch.setenv("DDP_PROBE", str(tmp_path / "weights"))
+    run = torchrun("finetune", "generative", *common, "--out", str(tmp_path / "ddp"), module="tests.ddp_probe")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "| 0/3 [" in run.stderr and "/6 [" not in run.stderr  # one progress bar: 3 of the 6 batches
+    first, second = (torch.load(tmp_path / f"weights{rank}.pt") for rank in (0, 1))
+    assert len(first) > 0 and all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    written = {folder: sorted(str(p.relative_to(tmp_path / folder)) for p in (tmp_path / folder).rglob("*"))
+               for folder in ("alone", "ddp")}
+    assert written["ddp"] == written["alone"]
+    alone = json.loads((tmp_path / "alone" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert set(metrics) == set(alone) and [h["epoch"] for h in metrics["history"]] == [1]
+    assert json.loads(run.stdout) == {k: v for k, v in metrics.items() if k != "history"}  # one process printed
 
 
 def test_photo_autoencoder_through_diffusers(tmp_path):

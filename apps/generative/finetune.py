@@ -9,10 +9,18 @@ Images (one subfolder per class: the classes condition the GAN) become 32x32 gra
     # transfer: continue from the embedded GAN on your own folder
     demohub finetune generative --family gan --model digits-gan --data my_digits --out runs/my-gan --epochs 20
 
+    # data-parallel: 2 processes (GPUs, or CPU processes over gloo), each a share of every epoch
+    torchrun --nproc_per_node=2 -m shared.serving.cli finetune generative --family gan --data data/digits --out runs/ddp
+
 Features: Adam with cosine decay, checkpoints each epoch (`--resume` continues), bf16/fp16
 autocast on GPU, a progress bar, a sample grid saved each epoch (OUT/samples/), metrics in
 metrics.json and a model card, `--push-to-hub REPO`. Same command, same model: seeds and data
 order are fixed.
+
+Under torchrun the networks are wrapped in DistributedDataParallel (gradients averaged at every
+backward), each process draws its own noise and takes its share of every epoch's images, and only
+the first writes the output. `--batch-size` is per process. Without torchrun none of this is in the
+way: one process trains exactly as before, bit for bit.
 
 Against collapse on 1,437 digits, the GAN uses a hinge loss, a critic with spectral norm, class
 projection and a minibatch-std channel, DiffAugment on real and fake alike, and ships the
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import shutil
 import sys
@@ -34,11 +43,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from datasets import load_dataset
 from safetensors.torch import load_model, save_model
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.transforms import v2
 from torchvision.utils import save_image
 from tqdm import tqdm
@@ -130,11 +141,16 @@ def diff_augment(images: torch.Tensor) -> torch.Tensor:
 
 
 def gan_step(generator, critic, images, labels, optimizers, autocast, ema, mode_seeking_weight):
-    """One hinge-loss step for the critic, then one for the generator, then the EMA update."""
+    """One hinge-loss step for the critic, then one for the generator, then the EMA update.
+
+    Under torchrun both networks are DistributedDataParallel wrappers: the critic scores real and fake
+    before its one backward, and its gradients from the generator's backward (averaged too) are unused:
+    its next step starts from zero. The EMA follows the generator itself, not its wrapper."""
+    raw = getattr(generator, "module", generator)
     real = images * 2 - 1
-    z = torch.randn(len(real), generator.latent_dim, device=real.device)
+    z = torch.randn(len(real), raw.latent_dim, device=real.device)
     half = len(real) // 2  # the second half asks for the first half's classes, from other noise
-    wanted = torch.randint(0, generator.num_classes, (len(real) - half,), device=real.device)
+    wanted = torch.randint(0, raw.num_classes, (len(real) - half,), device=real.device)
     wanted = torch.cat([wanted, wanted[:half]])
     with autocast:
         fake = generator(z, wanted)["images"]
@@ -151,7 +167,7 @@ def gan_step(generator, critic, images, labels, optimizers, autocast, ema, mode_
     optimizers[0].zero_grad(set_to_none=True)
     generator_loss.backward()
     optimizers[0].step()
-    ema.update_parameters(generator)
+    ema.update_parameters(raw)
     return {"critic_loss": critic_loss.item(), "generator_loss": generator_loss.item()}
 
 
@@ -250,6 +266,28 @@ def rounded(values: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
 
 
+def start_processes(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, number of processes, device). Under torchrun (it sets WORLD_SIZE, RANK, LOCAL_RANK):
+    join the process group, over NCCL with one GPU per process, else over gloo."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def mean_over_processes(losses: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
+    """Each loss averaged over the processes (each had its own batches); alone, the losses as they are."""
+    if world == 1:
+        return losses
+    values = torch.tensor(list(losses.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return dict(zip(losses, (values / world).tolist(), strict=True))
+
+
 def save_checkpoint(folder: Path, modules: list, optimizers: list, schedulers: list, epoch: int) -> None:
     scratch = folder.with_name(folder.name + ".tmp")
     scratch.mkdir(parents=True, exist_ok=True)
@@ -325,17 +363,20 @@ def model_card(out: Path, args: GenerativeArguments, metrics: dict, argv: list[s
             f"OUT/samples/, not committed):\n\n```\ndemohub finetune generative {shlex.join(argv)}\n```\n")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
+    """Train as `argv` says and return the card's metrics; None in the other processes under torchrun."""
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser(GenerativeArguments, prog="demohub finetune generative", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     (args,) = parser.parse_args_into_dataclasses(args=argv)
-    set_seed(args.seed)
+    rank, world, device = start_processes(loader.best_device())
+    first = rank == 0  # the one process that writes the output folder
+    set_seed(args.seed + rank)  # each process its own noise; DDP starts all from the first one's weights
     out = Path(args.out)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
+    if first:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
     splits = load_images(args.data)
     images, labels, names = splits["train"]
-    device = loader.best_device()
     model, critic = build(args, names)
     if args.family == "gan":  # the folder's class order may differ from the model's
         labels = torch.tensor([model.labels.index(name) for name in names])[labels]
@@ -348,34 +389,52 @@ def main(argv: list[str] | None = None) -> dict:
         if args.family == "gan" else None
     if ema is not None:
         modules.append(ema)
-    steps = args.epochs * math.ceil(len(images) / args.batch_size)
+    steps = args.epochs * math.ceil(len(images) / (args.batch_size * world))
     schedulers = [training.torch_scheduler(o, args.schedule, args.cycles, steps) for o in optimizers]
     checkpoint = out / "checkpoints" / "last"
     start = load_checkpoint(checkpoint, modules, optimizers, schedulers) if args.resume and checkpoint.is_dir() else 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    batches = DataLoader(list(zip(images, labels, strict=True)), batch_size=args.batch_size, shuffle=True,
+    pairs = list(zip(images, labels, strict=True))
+    # Under torchrun each process takes its share of every epoch's images (one shuffle, by seed and epoch),
+    # and trains DDP wrappers that average the gradients at each backward; alone, the networks themselves.
+    sampler = DistributedSampler(pairs, seed=args.seed) if world > 1 else None
+    batches = DataLoader(pairs, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                          drop_last=True, generator=torch.Generator().manual_seed(args.seed))
+    ddp_model, ddp_critic = model, critic
+    if world > 1:
+        ddp_model = DistributedDataParallel(model)
+        ddp_critic = DistributedDataParallel(critic) if critic is not None else None
 
     history, curve, step = [], [], start * len(batches)
     for epoch in range(start, args.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         totals: dict[str, float] = {}
-        for batch_images, batch_labels in tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False):
+        for batch_images, batch_labels in tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
+                                               disable=not first):
             batch_images, batch_labels = batch_images.to(device), batch_labels.to(device)
             if args.family == "gan":
-                losses = gan_step(model, critic, batch_images, batch_labels, optimizers, autocast, ema,
+                losses = gan_step(ddp_model, ddp_critic, batch_images, batch_labels, optimizers, autocast, ema,
                                   args.mode_seeking_weight)
             else:
-                losses = vae_step(model, batch_images, optimizers, autocast)
+                losses = vae_step(ddp_model, batch_images, optimizers, autocast)
             for scheduler in schedulers:
                 scheduler.step()
             step += 1
             if step % max(1, steps // training.CURVE_POINTS) == 0:
-                curve.append({"step": step, "learning_rate": schedulers[0].get_last_lr()[0], **losses})
+                curve.append({"step": step, "learning_rate": schedulers[0].get_last_lr()[0],
+                              **mean_over_processes(losses, world, device)})
             totals = {k: totals.get(k, 0.0) + v / len(batches) for k, v in losses.items()}
+        totals = mean_over_processes(totals, world, device)
         history.append({"epoch": epoch + 1, **{k: round(v, 4) for k, v in totals.items()}})
-        sample_grid(ema.module if ema is not None else model, args.family, len(names),
-                    out / "samples" / f"epoch_{epoch + 1:03d}.png")
-        save_checkpoint(checkpoint, modules, optimizers, schedulers, epoch + 1)
+        if first:
+            sample_grid(ema.module if ema is not None else model, args.family, len(names),
+                        out / "samples" / f"epoch_{epoch + 1:03d}.png")
+            save_checkpoint(checkpoint, modules, optimizers, schedulers, epoch + 1)
+    if world > 1:
+        dist.destroy_process_group()
+    if not first:
+        return None
 
     shipped = ema.module if ema is not None else model
     metrics = evaluate(shipped, args.family, splits, args)
@@ -392,4 +451,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    metrics = main()
+    if metrics is not None:
+        print(json.dumps(metrics, indent=2))

@@ -6,7 +6,7 @@ from apps.generative import cli, task
 from shared.contract import AppSpec
 
 
-def finetune(argv: list[str]) -> dict:
+def finetune(argv: list[str]) -> dict | None:
     from apps.generative import finetune
 
     return finetune.main(argv)
