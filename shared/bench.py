@@ -149,6 +149,7 @@ def bench(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int, ...] = (1
         "measures": "model forward on a preprocessed batch of real photos and scenes",
         "repeats": repeats, "warmup": warmup, "setup_s": setup_s,
         "file_mb": {v: round(path.stat().st_size / 2**20, 1) for v, path in files.items()},
+        # at most: larger inputs are calibrated on fewer rows (export.CALIBRATION_VALUES)
         "calibration_rows": export.CALIBRATION_ROWS if "onnx_int8_static" in variants else 0, "results": results,
     }
 
@@ -171,9 +172,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(port: int, app_names: tuple[str, ...] = (), env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`demohub serve` (only `app_names`, if given) on `port`, in a child process."""
+def _start_server(port: int, app_names: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                  extra_models: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`demohub serve` (only `app_names`, if given; `extra_models` as its --add-model) on `port`, in a child."""
     only = [arg for name in app_names for arg in ("--app", name)]
+    only += [arg for model in extra_models for arg in ("--add-model", model)]
     return subprocess.Popen([sys.executable, "-m", "shared.serving.cli", "serve", "--port", str(port), *only],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
@@ -292,10 +295,11 @@ def _load_level(callers: list[_ApiCaller], per_client: int) -> dict:
 
 
 def load(app: str, request: dict, clients: tuple[int, ...] = (1, 8, 32), requests_per_level: int = 64,
-         max_batch: int | None = None, timeout_s: float = 300) -> dict:
+         max_batch: int | None = None, timeout_s: float = 300, extra_models: tuple[str, ...] = ()) -> dict:
     """Requests per second and p50/p95 latency of `app`'s endpoint served by `demohub serve --app
-    APP`, at each number of concurrent clients, with batching off (DEMOHUB_MAX_BATCH=1) and on, the
-    two servers running side by side and the levels interleaved (off, then on, at each level)."""
+    APP` (with `extra_models`, APP=DIR, offered too), at each number of concurrent clients, with
+    batching off (DEMOHUB_MAX_BATCH=1) and on, the two servers running side by side and the levels
+    interleaved (off, then on, at each level)."""
     from gradio_client import Client
 
     from shared.inference import batching
@@ -305,7 +309,7 @@ def load(app: str, request: dict, clients: tuple[int, ...] = (1, 8, 32), request
     servers, callers = {}, {}
     try:
         for mode, size in settings.items():
-            servers[mode] = _start_server(ports[mode], (app,), {"DEMOHUB_MAX_BATCH": size})
+            servers[mode] = _start_server(ports[mode], (app,), {"DEMOHUB_MAX_BATCH": size}, extra_models)
         for mode, port in ports.items():
             _wait_for(f"http://127.0.0.1:{port}/readyz", timeout_s, time.perf_counter())
             base = f"http://127.0.0.1:{port}/{app}/"

@@ -1,6 +1,7 @@
 """Batching under load (shared/inference/batching.py): concurrent requests' model calls become
 one batch, each caller gets its own rows, and served answers are those of one-by-one requests."""
 
+import json
 import re
 import threading
 import time
@@ -12,6 +13,7 @@ import pytest
 from shared import bench
 from shared.data.examples import PHOTOS
 from shared.inference.batching import Gatherer
+from shared.serving import cli
 from tests.conftest import DIGIT_EXAMPLES, REPO, start_hub, stop_hub
 from tests.test_security import call, file_data, upload
 
@@ -96,3 +98,15 @@ def test_load_bench_reports_both_modes_at_each_level():
             assert row[mode]["p95_ms"] >= row[mode]["p50_ms"] > 0
         assert row["off"]["mean_batch_rows"] == 1.0 and row["throughput_ratio"] > 0
     assert "| 4 |" in bench.load_table(result)
+
+
+@pytest.mark.slow
+def test_load_bench_serves_a_random_copy_of_a_hub_architecture(capsys):
+    """`bench --load --size tiny --arch A`: both servers offer the copy's folder, and every call names it."""
+    assert cli.main(["bench", "classification", "--load", "--size", "tiny", "--arch", "resnet-50",
+                     "--clients", "1", "--requests", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["request"]["model"] == "tiny-resnet-50"
+    assert all(row[mode]["failed"] == 0 and row[mode]["requests"] == 2 for row in result["levels"]
+               for mode in ("off", "on"))
+

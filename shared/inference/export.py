@@ -283,11 +283,17 @@ def quantize(fp32_path: Path) -> Path:
 
 INT8_KINDS = ("dynamic", "static")
 CALIBRATION_ROWS = 16  # rows of real inputs (the app's sample photos and scenes) static int8 is calibrated on
+# onnxruntime's min/max calibration holds every intermediate output of every row at once (its option to
+# merge ranges on the way drops the rows instead, onnxruntime 1.32): 16 rows of a 512 px UperNet took
+# over 20 GB. Larger inputs get fewer rows, as many as 16 rows of 3 x 224 x 224 hold, at least 2.
+CALIBRATION_VALUES = CALIBRATION_ROWS * 3 * 224 * 224
 
 
 def calibration_rows(form: OnnxForm, name: str, rows: int = CALIBRATION_ROWS) -> list[Feeds]:
     """One feed per row of the form's real sample inputs (batch 1 also suits a fixed-batch graph)."""
     feeds = form.sample_feeds(rows)[name]
+    per_row = max(value[:1].size for value in feeds.values())
+    rows = max(2, min(rows, CALIBRATION_VALUES // per_row))
     return [{key: value[i:i + 1] for key, value in feeds.items()} for i in range(rows)]
 
 

@@ -73,9 +73,10 @@ def _yolos(real: bool):
 def _rtdetr(real: bool):
     from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessor, RTDetrResNetConfig
 
-    # PekingU/rtdetr_r18vd: a ResNet-18-vd backbone, a 256-wide hybrid encoder, 3 decoder layers, 640 px
+    # PekingU/rtdetr_r18vd: a ResNet-18-vd backbone (stem 32-32-64, so the first stage keeps its width and
+    # size: a wider first stage would get a halving shortcut), a 256-wide hybrid encoder, 3 decoder layers, 640 px
     widths = [64, 128, 256, 512] if real else [8, 16, 32, 64]
-    backbone = RTDetrResNetConfig(embedding_size=32 if real else 8, hidden_sizes=widths,
+    backbone = RTDetrResNetConfig(embedding_size=64 if real else 8, hidden_sizes=widths,
                                   depths=[2, 2, 2, 2] if real else [1, 1, 1, 1], layer_type="basic",
                                   out_features=["stage2", "stage3", "stage4"])
     shape = dict(hidden_expansion=0.5) if real else dict(

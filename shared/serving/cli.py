@@ -91,12 +91,12 @@ def _export(args) -> dict:
 def _bench(args) -> dict:
     from shared import bench
 
+    if args.load:
+        return _bench_load(args)
     if args.size:
         return _bench_architectures(args)
     if getattr(args, "explain", None):
         raise UserError("--explain times the Hub architectures' random-weight copies: add --size real (or tiny).")
-    if args.load:
-        return _bench_load(args)
     spec, loaded = _load(args)
     if args.throughput:
         return _throughput(spec, args)
@@ -112,8 +112,17 @@ def _bench_load(args) -> dict:
     from shared import bench
 
     spec = apps.get(args.app)
-    request = {**spec.example, **({"model": spec.models.resolve(args.model).name} if args.model else {})}
-    result = bench.load(spec.name, request, clients=tuple(args.clients), requests_per_level=args.requests)
+    model = args.model
+    if args.size:  # a random copy of one Hub architecture, served from its folder
+        from shared.models import architectures
+
+        if len(args.arch or []) != 1:
+            raise UserError(f"--load --size takes one --arch: {', '.join(architectures.of_app(spec.name))}.")
+        model = str(architectures.build(args.arch[0], args.size))
+    request = {**spec.example, **({"model": spec.models.resolve(model).name} if model else {})}
+    local = (f"{spec.name}={model}",) if model and os.path.isdir(model) else ()
+    result = bench.load(spec.name, request, clients=tuple(args.clients), requests_per_level=args.requests,
+                        extra_models=local)
     if args.markdown:
         print(bench.load_table(result), file=sys.stderr, flush=True)
     return result
@@ -253,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="Also time `demohub serve` to the first answer on the default model.")
                 sub.add_argument("--load", action="store_true",
                                  help="Instead: requests/s and p50/p95 latency of the served app at --clients "
-                                      "concurrent clients, batching off and on (two `demohub serve` side by side).")
+                                      "concurrent clients, batching off and on (two `demohub serve` side by side); "
+                                      "with --size and one --arch, on that architecture's random copy.")
                 sub.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
                 sub.add_argument("--requests", type=int, default=64, help="--load: requests per level and server.")
                 if spec.explain is not None:
