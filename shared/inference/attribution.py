@@ -55,7 +55,9 @@ def _vit_tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, 1:, :].reshape(tokens.shape[0], side, side, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
-# config.model_type -> (the layer Grad-CAM reads, how its output becomes an (N, C, h, w) map)
+# config.model_type -> (the layer Grad-CAM reads, how its output becomes an (N, C, h, w) map). The last
+# stage, as Selvaraju et al. advise, even where it is a 4 x 4 grid (32 px inputs): on digits-convnext
+# the finer stages rank pixels worse, not better (README, docs/explain/variants.py).
 CAM_LAYERS: dict[str, tuple[Callable, Callable | None]] = {
     "convnext": (lambda m: m.convnext.encoder.stages[-1], None),
     "resnet": (lambda m: m.resnet.encoder.stages[-1], None),
@@ -184,11 +186,12 @@ def class_scores(forward: Callable, images: torch.Tensor, target: int) -> np.nda
 
 
 def deletion_curves(forward: Callable, pixels: torch.Tensor, target: int, heat: np.ndarray,
-                    steps: int = DELETION_STEPS, seed: int = 0) -> dict[str, np.ndarray]:
-    """The class score as pixels are hidden (set to the mean colour) in `steps` equal parts: the most
-    salient first (by `heat`), and in a random order. A map that means something makes the first
-    fall faster (Samek et al. 2017; Petsiuk et al. 2018, "deletion"). The two curves share their
-    ends (nothing hidden, all hidden): 2 * steps forward passes in all."""
+                    steps: int = DELETION_STEPS, seed: int = 0, fill: float = 0.0) -> dict[str, np.ndarray]:
+    """The class score as pixels are hidden (set to `fill`, 0: the mean colour) in `steps` equal parts:
+    the most salient first (by `heat`), and in a random order. A map that means something makes the
+    first fall faster (Samek et al. 2017; Petsiuk et al. 2018, "deletion"). The two curves share their
+    ends (nothing hidden, all hidden): 2 * steps forward passes in all. Another `fill` is for
+    diagnosing the check (docs/explain/variants.py), not for the check itself."""
     salient, chance = np.argsort(-heat.ravel(), kind="stable"), np.random.default_rng(seed).permutation(heat.size)
     images = []
     for ranking, parts in ((salient, range(steps + 1)), (chance, range(1, steps))):
@@ -196,7 +199,7 @@ def deletion_curves(forward: Callable, pixels: torch.Tensor, target: int, heat: 
             hidden = np.zeros(heat.size, dtype=bool)
             hidden[ranking[: round(k * heat.size / steps)]] = True
             mask = torch.from_numpy(~hidden.reshape(heat.shape)).to(pixels.device, pixels.dtype)
-            images.append(pixels[0] * mask)
+            images.append(pixels[0] * mask + fill * (1 - mask))
     scores = class_scores(forward, torch.stack(images), target)
     first = scores[: steps + 1]
     return {"salient": first, "random": np.concatenate([first[:1], scores[steps + 1:], first[-1:]])}
@@ -234,19 +237,22 @@ def as_seen(loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
-def sanity_check(loaded: LoadedModel, pixels: torch.Tensor, targets: list[int], method: str) -> dict[str, float]:
+def sanity_check(loaded: LoadedModel, pixels: torch.Tensor, targets: list[int], method: str | Callable,
+                 fill: float = 0.0) -> dict[str, float]:
     """Both checks of a method over a batch of images (N, 3, H, W), on the torch model:
     mean deletion areas (most salient first, random order), the share of images where the first is
-    smaller, and the mean |rank correlation| of the maps with those of the same architecture re-initialised."""
+    smaller, and the mean |rank correlation| of the maps with those of the same architecture re-initialised.
+    `method`: a name of METHODS, or a function (loaded, image, target) -> map for a variant."""
+    heat_of = method if callable(method) else lambda model, image, target: attribute(model, image, target, method)
     logits, random_model = Logits(loaded.model).eval(), randomised(loaded)
     salient, chance, faster, correlation = [], [], [], []
     for image, target in zip(pixels.split(1), targets, strict=True):
-        heat = attribute(loaded, image, target, method)
-        curves = deletion_curves(logits, image, target, heat)
+        heat = heat_of(loaded, image, target)
+        curves = deletion_curves(logits, image, target, heat, fill=fill)
         salient.append(area(curves["salient"]))
         chance.append(area(curves["random"]))
         faster.append(salient[-1] < chance[-1])
-        correlation.append(abs(rank_correlation(heat, attribute(random_model, image, target, method))))
+        correlation.append(abs(rank_correlation(heat, heat_of(random_model, image, target))))
     return {"deletion_area": float(np.mean(salient)), "random_deletion_area": float(np.mean(chance)),
             "salient_faster_share": float(np.mean(faster)),
             "abs_rank_correlation_vs_random_model": float(np.mean(correlation))}
