@@ -156,6 +156,7 @@ PLAIN_SHARE = 0.68  # digits and synthetic scenes: 0.75 and more; the example ph
 def is_plain(image: Image.Image) -> bool:
     """Whether most of the image is two colours, as a digit, a drawing or a synthetic scene is and
     a photo is not (the share of its two commonest colours, at 4 levels a channel, on 64x64)."""
-    pixels = np.asarray(image.convert("RGB").resize((64, 64))) // 64
-    _, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+    pixels = (np.asarray(image.convert("RGB").resize((64, 64))) // 64).astype(np.intp)
+    # each colour as one number (64 of them) and counted: np.unique(axis=0) took 2-5 ms a request
+    counts = np.bincount((pixels[..., 0] * 16 + pixels[..., 1] * 4 + pixels[..., 2]).ravel(), minlength=64)
     return np.sort(counts)[-2:].sum() / counts.sum() >= PLAIN_SHARE
