@@ -16,10 +16,11 @@ import json
 import logging
 import os
 import tempfile
+import types
 from pathlib import Path
 
 import gradio as gr
-from gradio import processing_utils
+from gradio import processing_utils, state_holder
 from gradio.exceptions import InvalidPathError
 from gradio.utils import get_upload_folder
 from gradio_client import utils as client_utils
@@ -184,7 +185,13 @@ def user_errors(fn):
 
 
 def configure_queue(demo: gr.Blocks) -> gr.Blocks:
-    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    queue = demo._queue
+    # After every event gradio summed up the last 10,000 (a pandas frame, in a worker thread) for its
+    # monitoring dashboard, which SAFE_SETTINGS turn off: 2 ms of the GIL a request, 8 ms on a server
+    # that has answered 10,000. The summary stays the empty one the dashboard would show.
+    queue.compute_analytics_summary = lambda records: queue.cached_event_analytics_summary
+    return demo
 
 
 def _check_files(value) -> bool:
@@ -251,6 +258,32 @@ def _save_pil_to_cache(img: Image.Image, cache_dir: str, name: str = "image", fo
 
 # One place for every app and every image output (gr.Image, AnnotatedImage, Gallery all call it).
 processing_utils.save_pil_to_cache = _save_pil_to_cache
+
+_gradio_session_init = state_holder.SessionState.__init__
+_gradio_session_components = state_holder.SessionState.components
+
+
+def _session_init(self, blocks: gr.Blocks) -> None:
+    """gradio's SessionState, without the configs of the page's blocks, made when first read (below).
+
+    gradio made them at the start of every session, and every call of an API client that sends no
+    session (curl, gradio's /call/ API, the load bench) is a new session: a get_config of each of
+    the page's ~50 blocks, 5 ms of the GIL a call, and 80 KB kept for each of up to 10,000 sessions.
+    They are read only by a deep link (`components`); a block's config that an event updates is made
+    then, as gradio does (`_update_value_in_config`, `_update_config`, `__setitem__`)."""
+    _gradio_session_init(self, types.SimpleNamespace(default_config=blocks.default_config, blocks={}))
+    self.page_block_ids = list(blocks.blocks)  # whose configs gradio made up front
+
+
+def _session_components(self):
+    for key in self.page_block_ids:
+        if key not in self.config_values and key in self.blocks_config.blocks:
+            self.config_values[key] = self.blocks_config.config_for_block(key, [], self.blocks_config.blocks[key])
+    return _gradio_session_components.fget(self)
+
+
+state_holder.SessionState.__init__ = _session_init
+state_holder.SessionState.components = property(_session_components)
 
 
 class BodySizeLimit:
