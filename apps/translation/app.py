@@ -10,6 +10,7 @@ The sliders start at the selected model's own settings.
 """
 
 import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import gradio as gr
@@ -48,16 +49,27 @@ def model_settings(model: str):
             gr.update(value=min(defaults["max_new_tokens"], task.MAX_NEW_TOKENS)) if defaults else gr.update())
 
 
+class Abandoned(Exception):
+    """Raised in the translating thread once the client that asked has gone away."""
+
+
 @ui.user_errors
 def translation(text, src_lang, tgt_lang, model, backend, num_beams, max_new_tokens,
                 progress=gr.Progress()):  # noqa: B008 (gradio's way: the default marks the progress bar)
     # streams the translation so far as each batch of sentences finishes, then the whole answer
     # (no docstring: the MCP tool's description is written from the spec and the page, shared/serving/mcp.py)
-    heard = queue.SimpleQueue()
-    with ThreadPoolExecutor(1) as pool:
+    heard, abandoned = queue.SimpleQueue(), threading.Event()
+
+    def hear(*told):
+        if abandoned.is_set():  # the client went away: stop after the batch that just finished
+            raise Abandoned
+        heard.put(told)
+
+    pool = ThreadPoolExecutor(1)
+    try:
         running = pool.submit(task.translate, text, src_lang=src_lang, tgt_lang=tgt_lang, model=model,
                               backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens, fallback=True,
-                              on_progress=lambda *told: heard.put(told))
+                              on_progress=hear)
         while not (running.done() and heard.empty()):
             try:
                 done, total, so_far = heard.get(timeout=0.1)
@@ -67,6 +79,11 @@ def translation(text, src_lang, tgt_lang, model, backend, num_beams, max_new_tok
             if done < total:
                 yield so_far, f"Translating: {done} of {ui.counted(total, 'sentence')} done."
         result = running.result()
+    finally:
+        # gradio closes this generator on its event loop when the client disconnects: waiting here for
+        # the translation to finish (as `with ThreadPoolExecutor` does) froze the whole hub until it did
+        abandoned.set()
+        pool.shutdown(wait=False)
     yield result["translation"], ui.served_line(result) + f" ({ui.counted(result['sentences'], 'sentence')})"
 
 

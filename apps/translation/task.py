@@ -21,7 +21,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
 from shared import timing
 from shared.contract import Result
-from shared.errors import UserError
+from shared.errors import UserError, shown
 from shared.inference import backends, seq2seq
 from shared.inference.graphs import OnnxForm
 from shared.inference.pipelines import TranslationPipeline, translation_inputs
@@ -48,8 +48,8 @@ def pick_model(name: str | None, src_lang: str, tgt_lang: str) -> ModelEntry:
     """The registry entry for `name` (a family such as opus-mt: its model for the pair), checked to
     know src_lang -> tgt_lang (a model added by path or revision is taken at its word)."""
     for code in (src_lang, tgt_lang):
-        if code not in LANGUAGES:
-            raise UserError(f"Unknown language {code!r}; choose one of: {', '.join(LANGUAGES)}.")
+        if not isinstance(code, str) or code not in LANGUAGES:  # a list from an API client is unhashable
+            raise UserError(f"Unknown language {shown(code)}; choose one of: {', '.join(LANGUAGES)}.")
     if src_lang == tgt_lang:
         raise UserError("Source and target language are the same: choose two different languages.")
     family = [e for e in registry.entries(TASK) if name and e.family == name]
