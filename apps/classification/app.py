@@ -17,6 +17,7 @@ import pandas as pd
 from apps.classification import task
 from apps.classification.spec import SPEC
 from shared.inference.attribution import CHOICES, CLASS_VISUALISATION
+from shared.inputs.checks import whole_number
 from shared.serving import ui
 
 
@@ -25,6 +26,15 @@ def classification(image, model, backend, top_k):
     result = task.classify(image, model=model, backend=backend, top_k=top_k, fallback=True)
     scores = {row["label"]: row["score"] for row in result["labels"]}
     return scores, ui.served_line(result)
+
+
+MAX_OCCLUSION_PX = 224  # the sliders' end: the largest input of the offered models
+
+
+def occlusion_px(name: str, value) -> int | None:
+    """An occlusion setting as the API hands it (a float, perhaps NaN or 3.5: never cut to a whole
+    number quietly); None for 0, the default."""
+    return whole_number(f"The occlusion {name}", value or 0, 0, MAX_OCCLUSION_PX) or None
 
 
 @ui.user_errors
@@ -45,7 +55,7 @@ def explain(image, model, backend, method, label, window, stride):
         the heat map (PNG), what it explains (label, score, deletion areas), the "served by" line.
     """
     result = task.explain(image, model=model, backend=backend, method=method, label=label or None,
-                          window=int(window or 0) or None, stride=int(stride or 0) or None, fallback=True)
+                          window=occlusion_px("window", window), stride=occlusion_px("stride", stride), fallback=True)
     if method == CLASS_VISUALISATION:
         return result["heatmap"], (f"What the model thinks **{html.escape(result['label'])}** looks like: "
                                    f"{result['steps']} steps of gradient ascent took its score from "
@@ -108,10 +118,10 @@ with gr.Blocks(title="Image classification") as demo:
                                        "class-visualisation needs no image: what the model thinks a label looks "
                                        "like.")
                 label = gr.Textbox(label="Label to explain", placeholder="empty: the predicted label")
-                window = gr.Slider(0, 224, value=0, step=1, label="Occlusion window (px of the model's input; "
-                                                                    "0: a quarter of its side)")
-                stride = gr.Slider(0, 224, value=0, step=1, label="Occlusion stride (px; 0: an eighth of the side, "
-                                                                    "a quarter over 64 px)")
+                window = gr.Slider(0, MAX_OCCLUSION_PX, value=0, step=1,
+                                   label="Occlusion window (px of the model's input; 0: a quarter of its side)")
+                stride = gr.Slider(0, MAX_OCCLUSION_PX, value=0, step=1,
+                                   label="Occlusion stride (px; 0: an eighth of the side, a quarter over 64 px)")
                 explain_button = gr.Button("Explain")
             with gr.Column():
                 heatmap = gr.Image(label="Heat map (or class visualisation)", type="pil", format="png",

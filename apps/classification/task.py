@@ -13,6 +13,7 @@ gives them, on the same image processor; the onnx backend matches torch within O
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
 MODELS = TaskModels("classification", transformers_loader(AutoModelForImageClassification, AutoImageProcessor))
 MAX_TOP_K = 20
+# An explain or embedding-map request stops here with a sentence, as an attack does: their cost is the
+# client's to set (occlusion's stride, 500 uploads), and each holds its endpoint while it runs.
+TIME_LIMIT_S = 20.0
 ONNX_SPEC = OnnxSpec(
     input_names=("pixel_values",),
     output_names=("logits",),
@@ -142,8 +146,13 @@ def explain(image, model: str | None = None, backend: str = "torch", method: str
         raise UserError(f"{method} explains an image: give one (only class-visualisation needs none).")
     decoded = decode_image(image)
     run_model = backends.runner(loaded, backend, onnx_form(loaded))
+    deadline = math.inf  # occlusion's, from after the first pass (which may export the model)
 
     def forward(pixels: torch.Tensor) -> torch.Tensor:
+        if time.monotonic() > deadline:
+            raise UserError(f"The occlusion stopped at its {TIME_LIMIT_S:.0f} s limit: a {window} px window moved "
+                            f"by {stride} px takes more forward passes of {loaded.entry.name} than that; choose a "
+                            "larger stride.")
         return torch.from_numpy(run_model({"pixel_values": pixels.detach().float().cpu().numpy()})["logits"])
 
     pixels = torch.from_numpy(preprocess(loaded, [decoded.image])["pixel_values"])
@@ -152,7 +161,8 @@ def explain(image, model: str | None = None, backend: str = "torch", method: str
     started = time.perf_counter()
     logits = forward(pixels).numpy()
     target = label_index(loaded, label, logits)
-    if method == "occlusion":  # forward passes only, each batch through the chosen backend
+    if method == "occlusion":  # forward passes only, each batch through the chosen backend; as many as the client set
+        deadline = time.monotonic() + TIME_LIMIT_S
         heat = attribution.attribute(loaded, pixels, target, method, forward=forward, window=window, stride=stride)
     else:
         heat = gpu.on_gpu(attribution.attribute)(loaded, pixels, target, method)
@@ -223,6 +233,7 @@ def embedding_map(images: list | None = None, model: str | None = None, fallback
     from shared.inference import embeddings
 
     loaded = MODELS.load(model, fallback=fallback)
+    deadline = time.monotonic() + TIME_LIMIT_S
     if images is None:
         pictures, truth = held_out()
         names = [f"held-out {i} ({label})" for i, label in enumerate(truth)]
@@ -235,7 +246,11 @@ def embedding_map(images: list | None = None, model: str | None = None, fallback
         names = [f"{i}: {Path(image).name}" if isinstance(image, str | Path) else f"image {i}"  # unique names
                  for i, image in enumerate(images)]
         pictures, notes = [], []
-        for name, image in zip(names, images, strict=True):
+        for done, (name, image) in enumerate(zip(names, images, strict=True)):
+            if time.monotonic() > deadline:  # 500 photos of 40 MP take minutes to decode
+                raise UserError(f"The embedding map stopped at its {TIME_LIMIT_S:.0f} s limit after reading {done} "
+                                f"of {len(images)} images: send fewer or smaller ones (each is used at "
+                                f"{MAP_IMAGE_SIDE} px at most).")
             try:
                 decoded = decode_image(image)
             except UserError as err:
@@ -245,7 +260,12 @@ def embedding_map(images: list | None = None, model: str | None = None, fallback
         labels = None
     started = time.perf_counter()
     pixels = torch.from_numpy(preprocess(loaded, [p.convert("RGB") for p in pictures])["pixel_values"])
-    features = embeddings.penultimate(loaded, pixels)
+    try:
+        features = embeddings.penultimate(loaded, pixels, deadline)
+    except TimeoutError as stopped:
+        raise UserError(f"The embedding map stopped at its {TIME_LIMIT_S:.0f} s limit after {stopped} of "
+                        f"{len(pixels)} images through {loaded.entry.name}: map fewer images, or with a smaller "
+                        "model.") from None
     points = embeddings.tsne(features)
     with torch.no_grad():
         logits = loaded.model.classifier(torch.from_numpy(features).to(loaded.device, loaded.model.dtype))

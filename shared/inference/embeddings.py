@@ -9,6 +9,8 @@ k-NN accuracy that says whether the arrangement means anything.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -21,8 +23,9 @@ K = 5  # neighbours for the k-NN accuracy and the neighbours list
 MIN_IMAGES = 5  # t-SNE needs a few points more than its neighbourhood
 
 
-def penultimate(loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:
-    """The input of the model's `classifier` (the Hub classifiers' last layer) for each image: (N, D)."""
+def penultimate(loaded: LoadedModel, pixels: torch.Tensor, deadline: float | None = None) -> np.ndarray:
+    """The input of the model's `classifier` (the Hub classifiers' last layer) for each image: (N, D).
+    Past `deadline` (a time.monotonic() value) it raises TimeoutError(how many images it had embedded)."""
     head = getattr(loaded.model, "classifier", None)
     if not isinstance(head, torch.nn.Module):
         raise UserError(f"{loaded.entry.name} has no `classifier` layer whose input is its embedding; "
@@ -33,6 +36,8 @@ def penultimate(loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:
         handle = head.register_forward_pre_hook(lambda module, args: seen.append(args[0].flatten(1).float().cpu()))
         try:
             for start in range(0, len(pixels), BATCH):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(start)
                 batch = pixels[start:start + BATCH].to(loaded.device, loaded.model.dtype)
                 loaded.model(pixel_values=batch)
         finally:
