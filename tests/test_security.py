@@ -34,17 +34,25 @@ def file_data(path) -> dict:
     return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
 
 
-def call(url: str, app: str, data: list, timeout: float = 60) -> tuple[str, object]:
-    """POST the call API of `app`, then read its event stream: ("complete", outputs), ("error", message)
-    or ("refused", HTTP detail) when the call is not even queued (a full queue)."""
+def call(url: str, app: str, data: list, timeout: float = 60, api: str | None = None) -> tuple[str, object]:
+    """POST the call API of `app` (its endpoint `api`, by default the one named after the app), then read
+    its event stream: ("complete", outputs), ("error", message) or ("refused", HTTP detail) when the call
+    is not even queued (a full queue); ("no answer", None) once `timeout` seconds have passed in all (gradio's
+    heartbeats keep a stream from ever idling that long). A float NaN or infinity in `data` is sent as
+    JSON's NaN, Infinity (as Python's json writes them; httpx's json= refuses them)."""
+    api, deadline = api or app, time.monotonic() + timeout
+    body = json.dumps({"data": data})
     with httpx.Client(timeout=timeout) as client:
-        posted = client.post(f"{url}/{app}/gradio_api/call/{app}", json={"data": data})
+        posted = client.post(f"{url}/{app}/gradio_api/call/{api}", content=body,
+                             headers={"content-type": "application/json"})
         if posted.status_code != 200:
             return "refused", posted.json().get("detail", posted.text)
         event_id = posted.json()["event_id"]
         event = None
-        with client.stream("GET", f"{url}/{app}/gradio_api/call/{app}/{event_id}") as stream:
+        with client.stream("GET", f"{url}/{app}/gradio_api/call/{api}/{event_id}") as stream:
             for line in stream.iter_lines():
+                if time.monotonic() > deadline:
+                    break
                 if line.startswith("event: "):
                     event = line[len("event: "):]
                 elif line.startswith("data: ") and event in ("complete", "error"):
