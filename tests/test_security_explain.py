@@ -136,7 +136,7 @@ def test_the_embedding_map_refuses_with_a_sentence_and_answers_alike_at_once(hub
     (tmp_path / "notes.txt").write_text("not an image")
     text = file_data(upload(url, "classification", tmp_path / "notes.txt"))
     assert "4 images; the embedding map takes 5 to 500." in a_sentence(embedding_map(url, digits[:4]))
-    assert "501 images; the embedding map takes 5 to 500." in a_sentence(embedding_map(url, digits[:1] * 501))
+    assert "names 501 files; one request takes at most 500." in a_sentence(embedding_map(url, digits[:1] * 501))
     assert a_sentence(embedding_map(url, [*digits[:5], text])).startswith("5: notes.txt: The file is not an image")
     assert a_sentence(embedding_map(url, [*digits[:5], file_data("/etc/passwd")])) == NOT_AN_UPLOAD
     kind, outputs = embedding_map(url, [])  # none: the 360 held-out digits
@@ -231,16 +231,9 @@ def test_translation_settings_of_the_wrong_kind_get_a_sentence(hub):
         assert "The text is empty" in a_sentence(call(url, "translation", [text, *ask[1:]])), repr(text)
 
 
-# What is left for shared/serving/ui.py's harden(), which runs gradio's own input handling before the app:
-ECHOED = ("gradio's Dropdown and Radio put the whole refused value in their error (and log it with a traceback); "
-          "harden() should cut it as shared.errors.shown does")
-WALKED = ("gradio moves each file an input names on the event loop before the app can count them; harden() "
-          "should count them first and refuse more than 500 (the embedding map's limit) at once")
-BARE = "harden() re-raises gradio's ComponentProcessingError, which reaches the client as a bare 'Error'"
-
-
-@pytest.mark.xfail(strict=True, reason=ECHOED)
+# What shared/serving/ui.py's harden() answers before gradio's own input handling runs.
 def test_a_refused_choice_is_not_echoed_back_whole(hub):
+    """gradio's Dropdown and Radio quote the whole refused value in their error: harden() cuts it."""
     _, url = hub
     digit = file_data(upload(url, "classification", DIGIT_EXAMPLES / "digit_7.png"))
     megabyte = "m" * 2**20
@@ -249,7 +242,6 @@ def test_a_refused_choice_is_not_echoed_back_whole(hub):
     a_sentence(call(url, "translation", ["A red 3.", "en", megabyte, "scenes-marian", "torch", 1, 32]))
 
 
-@pytest.mark.xfail(strict=True, reason=WALKED)
 def test_thousands_of_file_references_are_refused_before_they_hold_the_event_loop(hub):
     """gradio walks every file an input names on the event loop (0.4 ms each here) before the app can
     count them: 8,000 references (1.2 MB of JSON; the body limit allows 100,000) kept /healthz waiting 3 s."""
@@ -263,8 +255,8 @@ def test_thousands_of_file_references_are_refused_before_they_hold_the_event_loo
     assert len(times) >= 5 and max(times) < 1.0, sorted(times)[-5:]
 
 
-@pytest.mark.xfail(strict=True, reason=BARE)
 def test_inputs_of_the_wrong_kind_get_a_sentence(hub):
+    """A value a component cannot read would reach the client as gradio's bare 'Error'."""
     _, url = hub
     digit = file_data(upload(url, "classification", DIGIT_EXAMPLES / "digit_7.png"))
     a_sentence(explain(url, digit, window="abc"))  # a slider

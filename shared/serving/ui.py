@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import tempfile
 import types
 from pathlib import Path
@@ -44,6 +45,12 @@ BATCHED_CONCURRENCY = batching.MAX_BATCH
 MAX_BODY_BYTES = 16 * 2**20
 URL_REFUSED = ("Images are taken as uploads, not as URLs to private or local addresses, and this URL "
                "could not be fetched: download the image and upload the file instead.")
+# Files one request may name (the embedding map takes up to 500): gradio checks and moves each one on
+# the event loop, so 8,000 references in one 1.2 MB body held every route for 3 s.
+MAX_FILES_PER_REQUEST = 500
+WRONG_KIND = ("An input of this request is not of the kind its field takes (a number, one of the choices, "
+              "an uploaded file): see the app's API page for each field.")
+_NOT_A_CHOICE = re.compile(r"Value: (.*) is not in the list of choices: (.*)", re.DOTALL)
 SAFE_SETTINGS = dict(
     show_error=False,  # only gr.Error messages reach users, never exception text
     max_file_size=MAX_UPLOAD_BYTES,
@@ -194,6 +201,24 @@ def configure_queue(demo: gr.Blocks) -> gr.Blocks:
     return demo
 
 
+def _count_files(value) -> int:
+    found = []
+    client_utils.traverse(value, lambda file: found.append(1) or file, client_utils.is_file_obj)
+    return len(found)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _short(message: str) -> str:
+    """gradio's own refusals, cut: a refused choice is quoted whole (a megabyte in, a megabyte out)."""
+    refused = _NOT_A_CHOICE.fullmatch(message)
+    if refused:
+        return f"Value {_cut(refused.group(1), 60)} is not one of the choices: {_cut(refused.group(2), 200)}."
+    return _cut(message, 300)
+
+
 def _check_files(value) -> bool:
     """Refuse any file path in a request's input that is not a regular file inside gradio's
     upload folder (one sentence, whether it exists or not). Returns whether it names a URL."""
@@ -224,17 +249,24 @@ def harden(demo: gr.Blocks) -> gr.Blocks:
 
     @functools.wraps(preprocess_data)
     async def checked(block_fn, inputs, state, explicit_call=False):
+        files = sum(_count_files(value) for value in inputs)
+        if files > MAX_FILES_PER_REQUEST:
+            raise gr.Error(f"This request names {files:,} files; one request takes at most "
+                           f"{MAX_FILES_PER_REQUEST}.", print_exception=False)
         names_url = any([_check_files(value) for value in inputs])
         try:
             return await preprocess_data(block_fn, inputs, state, explicit_call)
-        except gr.Error:
-            raise
+        except gr.Error as err:
+            raise gr.Error(_short(err.message), print_exception=False) from None
         except InvalidPathError:  # gradio's own check, should ours ever let a path through
             raise gr.Error(NOT_AN_UPLOAD, print_exception=False) from None
         except Exception:
             if names_url:  # an SSRF refusal or a failed download: gradio says nothing of it
                 raise gr.Error(URL_REFUSED, print_exception=False) from None
-            raise
+            # a value a component cannot read (a word for a slider, text for an image): gradio
+            # would answer a bare "Error"
+            log.info("an input did not fit its field", exc_info=True)
+            raise gr.Error(WRONG_KIND, print_exception=False) from None
 
     demo.preprocess_data = checked
     return configure_queue(demo)
