@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: setup browser serve test lint
+.PHONY: setup browser haproxy serve test lint
 
 setup: $(VENV)/.installed
 
@@ -20,10 +20,16 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+# Debian's haproxy for the replica test (two `demohub serve` behind deploy/haproxy.cfg).
+haproxy:
+	@command -v haproxy >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq haproxy; }
+
 serve: setup
 	$(BIN)/demohub serve
 
-test: setup browser
+test: setup browser haproxy
 	$(BIN)/python -m pytest
 
 lint: setup
