@@ -18,6 +18,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+# The longest a request whose cost the client sets (an attack's steps, occlusion's stride, an embedding
+# map's uploads) may hold its endpoint: it stops there with a sentence.
+TIME_LIMIT_S = 20.0
+
 
 @dataclass
 class _Request:

@@ -33,7 +33,7 @@ TRANSFER_MODEL = registry.setting("adversarial", "transfer_model")  # the second
 ATTACKS = ("fgsm", "pgd", "pgd-l2", "deepfool")
 MAX_EPS = {"linf": 0.5, "l2": 20.0}
 MAX_STEPS = 100
-TIME_LIMIT_S = 20.0  # a request never holds the CPU longer than this
+TIME_LIMIT_S = timing.TIME_LIMIT_S  # a request never holds the CPU longer than this
 onnx_form = classification.onnx_form  # the attacked classifier's graph
 
 

@@ -34,9 +34,7 @@ from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
 MODELS = TaskModels("classification", transformers_loader(AutoModelForImageClassification, AutoImageProcessor))
 MAX_TOP_K = 20
-# An explain or embedding-map request stops here with a sentence, as an attack does: their cost is the
-# client's to set (occlusion's stride, 500 uploads), and each holds its endpoint while it runs.
-TIME_LIMIT_S = 20.0
+TIME_LIMIT_S = timing.TIME_LIMIT_S  # an explain or embedding-map request stops there, as an attack does
 ONNX_SPEC = OnnxSpec(
     input_names=("pixel_values",),
     output_names=("logits",),
