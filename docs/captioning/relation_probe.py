@@ -23,13 +23,6 @@ HERE = Path(__file__).resolve().parent
 SHIPPED = "models/captioning/scenes-captioner"
 
 
-def caption(first, second, relation: str, lang: str) -> str:
-    en, de = scenes.RELATIONS[relation]
-    if lang == "en":
-        return f"{scenes._en(first)} {en} {scenes._en(second)}"
-    return f"{scenes._de(first)} {de} {scenes._de(second, dative=True)}"
-
-
 def log_likelihood(model, tokenizer, pixel_values, lang: str, text: str) -> float:
     """The caption's summed token log-probabilities, as the fine-tuning script writes its targets."""
     words = tokenizer(" " + text, add_special_tokens=False)["input_ids"]
@@ -51,9 +44,10 @@ def probe(folder: str, seed: int, n: int = 300) -> dict:
         first, second = scene.objects
         truth = scenes.relation(first, second)
         pixel_values = processor(images=scene.image, return_tensors="pt")["pixel_values"]
+        captions = {r: scenes.pair_caption(first, second, r) for r in scenes.RELATIONS}
         for lang, count in counts.items():
-            scores = {r: log_likelihood(model, processor.tokenizer, pixel_values, lang, caption(first, second, r, lang))
-                      for r in scenes.RELATIONS}
+            scores = {r: log_likelihood(model, processor.tokenizer, pixel_values, lang, text[lang])
+                      for r, text in captions.items()}
             chosen = max(scores, key=scores.get)
             count["scenes"] += 1
             count["relation"] += chosen == truth

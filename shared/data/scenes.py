@@ -165,13 +165,17 @@ def relation(a: SceneObject, b: SceneObject) -> str:
     return "above" if dy < 0 else "below"
 
 
+def pair_caption(first: SceneObject, second: SceneObject, where: str) -> dict[str, str]:
+    """A two-digit caption saying that `first` is `where` ("left", "above", ...) of `second`."""
+    en, de = RELATIONS[where]
+    return {"en": f"{_en(first)} {en} {_en(second)}", "de": f"{_de(first)} {de} {_de(second, dative=True)}"}
+
+
 def caption(objects: list[SceneObject]) -> dict[str, str]:
     if not objects:
         return {"en": "no digits", "de": "keine ziffern"}
     if len(objects) == 2:
-        en, de = RELATIONS[relation(objects[0], objects[1])]
-        return {"en": f"{_en(objects[0])} {en} {_en(objects[1])}",
-                "de": f"{_de(objects[0])} {de} {_de(objects[1], dative=True)}"}
+        return pair_caption(objects[0], objects[1], relation(objects[0], objects[1]))
     ordered = sorted(objects, key=lambda o: o.centre[0])
     if len(ordered) == 1:
         return {"en": _en(ordered[0]), "de": _de(ordered[0])}
