@@ -94,3 +94,29 @@ def test_synth_writes_scenes_of_a_chosen_digit_count_and_refuses_others(tmp_path
     capsys.readouterr()
     assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--digits", "5"]) == 1
     assert "--digits" in capsys.readouterr().err
+
+
+def test_where_questions_name_both_digits_and_answer_the_captions_relation(tmp_path):
+    from shared.data.scenes import OPPOSITE, WHERE_ANSWERS, relation
+    from shared.serving import cli
+
+    asked = 0
+    for index in range(40):
+        scene = make_scene(6, index)
+        by_digit = {o.digit: o for o in scene.objects}
+        for pair in scene.where_qa:
+            words = pair["question"]["en"].split()  # where is the 3, seen from the 7?
+            first, second = by_digit[int(words[3][:-1])], by_digit[int(words[-1][:-1])]
+            assert (pair["answer"]["en"], pair["answer"]["de"]) == WHERE_ANSWERS[relation(first, second)]
+            asked += 1
+        if len(scene.objects) == 2 and scene.where_qa:  # the two-digit caption's comparison, either way round
+            assert pair["answer"]["en"] in {relation(*scene.objects), OPPOSITE[relation(*scene.objects)]}
+    assert asked >= 15
+    assert cli.main(["data", "synth", "--out", str(tmp_path / "plain"), "--n", "12", "--seed", "6"]) == 0
+    assert cli.main(["data", "synth", "--out", str(tmp_path / "where"), "--n", "12", "--seed", "6",
+                     "--where-questions"]) == 0
+    plain, where = ((tmp_path / name / "text.jsonl").read_text(encoding="utf-8").splitlines()
+                    for name in ("plain", "where"))
+    assert [json.loads(line)["qa"] for line in plain] == [make_scene(6, i).qa for i in range(12)]  # opt-in
+    assert [json.loads(line)["qa"] for line in where] == [make_scene(6, i).qa + make_scene(6, i).where_qa
+                                                          for i in range(12)]

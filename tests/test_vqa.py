@@ -86,8 +86,9 @@ def test_bad_top_k_and_backend_get_one_sentence(tiny):
 
 def test_question_types_are_read_in_both_languages():
     assert [finetune.kind_of(q) for q in ("How many digits are there?", "gibt es eine 8?", "welche farbe hat die 2?",
-                                          "is the 3 to the left of the 7?", "why?")] == [
-        "count", "is_there", "colour", "left_of", "other"]
+                                          "is the 3 to the left of the 7?", "wo ist die 3, von der 7 aus gesehen?",
+                                          "why?")] == [
+        "count", "is_there", "colour", "left_of", "where", "other"]
 
 
 @pytest.mark.skipif(not (EMBEDDED / "model.safetensors").is_file(), reason="embedded VQA model not trained yet")
@@ -163,9 +164,18 @@ def test_finetune_kinds_learns_one_kind_and_keeps_every_prior(tmp_path):
 
 def test_finetune_refuses_an_unknown_kind_with_a_sentence(tmp_path):
     scenes.write_datasets(tmp_path / "scenes", 2, seed=9)
-    with pytest.raises(UserError, match="where is not a question kind"):
+    with pytest.raises(UserError, match="above is not a question kind"):
         finetune.main(["--data", str(tmp_path / "scenes" / "text.jsonl"), "--out", str(tmp_path / "run"),
-                       "--kinds", "left_of,where"])
+                       "--kinds", "left_of,above"])
+
+
+def test_finetune_refuses_a_question_longer_than_its_share_of_max_length(tmp_path):
+    """Cutting a long question to fit would train on a question the app is never asked."""
+    scenes.write_datasets(tmp_path / "scenes", 2, seed=9, where_questions=True)
+    with pytest.raises(UserError, match=r"--max-length 24: the question '(where is|wo ist) .*\?' is \d+ tokens"
+                                        r".*use --max-length \d+ or more"):
+        finetune.main(["--data", str(tmp_path / "scenes" / "text.jsonl"), "--out", str(tmp_path / "run"),
+                       "--max-length", "24", "--validation-fraction", "0.5"])
 
 
 @pytest.fixture(scope="module")

@@ -243,14 +243,18 @@ class ImageTextSet(torch.utils.data.Dataset):
 
 def target_ids(tokenizer, config, e: Example, max_length: int) -> tuple[list[int], list[int]]:
     """(prompt ids, target ids ending with the end token): a caption's target starts with its
-    language token where the vocabulary has one; a question is the prompt, then `<sep>`."""
+    language token where the vocabulary has one; a question is the prompt, then `<sep>`, and may
+    take at most half of `max_length`."""
     eos = config.eos_token_id if config.eos_token_id is not None else tokenizer.eos_token_id
     prompt = question_prompt(tokenizer, e.question) if e.question is not None else []
     lang = language_token(tokenizer, e.lang) if e.question is None else None
     text = tokenizer(" " + e.text, add_special_tokens=False)["input_ids"]
+    if len(prompt) > max_length // 2:  # a cut question would teach the model one nobody asks
+        raise UserError(f"--max-length {max_length}: the question {e.question!r} is {len(prompt)} tokens, more "
+                        f"than half of --max-length (a question's share); use --max-length {2 * len(prompt)} or more.")
     target = ([lang] if lang is not None else []) + text
     room = max_length - len(prompt) - 2
-    return prompt[-max_length // 2:], target[:max(room, 1)] + [eos]
+    return prompt, target[:max(room, 1)] + [eos]
 
 
 def collate(pixels: torch.Tensor, pad_id: int, per_image: int = 0, seed: int = 0):

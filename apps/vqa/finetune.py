@@ -33,9 +33,10 @@ from shared.errors import UserError
 from shared.inference.pipelines import question_prompt
 
 TASK = "vqa"
-# question type by its opening words (the scene world's four, English and German); others: "other"
+# question type by its opening words (the scene world's five, English and German); others: "other"
 KINDS = {"count": ("how many", "wie viele"), "is_there": ("is there", "gibt es"),
-         "colour": ("what colour", "what color", "welche farbe"), "left_of": ("is the", "ist die")}
+         "colour": ("what colour", "what color", "welche farbe"), "left_of": ("is the", "ist die"),
+         "where": ("where is", "wo ist")}
 
 
 def kind_of(question: str) -> str:
@@ -51,7 +52,7 @@ class VqaArguments(captioning.CaptionArguments):
     with_captions: bool = field(default=False, metadata={"help": "Also learn the data's captions: one model for "
                                                                  "captioning and VQA (the embedded models)."})
     kinds: str = field(default="", metadata={"help": "Learn only these question kinds, comma-separated ("
-                                                     "count, is_there, colour, left_of, other): a curriculum "
+                                                     "count, is_there, colour, left_of, where, other): a curriculum "
                                                      "stage that gives one hard kind all the steps. Held-out "
                                                      "figures still cover every kind."})
     epochs: int = 3

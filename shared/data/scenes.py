@@ -7,6 +7,7 @@
     scene.instance_mask    # 0 background, 1 + object index elsewhere
     scene.caption          # {"en": "a red 3 to the left of a blue 7", "de": "eine rote 3 links von einer blauen 7"}
     scene.qa               # [{"question": {"en", "de"}, "answer": {"en", "de"}}, ...]
+    scene.where_qa         # "where is the 3, seen from the 7?" -> "left" / "right" / "above" / "below"
 
 Deterministic: scene `index` of `seed` is the same everywhere. Digits are scikit-learn's 8x8
 digits, scaled and coloured; backgrounds are the texture photos scikit-image ships (brick,
@@ -17,6 +18,7 @@ the formats users bring to the fine-tuning scripts.
 
     demohub data synth --out data/scenes-train --n 2000 --seed 0
     demohub data synth --out data/scenes-text --n 12000 --seed 0 --text-only --max-repeats 10
+    demohub data synth --out data/scenes-where --n 20000 --seed 0 --where-questions
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Scene:
     instance_mask: np.ndarray
     caption: dict[str, str] = field(default_factory=dict)
     qa: list[dict] = field(default_factory=list)
+    where_qa: list[dict] = field(default_factory=list)
 
 
 @cache
@@ -140,6 +143,7 @@ def make_scene(seed: int, index: int, digits: int | None = None) -> Scene:
     scene = Scene(image, objects, semantic, instance)
     scene.caption = caption(objects)
     scene.qa = questions(objects, rng)
+    scene.where_qa = where_questions(objects, rng)  # drawn last: every earlier draw stays as it was
     return scene
 
 
@@ -208,6 +212,23 @@ def questions(objects: list[SceneObject], rng: np.random.Generator) -> list[dict
     return qa
 
 
+WHERE_ANSWERS = {"left": ("left", "links"), "right": ("right", "rechts"), "above": ("above", "oben"),
+                 "below": ("below", "unten")}
+
+
+def where_questions(objects: list[SceneObject], rng: np.random.Generator) -> list[dict]:
+    """"Where is the 3, seen from the 7?": the comparison a two-digit caption's relation word makes
+    (`relation`, on both axes), asked with both digits named. Opt-in (`write_datasets(where_questions=True)`),
+    so that the data of the models trained before it exists stays as it was."""
+    unique = [o for o in objects if sum(p.digit == o.digit for p in objects) == 1]
+    if len(unique) < 2:
+        return []
+    first, second = (unique[i] for i in rng.permutation(len(unique))[:2])
+    return [_qa(f"where is the {first.digit}, seen from the {second.digit}?",
+                f"wo ist die {first.digit}, von der {second.digit} aus gesehen?",
+                *WHERE_ANSWERS[relation(first, second)])]
+
+
 def sentence_pairs(scene: Scene) -> list[dict[str, str]]:
     """The scene's caption, questions and answers as {"en", "de"} pairs."""
     return [scene.caption, *(qa[part] for qa in scene.qa for part in ("question", "answer"))]
@@ -242,10 +263,10 @@ def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int
 
 
 def write_datasets(out: str | Path, n: int, seed: int, text_only: bool = False, max_repeats: int = 1,
-                   digits: int | None = None) -> dict[str, str]:
+                   digits: int | None = None, where_questions: bool = False) -> dict[str, str]:
     """Scenes 0..n-1 of `seed` (each with `digits` digits if given) as COCO detection JSON,
-    segmentation image/mask folders, captions and sentence pairs (only the sentence pairs with
-    `text_only`)."""
+    segmentation image/mask folders, captions and questions (with the "where is" questions if
+    `where_questions`) and sentence pairs (only the sentence pairs with `text_only`)."""
     out = Path(out)
     translation = write_translation_pairs(out, n, seed, max_repeats, digits)
     if text_only:
@@ -265,7 +286,8 @@ def write_datasets(out: str | Path, n: int, seed: int, text_only: bool = False, 
                 coco["annotations"].append({"id": len(coco["annotations"]), "image_id": index,
                                             "category_id": obj.digit, "bbox": [x0, y0, x1 - x0, y1 - y0],
                                             "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
-            text.write(json.dumps({"image": f"images/{name}", "caption": scene.caption, "qa": scene.qa},
+            qa = scene.qa + (scene.where_qa if where_questions else [])
+            text.write(json.dumps({"image": f"images/{name}", "caption": scene.caption, "qa": qa},
                                   ensure_ascii=False) + "\n")
     (out / "detection.json").write_text(json.dumps(coco))
     (out / "labels.json").write_text(json.dumps(dict(enumerate(CLASS_NAMES)), indent=1))

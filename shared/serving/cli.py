@@ -18,6 +18,7 @@
     demohub spaces build --out DIR [--space NAME ...] [--namespace USER_OR_ORG]
     demohub spaces push --namespace USER_OR_ORG [--space NAME ...] [--private] [--dry-run]
     demohub data synth --out DIR --n N --seed S [--text-only] [--max-repeats R] [--digits D]
+                       [--where-questions]
 
 Results are printed as JSON (one line per file when `--image` names several, with a progress
 bar on stderr; exit status 1 if any failed). A bad input or setting exits with status 1 and one line on
@@ -189,7 +190,8 @@ def _data(args) -> dict:
     n, seed = whole_number("--n", args.n, 1, 1_000_000), whole_number("--seed", args.seed, 0, 2**32 - 1)
     max_repeats = whole_number("--max-repeats", args.max_repeats, 1, 1_000_000)
     digits = None if args.digits is None else whole_number("--digits", args.digits, 1, scenes.MAX_OBJECTS)
-    return scenes.write_datasets(args.out, n, seed, text_only=args.text_only, max_repeats=max_repeats, digits=digits)
+    return scenes.write_datasets(args.out, n, seed, text_only=args.text_only, max_repeats=max_repeats, digits=digits,
+                                 where_questions=args.where_questions)
 
 
 def _spaces(args) -> dict:
@@ -308,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="synth: write a sentence pair as often as it occurs, up to this many times")
     data.add_argument("--digits", type=int, help="synth: place this many digits in every scene (default: 1 to 4 "
                                                  "at random); two-digit scenes teach the captioner's relations")
+    data.add_argument("--where-questions", action="store_true",
+                      help='synth: also ask "where is the 3, seen from the 7?" (left/right/above/below)')
     data.set_defaults(handler=_data)
     return parser
 
