@@ -148,6 +148,23 @@ def test_finetune_smoke_run_from_scratch_writes_a_servable_model(tmp_path):
     assert isinstance(task.caption(scenes.make_scene(9, 0).image, model=entry.name, max_new_tokens=4)["caption"], str)
 
 
+def test_sincos_positions_add_each_patchs_row_and_column_and_refuse_other_encoders(tmp_path, tiny_blip):
+    from transformers import VisionEncoderDecoderModel
+
+    model = VisionEncoderDecoderModel.from_pretrained(make_tiny_captioner("trocr", tmp_path / "ved"))
+    before = model.encoder.embeddings.position_embeddings.detach().clone()
+    finetune.add_sincos_positions(model)
+    added = (model.encoder.embeddings.position_embeddings.detach() - before)[0]
+    assert torch.equal(added[0], torch.zeros_like(added[0]))  # the class token keeps its own
+    grid = added[1:].reshape(4, 4, -1)  # a 32 px image of 8 px patches; first half of the width: the row
+    width = grid.shape[-1]
+    assert torch.allclose(grid[:, :1, :width // 2], grid[:, :, :width // 2], atol=1e-6)  # the same along a row
+    assert torch.allclose(grid[:1, :, width // 2:], grid[:, :, width // 2:], atol=1e-6)  # the same down a column
+    assert len({tuple(row.round(decimals=4).tolist()) for row in grid[:, 0, :width // 2]}) == 4  # rows differ
+    with pytest.raises(UserError, match="--sincos-positions needs a ViT-style vision encoder"):
+        finetune.add_sincos_positions(tiny_blip[0].model)
+
+
 @pytest.fixture(scope="module")
 def tiny_blip(tmp_path_factory):
     """A random BLIP captioner (Salesforce/blip-image-captioning-base's format) with its ONNX generator."""

@@ -76,6 +76,9 @@ class CaptionArguments(training.TrainingOptions):
     model: str = field(default="apps/captioning/scenes_recipe",
                        metadata={"help": "Registry name, local model folder, or repo_id@40-hex-revision."})
     freeze_vision: bool = field(default=False, metadata={"help": "Train the text decoder only."})
+    sincos_positions: bool = field(default=False, metadata={"help": "Add a 2-D sine-cosine code of each patch's "
+                                                                    "row and column (MAE's) to the vision encoder's "
+                                                                    "position embeddings, at their own scale."})
     mask_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the per-patch digit loss where "
                                                                    "the data has segmentation masks (0: off)."})
     background_weight: float = field(default=0.2, metadata={"help": "Weight of background patches in the "
@@ -357,6 +360,27 @@ def build(args, folder: Path, texts: list[str], scratch: Path, max_new_tokens: i
     return model, TrOCRProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
+def add_sincos_positions(model) -> None:
+    """Add to a ViT-style encoder's position embeddings (class token first, then a square grid) a 2-D
+    sine-cosine code of each patch's row and column, MAE's, scaled to the embeddings' spread. Learned
+    embeddings keep only the directions training asked about: the scene captioner's tokens told
+    columns and not rows (docs/captioning/position_probe.py), so it could not learn "above"."""
+    embeddings = getattr(getattr(model.get_encoder(), "embeddings", None), "position_embeddings", None)
+    patches = embeddings.shape[1] - 1 if embeddings is not None else 0
+    side, dim = int(patches ** 0.5), embeddings.shape[-1] if embeddings is not None else 0
+    if not patches or side * side != patches or dim % 4:
+        raise UserError("--sincos-positions needs a ViT-style vision encoder (a class token and a square grid of "
+                        "position embeddings, a width divisible by 4).")
+    omega = 1.0 / 10000 ** (np.arange(dim // 4) / (dim / 4))
+    rows, columns = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    angles = [line.flatten()[:, None].astype(float) * omega for line in (rows, columns)]
+    code = torch.tensor(np.concatenate([np.sin(angles[0]), np.cos(angles[0]), np.sin(angles[1]), np.cos(angles[1])],
+                                       axis=1))
+    with torch.no_grad():
+        grid = embeddings[0, 1:]
+        grid += (grid.std().item() or 0.02) * code.float() / code.std()
+
+
 def freeze_vision(model) -> None:
     for parameter in model.get_encoder().parameters():
         parameter.requires_grad = False
@@ -446,6 +470,8 @@ def run(args, argv: list[str], examples_of, evaluate, card, task: str) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         texts = [t for e in train for t in (e.text, e.question) if t]
         model, processor = build(args, folder, texts, Path(scratch), args.max_length)
+        if args.sincos_positions:
+            add_sincos_positions(model)
         if args.freeze_vision:
             freeze_vision(model)
         pooler = getattr(model.get_encoder(), "pooler", None)
