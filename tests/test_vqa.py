@@ -117,7 +117,8 @@ def test_finetune_smoke_run_from_a_captioner(tmp_path):
     start = make_tiny_captioner("trocr", tmp_path / "start")
     out = tmp_path / "run"
     metrics = finetune.main(["--data", str(data / "text.jsonl"), "--eval-data", str(data / "text.jsonl"), "--out",
-                             str(out), "--model", str(start), "--freeze-vision", "--epochs", "1", "--batch-size", "8"])
+                             str(out), "--model", str(start), "--freeze-vision", "--epochs", "1", "--batch-size", "8",
+                             "--max-length", "64"])  # the tiny vocabulary spells a question out
     assert {"test_accuracy", "test_accuracy_count", "prior_accuracy_is_there"} <= set(metrics)
     assert json.loads((out / "answers.json").read_text())  # the candidates the app scores
     entry = registry.add_local(task.TASK, out, name="smoke-vqa")
@@ -134,7 +135,8 @@ def test_two_processes_under_torchrun_train_data_parallel_with_the_same_metrics(
     scenes.write_datasets(data, 40, seed=9)
     start = make_tiny_captioner("trocr", tmp_path / "start")
     common = ["--data", str(data / "text.jsonl"), "--eval-data", str(data / "text.jsonl"), "--model", str(start),
-              "--with-captions", "--epochs", "1", "--batch-size", "6", "--validation-fraction", "0.1"]
+              "--with-captions", "--epochs", "1", "--batch-size", "6", "--validation-fraction", "0.1",
+              "--max-length", "64"]
     alone = finetune.main([*common, "--out", str(tmp_path / "alone")])
     run = torchrun("finetune", "vqa", *common, "--out", str(tmp_path / "ddp"))
     assert run.returncode == 0, run.stderr[-2000:]
@@ -150,7 +152,7 @@ def test_finetune_kinds_learns_one_kind_and_keeps_every_prior(tmp_path):
     scenes.write_datasets(data, 24, seed=9)
     start = make_tiny_captioner("trocr", tmp_path / "start")
     args = ["--data", str(data / "text.jsonl"), "--eval-data", str(data / "text.jsonl"), "--model", str(start),
-            "--epochs", "1", "--batch-size", "8", "--validation-fraction", "0.1"]
+            "--epochs", "1", "--batch-size", "8", "--validation-fraction", "0.1", "--max-length", "64"]
     everything = finetune.main([*args, "--out", str(tmp_path / "all")])
     left_of = finetune.main([*args, "--out", str(tmp_path / "left-of"), "--kinds", "left_of", "--with-captions"])
     rows = [json.loads(line) for line in (data / "text.jsonl").read_text().splitlines()]
