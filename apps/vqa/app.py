@@ -28,7 +28,8 @@ def vqa(image, questions, model, backend, top_k):
 with gr.Blocks(title="Visual question answering") as demo:
     gr.Markdown("# Visual question answering\nAsk questions about an image, one per line. The embedded model "
                 "knows the synthetic scenes (how many digits, which colours, is there a digit, what is left of "
-                "what) in English and German; see its card for how often it is right.")
+                "what, where one digit is from another) in English and German; see its card for how often "
+                "it is right.")
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
