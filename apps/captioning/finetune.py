@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shlex
 import sys
 import tempfile
@@ -366,8 +367,8 @@ def add_sincos_positions(model) -> None:
     embeddings keep only the directions training asked about: the scene captioner's tokens told
     columns and not rows (docs/captioning/position_probe.py), so it could not learn "above"."""
     embeddings = getattr(getattr(model.get_encoder(), "embeddings", None), "position_embeddings", None)
-    patches = embeddings.shape[1] - 1 if embeddings is not None else 0
-    side, dim = int(patches ** 0.5), embeddings.shape[-1] if embeddings is not None else 0
+    _, tokens, dim = embeddings.shape if embeddings is not None and embeddings.dim() == 3 else (0, 1, 0)
+    patches, side = tokens - 1, math.isqrt(tokens - 1)
     if not patches or side * side != patches or dim % 4:
         raise UserError("--sincos-positions needs a ViT-style vision encoder (a class token and a square grid of "
                         "position embeddings, a width divisible by 4).")

@@ -191,6 +191,11 @@ def _qa(question_en: str, question_de: str, answer_en: str, answer_de: str) -> d
     return {"question": {"en": question_en, "de": question_de}, "answer": {"en": answer_en, "de": answer_de}}
 
 
+def _unique_digits(objects: list[SceneObject]) -> list[SceneObject]:
+    """The objects whose digit no other object has: a question can name them unambiguously."""
+    return [o for o in objects if sum(p.digit == o.digit for p in objects) == 1]
+
+
 def questions(objects: list[SceneObject], rng: np.random.Generator) -> list[dict]:
     """Count, existence, colour and position questions whose answers the scene decides."""
     yes_no = {True: ("yes", "ja"), False: ("no", "nein")}
@@ -199,7 +204,7 @@ def questions(objects: list[SceneObject], rng: np.random.Generator) -> list[dict
     present = any(o.digit == asked for o in objects)
     article = "an" if asked == 8 else "a"
     qa.append(_qa(f"is there {article} {asked}?", f"gibt es eine {asked}?", *yes_no[present]))
-    unique = [o for o in objects if sum(p.digit == o.digit for p in objects) == 1]
+    unique = _unique_digits(objects)
     if unique:
         obj = unique[int(rng.integers(len(unique)))]
         qa.append(_qa(f"what colour is the {obj.digit}?", f"welche farbe hat die {obj.digit}?", obj.colour,
@@ -220,7 +225,7 @@ def where_questions(objects: list[SceneObject], rng: np.random.Generator) -> lis
     """"Where is the 3, seen from the 7?": the comparison a two-digit caption's relation word makes
     (`relation`, on both axes), asked with both digits named. Opt-in (`write_datasets(where_questions=True)`),
     so that the data of the models trained before it exists stays as it was."""
-    unique = [o for o in objects if sum(p.digit == o.digit for p in objects) == 1]
+    unique = _unique_digits(objects)
     if len(unique) < 2:
         return []
     first, second = (unique[i] for i in rng.permutation(len(unique))[:2])
