@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from apps.generative import finetune, models, quality, task
 from shared.errors import UserError
@@ -158,6 +159,9 @@ def test_finetune_trains_resumes_and_continues_from_the_embedded_gan(tmp_path):
     assert [h["epoch"] for h in history] == [2]  # epoch 1 came from the checkpoint
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert {"class_accuracy", "frechet_distance"} <= set(metrics)
+    # the weights depend on the thread count (the GAN's card), so its rebuild command names it
+    assert f"OMP_NUM_THREADS={torch.get_num_threads()} demohub finetune generative --family gan" in (
+        out / "README.md").read_text()
 
     transfer = finetune.main(["--family", "gan", "--model", "digits-gan", "--data", str(data), "--out",
                               str(tmp_path / "transfer"), "--epochs", "1", "--batch-size", "16",

@@ -359,8 +359,9 @@ def model_card(out: Path, args: GenerativeArguments, metrics: dict, argv: list[s
     return (f"# {out.name}\n\nA {kind} trained by `apps/generative/finetune.py` on `{args.data}`, {origin}; "
             f"32x32 grayscale, ink dark on white.\n\nQuality, measured by {JUDGE}:\n\n"
             f"| metric | value | meaning |\n| --- | --- | --- |\n"
-            f"{rows}\n\nPer-epoch losses are in `metrics.json`. Rebuild (sample grids by epoch land in "
-            f"OUT/samples/, not committed):\n\n```\ndemohub finetune generative {shlex.join(argv)}\n```\n")
+            f"{rows}\n\nPer-epoch losses are in `metrics.json`. Rebuild, at the thread count this run had "
+            f"(the weights depend on it; sample grids by epoch land in OUT/samples/, not committed):\n\n```\n"
+            f"OMP_NUM_THREADS={torch.get_num_threads()} demohub finetune generative {shlex.join(argv)}\n```\n")
 
 
 def main(argv: list[str] | None = None) -> dict | None:
