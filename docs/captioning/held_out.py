@@ -16,6 +16,7 @@ from transformers import VisionEncoderDecoderModel
 
 from apps.captioning import finetune as captioning
 from apps.vqa import finetune as vqa
+from shared import training
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     metrics = vqa.evaluate(model, processor, vqa.qa_examples(held, args.eval_data), settings, train)
     metrics |= captioning.evaluate_captions(model, processor, captioning.caption_examples(held, args.eval_data),
                                             settings.num_beams, settings.max_length)
-    metrics = {key: round(value, 6) if isinstance(value, float) else value for key, value in metrics.items()}
+    metrics = training.rounded(metrics)
     print(json.dumps(metrics, indent=2, ensure_ascii=False))
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2, ensure_ascii=False)
