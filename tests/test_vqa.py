@@ -2,6 +2,7 @@
 both backends with the same ranking, the recipe's checks, the embedded model on held-out
 scenes, and a fine-tuning smoke run."""
 
+import dataclasses
 import json
 
 import pytest
@@ -242,3 +243,48 @@ def test_vilt_refuses_onnx_and_long_questions_with_a_sentence(tiny_vilt):
         task.answer(image, "is there a 3?", model=tiny_vilt.entry.name, backend="onnx")
     with pytest.raises(UserError, match="Question 1 is .* tokens long; tiny-vilt reads at most 40"):
         task.answer(image, "is there a 3? " * 10, model=tiny_vilt.entry.name)
+
+
+def _as_pickled_hub_row(monkeypatch, folder, name):
+    """The ViLT registry row (a pinned Hub revision with only pytorch_model.bin), served from `folder`."""
+    from shared.models import hub
+
+    row = registry.get(task.TASK, "dandelin/vilt-b32-finetuned-vqa")
+    entry = dataclasses.replace(row, name=name, files=tuple(p.name for p in folder.iterdir()))
+    monkeypatch.setitem(registry._ENTRIES, name, entry)
+    monkeypatch.setattr(hub, "fetch", lambda e: folder if e.name == name else pytest.fail(e.name))
+    return entry
+
+
+def test_vilt_row_reads_its_pytorch_model_bin_and_answers_as_from_safetensors(tiny_vilt, tmp_path, monkeypatch):
+    """dandelin/vilt-b32-finetuned-vqa's pinned revision has only pytorch_model.bin: the same weights
+    saved that way load through the row's `weights` and answer exactly as from safetensors."""
+    assert not registry.get(task.TASK, "dandelin/vilt-b32-finetuned-vqa").use_safetensors
+    folder = tmp_path / "vilt-bin"
+    tiny_vilt.processor.save_pretrained(folder)
+    tiny_vilt.model.config.save_pretrained(folder)  # transformers 5 writes only safetensors: the old format by hand
+    torch.save(tiny_vilt.model.state_dict(), folder / "pytorch_model.bin")
+    assert (folder / "pytorch_model.bin").is_file() and not list(folder.glob("*.safetensors"))
+    entry = _as_pickled_hub_row(monkeypatch, folder, "tiny-vilt-bin")
+    image = scenes.make_scene(4, 2).image
+    got = task.answer(image, QUESTIONS, model=entry.name, top_k=3)
+    assert got["answers"] == task.answer(image, QUESTIONS, model=tiny_vilt.entry.name, top_k=3)["answers"]
+
+
+def test_a_pytorch_model_bin_holding_code_is_refused_and_never_run(tiny_vilt, tmp_path, monkeypatch):
+    from shared.errors import ModelUnavailable
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    folder = tmp_path / "vilt-hostile"
+    tiny_vilt.processor.save_pretrained(folder)
+    tiny_vilt.model.config.save_pretrained(folder)
+    torch.save({"vilt.embeddings.text_embeddings.word_embeddings.weight": Payload()}, folder / "pytorch_model.bin")
+    entry = _as_pickled_hub_row(monkeypatch, folder, "tiny-vilt-hostile")
+    with pytest.raises(ModelUnavailable, match="holds more than tensors"):
+        task.MODELS.load(entry.name, device=torch.device("cpu"))
+    assert not marker.exists()

@@ -47,7 +47,7 @@ def from_pretrained(folder: Path, entry: ModelEntry, dtype: torch.dtype):
     model_class = (AutoModelForImageTextToText if config.get("model_type") == "vision-encoder-decoder"
                    else AutoModelForVisualQuestionAnswering)
     processor = AutoProcessor.from_pretrained(folder)
-    return model_class.from_pretrained(folder, dtype=dtype, use_safetensors=True), processor
+    return model_class.from_pretrained(folder, dtype=dtype, use_safetensors=entry.use_safetensors), processor
 
 
 MODELS = TaskModels(TASK, from_pretrained)

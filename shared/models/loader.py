@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,12 +36,14 @@ log = logging.getLogger(__name__)
 transformers_logging.disable_progress_bar()  # a bar per load is noise in the CLI and server logs
 
 def transformers_loader(model_class, processor_class) -> Callable:
-    """Build a task's model and processor with transformers' Auto classes, from safetensors."""
+    """Build a task's model and processor with transformers' Auto classes, from safetensors
+    (or the weights-only `pytorch_model.bin` of a registry row that says so)."""
 
     def load(folder: Path, entry: ModelEntry, dtype: torch.dtype):
         remote = entry.trust_remote_code
         processor = processor_class.from_pretrained(folder, trust_remote_code=remote)
-        model = model_class.from_pretrained(folder, dtype=dtype, use_safetensors=True, trust_remote_code=remote)
+        model = model_class.from_pretrained(folder, dtype=dtype, use_safetensors=entry.use_safetensors,
+                                            trust_remote_code=remote)
         return model, processor
 
     return load
@@ -125,8 +128,9 @@ def _build(entry: ModelEntry, build: Build, device: torch.device) -> LoadedModel
     from safetensors import SafetensorError
 
     folder = model_folder(entry)
-    if not any(folder.glob("*.safetensors")):  # a recipe folder (a config to train from scratch) is no model
-        raise _unavailable(entry, ["weights file (*.safetensors)"])
+    weights = "*.safetensors" if entry.use_safetensors else entry.weights
+    if not any(folder.glob(weights)):  # a recipe folder (a config to train from scratch) is no model
+        raise _unavailable(entry, [f"weights file ({weights})"])
     dtype = best_dtype(device, entry.half_precision)
     try:
         with timing.building(f"loaded {entry.name}"):
@@ -134,6 +138,10 @@ def _build(entry: ModelEntry, build: Build, device: torch.device) -> LoadedModel
     except SafetensorError as err:
         raise ModelUnavailable(f"{entry.name}: a model file is damaged (truncated or corrupt) and cannot be "
                                "loaded. Reinstall it, or rebuild it with the command in its model card.") from err
+    except pickle.UnpicklingError as err:  # torch's weights-only unpickler met more than tensors: nothing ran
+        log.warning("refused the weights of %s from %s: %s", entry.name, folder, err)
+        raise ModelUnavailable(f"{entry.name}: its {entry.weights} holds more than tensors (or is damaged), so it "
+                               "was not loaded; the details were logged on the server.") from err
     except (OSError, ValueError) as err:
         log.warning("could not load %s from %s: %s", entry.name, folder, err)
         raise ModelUnavailable(f"{entry.name}: could not be loaded from its files (missing or unreadable); "

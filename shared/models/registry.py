@@ -22,6 +22,7 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 REGISTRY_FILE = MODELS_DIR / "registry.toml"
 SOURCES = ("embedded", "hub", "local")
 _REVISION = re.compile(r"^[0-9a-f]{40}$")
+PICKLED_WEIGHTS = "pytorch_model.bin"
 # What `repo_id@revision` fetches, whatever the task: configs, safetensors weights (any file name),
 # tokenizer and vocabulary files; never pickles, other frameworks' weights or code.
 ANY_MODEL_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "*.spm", "*.tiktoken")
@@ -53,6 +54,13 @@ class ModelEntry:
     # held-out metrics by under 1 point (`demohub export APP --model M --quantize` measures it); "": none
     int8: str = ""
     knows: str = ""  # a model of plain images only (digits, synthetic scenes): what it knows (noted on a photo)
+    # "safetensors", or "pytorch_model.bin" for a registry row pinned at a Hub revision that has no
+    # safetensors: read by torch's weights-only unpickler (tensors and plain containers, never code)
+    weights: str = "safetensors"
+
+    @property
+    def use_safetensors(self) -> bool:
+        return self.weights == "safetensors"
 
     @property
     def knows_languages(self) -> bool:
@@ -86,8 +94,12 @@ def _check(entry: ModelEntry) -> None:
     if entry.source == "hub":
         if not entry.repo_id or not _REVISION.match(entry.revision):
             raise ValueError(f"{where}: a Hub model needs repo_id and a full 40-hex revision")
-        if not any(f.endswith(".safetensors") for f in entry.files):
+        if entry.use_safetensors and not any(f.endswith(".safetensors") for f in entry.files):
             raise ValueError(f"{where}: weights must be safetensors")
+    if entry.weights not in ("safetensors", PICKLED_WEIGHTS):
+        raise ValueError(f"{where}: weights must be 'safetensors' or {PICKLED_WEIGHTS!r}")
+    if not entry.use_safetensors and (entry.source != "hub" or PICKLED_WEIGHTS not in entry.files):
+        raise ValueError(f"{where}: only a pinned Hub revision may have {PICKLED_WEIGHTS} weights, listed in its files")
     if entry.source == "embedded" and not entry.path:
         raise ValueError(f"{where}: an embedded model needs a path under models/")
     if entry.default and not entry.commercial_use:
