@@ -42,11 +42,11 @@ def test_only_a_pinned_hub_row_may_read_a_weights_only_pytorch_model_bin():
     pickled = {**HUB_ROW, "files": ["config.json", "pytorch_model.bin"], "weights": "pytorch_model.bin"}
     assert not registry.parse({"models": [EMBEDDED_ROW, pickled]})["org/model"].use_safetensors
     refused = [{**pickled, "files": ["model.safetensors"]},  # the row must list the file it reads
-               {**EMBEDDED_ROW, "weights": "pytorch_model.bin"},  # never an embedded or local folder
+               {**EMBEDDED_ROW, "name": "tiny-bin", "default": False, "weights": "pytorch_model.bin"},  # never embedded
                {**pickled, "weights": "model.ckpt"}]
     for row in refused:
         with pytest.raises(ValueError, match="weights"):
-            registry.parse({"models": [EMBEDDED_ROW, row] if row is not refused[1] else [row]})
+            registry.parse({"models": [EMBEDDED_ROW, row]})
 
 
 def test_each_task_has_one_default():
