@@ -143,7 +143,7 @@ def from_pretrained(folder: Path, entry, dtype: torch.dtype):
             from diffusers import AutoencoderTiny
         except ImportError:
             raise ModelUnavailable(f"{entry.name} needs diffusers: pip install 'demohub[diffusers]'.") from None
-        return AutoencoderTiny.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True), None
+        return AutoencoderTiny.from_pretrained(folder, torch_dtype=dtype, use_safetensors=entry.use_safetensors), None
     if model_type not in MODEL_TYPES:
         raise ModelUnavailable(f"{entry.name}: unknown generative model_type {model_type!r} in {folder}.")
     # What PyTorchModelHubMixin.from_pretrained does for a local folder, minus its print().

@@ -128,9 +128,8 @@ def _build(entry: ModelEntry, build: Build, device: torch.device) -> LoadedModel
     from safetensors import SafetensorError
 
     folder = model_folder(entry)
-    weights = "*.safetensors" if entry.use_safetensors else entry.weights
-    if not any(folder.glob(weights)):  # a recipe folder (a config to train from scratch) is no model
-        raise _unavailable(entry, [f"weights file ({weights})"])
+    if not any(folder.glob(entry.weights_file)):  # a recipe folder (a config to train from scratch) is no model
+        raise _unavailable(entry, [f"weights file ({entry.weights_file})"])
     dtype = best_dtype(device, entry.half_precision)
     try:
         with timing.building(f"loaded {entry.name}"):

@@ -10,6 +10,7 @@ so the UI and the CLI treat them like any other model.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,11 @@ class ModelEntry:
         return self.weights == "safetensors"
 
     @property
+    def weights_file(self) -> str:
+        """The (glob of the) weights file the loader reads."""
+        return "*.safetensors" if self.use_safetensors else self.weights
+
+    @property
     def knows_languages(self) -> bool:
         """False for a model added by path or revision: nobody has said which languages it knows."""
         return bool(self.pairs or self.languages)
@@ -94,12 +100,12 @@ def _check(entry: ModelEntry) -> None:
     if entry.source == "hub":
         if not entry.repo_id or not _REVISION.match(entry.revision):
             raise ValueError(f"{where}: a Hub model needs repo_id and a full 40-hex revision")
-        if entry.use_safetensors and not any(f.endswith(".safetensors") for f in entry.files):
-            raise ValueError(f"{where}: weights must be safetensors")
+        if not any(fnmatch.fnmatch(f, entry.weights_file) for f in entry.files):
+            raise ValueError(f"{where}: its files must list its weights ({entry.weights_file})")
     if entry.weights not in ("safetensors", PICKLED_WEIGHTS):
         raise ValueError(f"{where}: weights must be 'safetensors' or {PICKLED_WEIGHTS!r}")
-    if not entry.use_safetensors and (entry.source != "hub" or PICKLED_WEIGHTS not in entry.files):
-        raise ValueError(f"{where}: only a pinned Hub revision may have {PICKLED_WEIGHTS} weights, listed in its files")
+    if not entry.use_safetensors and entry.source != "hub":
+        raise ValueError(f"{where}: only a pinned Hub revision may have {PICKLED_WEIGHTS} weights")
     if entry.source == "embedded" and not entry.path:
         raise ValueError(f"{where}: an embedded model needs a path under models/")
     if entry.default and not entry.commercial_use:
