@@ -369,8 +369,7 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
     torch.set_num_threads(threads)
     paths = export.export_model(loaded, form).paths
     onnx = form.run_onnx(paths, loaded)
-    int8_decoders = {name: export.quantize(paths[name]) for name in ("decoder", "decoder_with_past")}
-    onnx_int8 = form.run_onnx({**paths, **int8_decoders}, loaded)
+    onnx_int8 = form.run_onnx(export.int8_decoders(paths), loaded)
 
     def inputs(n: int) -> dict:
         return {name: torch.from_numpy(array) for name, array in form.sample_feeds(n)["encoder"].items()}
@@ -462,6 +461,25 @@ def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
         result[kind] = row
     result["offer"] = min(candidates)[2] if candidates else None
     return result
+
+
+def int8_generation_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport,
+                           held_out: Callable[[LoadedModel, Callable], dict]) -> dict:
+    """How dynamic int8 decoder steps (`export.int8_decoders`) change an encoder-decoder's held-out
+    metrics (fractions) against the fp32 graphs; `offer` is "dynamic" where no metric drops by
+    INT8_OFFER_POINTS or more (static int8 is not made for generation graphs)."""
+    reference = held_out(loaded, form.run_onnx(report.paths, loaded))
+    int8_paths = export.int8_decoders(report.paths)
+    metrics = held_out(loaded, form.run_onnx(int8_paths, loaded))
+    drops = [100 * (reference[key] - value) for key, value in metrics.items()]
+    size = sum(path.stat().st_size for path in report.paths.values())
+    row = {"paths": {name: str(path) for name, path in int8_paths.items()},
+           "size_ratio": round(size / sum(path.stat().st_size for path in int8_paths.values()), 2),
+           **{f"{key}_int8": value for key, value in metrics.items()},
+           "worst_drop_points": round(max(drops, default=0.0), 2)}
+    offered = bool(metrics) and row["worst_drop_points"] < INT8_OFFER_POINTS
+    return {**{f"{key}_fp32": value for key, value in reference.items()}, "dynamic": row,
+            "offer": "dynamic" if offered else None}
 
 
 def explain_time(explain: Callable, model: str, image, backend: str = "onnx", repeats: int = 3,

@@ -27,4 +27,5 @@ SPEC = AppSpec(
     cli_predict=cli.predict,
     cli_predict_batch=cli.predict_batch,
     finetune=finetune,
+    held_out=task.held_out_map,
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -92,9 +93,11 @@ def postprocess(loaded: LoadedModel, outputs: dict[str, np.ndarray], sizes: list
     return detections
 
 
-def run(loaded: LoadedModel, images: list[Image.Image], backend: str, threshold: float,
+def run(loaded: LoadedModel, images: list[Image.Image], backend: str | Callable, threshold: float,
         clip: bool = True, nms: bool = True) -> tuple[list, float]:
-    run_model = backends.runner(loaded, backend, onnx_form(loaded))
+    """Detections per image and the milliseconds they took, on `backend`: a name, or a runner
+    (feeds -> outputs) such as an int8 copy's."""
+    run_model = backend if callable(backend) else backends.runner(loaded, backend, onnx_form(loaded))
     started = time.perf_counter()
     outputs = run_model(preprocess(loaded, images))
     detections = postprocess(loaded, outputs, [(im.height, im.width) for im in images], threshold, clip, nms)
@@ -135,8 +138,9 @@ def detect_batch(images: list[DecodedImage], model: str | None = None, backend: 
 
 
 def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | None = None, batch_size: int = 16,
-                           backend: str = "torch", nms: bool = True) -> dict[str, float]:
-    """COCO mAP and mAP@0.5 (torchmetrics) of `loaded` on a CocoFolder, whose names match its labels."""
+                           backend: str | Callable = "torch", nms: bool = True) -> dict[str, float]:
+    """COCO mAP and mAP@0.5 (torchmetrics) of `loaded` on a CocoFolder (or anything with its
+    `target(i)` and length, such as HeldOutScenes), whose names match its labels."""
     from torchmetrics.detection import MeanAveragePrecision
 
     label2id = {v: k for k, v in loaded.model.config.id2label.items()}
@@ -154,6 +158,34 @@ def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | No
         metric.update(predictions, targets)
     result = metric.compute()
     return {"map": round(float(result["map"]), 4), "map_50": round(float(result["map_50"]), 4)}
+
+
+class HeldOutScenes:
+    """The first `n` scenes of a seed never trained on, as CocoFolder's targets, drawn in memory
+    (the same pixels and boxes `demohub data synth --seed 1` writes)."""
+
+    def __init__(self, n: int, seed: int = 1):
+        self.n, self.seed = n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def target(self, index: int) -> tuple[Image.Image, torch.Tensor, list[str]]:
+        scene = make_scene(self.seed, index)
+        boxes = torch.tensor([obj.box for obj in scene.objects], dtype=torch.float32).reshape(-1, 4)
+        return scene.image, boxes, [str(obj.digit) for obj in scene.objects]
+
+
+HELD_OUT_SCENES = 300  # the card's held-out set: data/scenes-test, seed 1
+
+
+def held_out_map(loaded: LoadedModel, run_model: Callable) -> dict:
+    """mAP@0.5 and mAP on the held-out scenes, for models whose labels are the ten digits (else
+    nothing): the int8 check of `demohub export detection --quantize`."""
+    if sorted(loaded.model.config.id2label.values()) != [str(d) for d in range(10)]:
+        return {}
+    result = mean_average_precision(loaded, HeldOutScenes(HELD_OUT_SCENES), backend=run_model)
+    return {"scenes_map_50": result["map_50"], "scenes_map": result["map"]}
 
 
 def duplicate_rate(loaded: LoadedModel, dataset, threshold: float = 0.5, batch_size: int = 16,

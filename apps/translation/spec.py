@@ -23,4 +23,5 @@ SPEC = AppSpec(
     cli_arguments=cli.add_arguments,
     cli_predict=cli.predict,
     finetune=finetune,
+    held_out=task.held_out_bleu,
 )

@@ -245,6 +245,17 @@ def sentence_case(text: str) -> str:
     return text if text.endswith("?") else text + "."
 
 
+def translation_pairs(n: int, seed: int, digits: int | None = None) -> Counter[tuple[str, str]]:
+    """How often each (English, German) pair occurs in scenes 0..n-1 of `seed`, as written and in
+    sentence case, in the order first met."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for index in range(n):
+        for pair in sentence_pairs(make_scene(seed, index, digits)):
+            counts[pair["en"], pair["de"]] += 1
+            counts[sentence_case(pair["en"]), sentence_case(pair["de"])] += 1
+    return counts
+
+
 def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int = 1,
                             digits: int | None = None) -> Path:
     """The English/German pairs of scenes 0..n-1 of `seed`, each also in sentence case, as JSONL rows
@@ -255,11 +266,7 @@ def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int
     """
     path = Path(out) / "translation.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    counts: Counter[tuple[str, str]] = Counter()
-    for index in range(n):
-        for pair in sentence_pairs(make_scene(seed, index, digits)):
-            counts[pair["en"], pair["de"]] += 1
-            counts[sentence_case(pair["en"]), sentence_case(pair["de"])] += 1
+    counts = translation_pairs(n, seed, digits)
     with path.open("w", encoding="utf-8") as f:
         for (en, de), count in counts.items():
             row = json.dumps({"translation": {"en": en, "de": de}}, ensure_ascii=False) + "\n"

@@ -63,14 +63,27 @@ def _int8_runner(loaded: LoadedModel, form: OnnxForm) -> Callable:
     """The registry's int8 copy (dynamic, or static calibrated on the app's sample inputs), made on first use."""
     kind = loaded.entry.int8
     if form.generates:
-        raise UserError(f"int8 is not offered for {loaded.entry.name}: its generation graphs are exported fp32. "
-                        "Choose onnx or torch.")
+        return _int8_generation_runner(loaded, form, kind)
 
     def build() -> tuple[Callable, int]:
         ((name, spec),) = form.graphs.items()
         fp32 = export.ensure_exported(loaded, form)[name]
         path = export.int8_path(fp32, kind, lambda: export.calibration_rows(form, name))
         return OnnxRunner(path, loaded.device, spec), path.stat().st_size
+
+    run, _ = cache.get(("int8", loaded.entry.name, str(loaded.device)), build, lambda value: value[1])
+    return run
+
+
+def _int8_generation_runner(loaded: LoadedModel, form: OnnxForm, kind: str) -> Callable:
+    """An encoder-decoder's search over its fp32 encoder and dynamic int8 decoder steps."""
+    if kind != "dynamic":
+        raise UserError(f"int8 is not offered for {loaded.entry.name}: an encoder-decoder's int8 copy is "
+                        f"dynamic only, and its registry row says {kind!r}. Choose onnx or torch.")
+
+    def build() -> tuple[Callable, int]:
+        paths = export.int8_decoders(export.ensure_exported(loaded, form))
+        return form.run_onnx(paths, loaded), sum(path.stat().st_size for path in paths.values())
 
     run, _ = cache.get(("int8", loaded.entry.name, str(loaded.device)), build, lambda value: value[1])
     return run

@@ -281,6 +281,12 @@ def quantize(fp32_path: Path) -> Path:
     return int8_path
 
 
+def int8_decoders(paths: dict[str, Path]) -> dict[str, Path]:
+    """An encoder-decoder's graphs with dynamic int8 decoder steps, where its time goes (the encoder
+    runs once per request and stays fp32)."""
+    return {**paths, **{name: quantize(paths[name]) for name in ("decoder", "decoder_with_past")}}
+
+
 INT8_KINDS = ("dynamic", "static")
 CALIBRATION_ROWS = 16  # rows of real inputs (the app's sample photos and scenes) static int8 is calibrated on
 # onnxruntime's min/max calibration holds every intermediate output of every row at once (its option to
