@@ -8,7 +8,8 @@ import onnx
 import pytest
 import torch
 
-from shared import bench
+from shared import bench, timing
+from shared.contract import Result
 from shared.inference import export
 from shared.inference.sessions import OnnxRunner
 from shared.models import architectures, registry
@@ -74,6 +75,23 @@ def test_static_int8_is_qdq_keeps_the_fp32_operators_and_agrees_with_fp32(tiny_v
     after = OnnxRunner(qdq_path, loaded.device, spec)(feeds)["logits"]
     assert np.abs(after - before).max() <= STATIC_INT8_RTOL * np.abs(before).max()
     assert (after.argmax(-1) == before.argmax(-1)).mean() >= 0.75
+
+
+def test_a_request_that_makes_an_int8_copy_says_so(tiny_vit, tmp_path):
+    """As with an export: the first int8 request's time includes quantising, and its notes say it."""
+    loaded, form = tiny_vit
+    fp32_path = tmp_path / "model.onnx"
+    fp32_path.write_bytes(export.export_model(loaded, form).paths["model"].read_bytes())
+
+    @timing.whole_request
+    def request(kind: str) -> Result:
+        export.int8_path(fp32_path, kind, lambda: export.calibration_rows(form, "model"))
+        return Result(loaded, "int8", 0.0, {})
+
+    for kind, words in (("dynamic", "to int8 (dynamic) in"), ("static", "to int8 (static) in")):
+        first, again = request(kind), request(kind)
+        assert any(words in note and note.endswith("cached for next time") for note in first.notes), first.notes
+        assert not again.notes  # made once, then read from the cache
 
 
 @pytest.mark.slow

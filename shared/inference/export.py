@@ -274,10 +274,11 @@ def quantize(fp32_path: Path) -> Path:
 
     int8_path = fp32_path.with_name("model.int8.onnx")
     if not int8_path.is_file():
-        scratch = int8_path.with_suffix(".tmp")
-        quantize_dynamic(fp32_path, scratch, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-        scratch.rename(int8_path)
-        _record_digests(int8_path.parent)
+        with timing.building("quantised an ONNX graph to int8 (dynamic)", after=", cached for next time"):
+            scratch = int8_path.with_suffix(".tmp")
+            quantize_dynamic(fp32_path, scratch, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+            scratch.rename(int8_path)
+            _record_digests(int8_path.parent)
     return int8_path
 
 
@@ -334,16 +335,17 @@ def quantize_static(fp32_path: Path, calibration: list[Feeds]) -> Path:
 
     qdq_path = fp32_path.with_name("model.qdq.onnx")
     if not qdq_path.is_file():
-        scratch = Path(tempfile.mkdtemp(dir=fp32_path.parent))
-        try:
-            prepared = scratch / "prepared.onnx"  # shapes inferred and constants folded, as the quantiser wants
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-            ort_quantize_static(str(prepared), str(scratch / qdq_path.name), Reader(), quant_format=QuantFormat.QDQ,
-                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                op_types_to_quantize=list(STATIC_INT8_OPS), calibrate_method=CalibrationMethod.MinMax,
-                                extra_options={"MatMulConstBOnly": True})
-            os.replace(scratch / qdq_path.name, qdq_path)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        _record_digests(qdq_path.parent)
+        with timing.building("calibrated and quantised an ONNX graph to int8 (static)", after=", cached for next time"):
+            scratch = Path(tempfile.mkdtemp(dir=fp32_path.parent))
+            try:
+                prepared = scratch / "prepared.onnx"  # shapes inferred and constants folded, as the quantiser wants
+                quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+                ort_quantize_static(str(prepared), str(scratch / qdq_path.name), Reader(),
+                                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                                    weight_type=QuantType.QInt8, op_types_to_quantize=list(STATIC_INT8_OPS),
+                                    calibrate_method=CalibrationMethod.MinMax, extra_options={"MatMulConstBOnly": True})
+                os.replace(scratch / qdq_path.name, qdq_path)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            _record_digests(qdq_path.parent)
     return qdq_path
