@@ -10,6 +10,7 @@ import torch
 from apps.captioning import finetune, task
 from shared.data import scenes
 from shared.errors import UserError
+from shared.inference import seq2seq
 from shared.inference.pipelines import ImageToTextPipeline
 from shared.models import loader, registry
 from tests.tiny import make_tiny_blip, make_tiny_captioner
@@ -43,6 +44,8 @@ def test_onnx_tokens_equal_generate_on_tiny_veds(tiny, settings, batch):
     expected = loaded.model.generate(pixel_values=inputs, **settings)
     assert torch.equal(onnx.generate(pixel_values=inputs, **settings), expected)
     assert torch.equal(onnx.generate(pixel_values=inputs, use_cache=False, **settings), expected)
+    bound = seq2seq.Seq2SeqOnnx(onnx.paths, loaded, onnx.specs, bind_cache=True)  # the cache bound, as on a GPU
+    assert torch.equal(bound.generate(pixel_values=inputs, **settings), expected)
 
 
 def test_onnx_n_best_beams_and_decoder_prompts_equal_generate(tiny):

@@ -63,6 +63,12 @@ def test_onnx_tokens_equal_generate_tokens(embedded, settings):
         expected = embedded.model.generate(**inputs, **settings)
         assert torch.equal(onnx.generate(**inputs, **settings), expected)
         assert torch.equal(onnx.generate(**inputs, **settings, use_cache=False), expected)
+        assert torch.equal(bound_twin(embedded, onnx).generate(**inputs, **settings), expected)
+
+
+def bound_twin(loaded, onnx):
+    """The same graphs with the key/value cache bound in place (IO binding), as on a GPU."""
+    return seq2seq.Seq2SeqOnnx(onnx.paths, loaded, onnx.specs, bind_cache=True)
 
 
 @pytest.mark.parametrize("settings, words", [({"do_sample": True}, "does not support do_sample"),
@@ -187,3 +193,14 @@ def test_progress_is_told_batch_by_batch_with_the_translation_so_far():
     first = " ".join(["Gibt es eine 8?"] * (task.BATCH_SIZE - 2)) + "\n" + " ".join(["Gibt es eine 3?"] * 2)
     assert heard == [(task.BATCH_SIZE, total, first), (total, total, result["translation"])]
     assert result["translation"] == first + " Gibt es eine 3?" * 2
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_key_value_cache_stays_on_the_gpu():
+    gpu = task.MODELS.load("scenes-marian", device=torch.device("cuda"))
+    onnx = onnx_of(gpu)
+    assert onnx.cache_device is not None and onnx.cache_device.type == "cuda"  # bound, by default on a GPU
+    cpu = task.MODELS.load("scenes-marian", device=torch.device("cpu"))
+    inputs = encoded(cpu, SENTENCES)
+    for settings in ({"num_beams": 1}, {"num_beams": 4}):
+        assert torch.equal(onnx.generate(**inputs, **settings), cpu.model.generate(**inputs, **settings))

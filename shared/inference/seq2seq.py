@@ -154,14 +154,21 @@ class Seq2SeqOnnx:
     The encoder runs once on all threads; each decoder step runs on `decoder_threads` (1): a step
     is a few small matrix products, and handing them between threads costs more than it saves
     (scenes-marian on 2 cores, batch 1, greedy: 9.6 ms per sentence on 1 thread, 12.5 ms on 2).
+
+    On a GPU the self-attention keys/values stay on it from step to step (IO binding: each step
+    reads the cache where the last one wrote it, beam search reorders it there) and only the
+    logits come back; `bind_cache=True` takes the same path on the CPU (the tests check its tokens).
     """
 
-    def __init__(self, paths: dict[str, Path], loaded: LoadedModel, graphs: Seq2SeqSpecs, decoder_threads: int = 1):
+    def __init__(self, paths: dict[str, Path], loaded: LoadedModel, graphs: Seq2SeqSpecs, decoder_threads: int = 1,
+                 bind_cache: bool | None = None):
         self.specs, self.decoder_threads = graphs, decoder_threads
         self.sessions = {name: ort_session(path, loaded.device, spinning=False,
                                            intra_op_threads=None if name == "encoder" else decoder_threads)
                          for name, path in paths.items()}
         self.inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
+        on_gpu = self.sessions["decoder_with_past"].get_providers()[0] != "CPUExecutionProvider"
+        self.cache_device = loaded.device if (on_gpu if bind_cache is None else bind_cache) else None
         self.family = families.of(loaded.model)
         self.generation_config = self.family.generation_config
         self.decoder_start_token_id = self.family.start_token_id
@@ -198,6 +205,25 @@ class Seq2SeqOnnx:
         return search.greedy_search(decoder.step, start, settings)
 
 
+    def _run_bound(self, graph: str, host_feeds: Feeds, cache: dict[str, torch.Tensor],
+                   output_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        """One run that reads `cache` where it lies and writes each output into a new fp32 tensor of
+        its shape on `cache_device` (IO binding): none of the cache is copied to or from the host."""
+        binding = self.sessions[graph].io_binding()
+        for name, array in host_feeds.items():
+            if name in self.inputs[graph]:
+                binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        outputs = {name: torch.empty(shape, dtype=torch.float32, device=self.cache_device)
+                   for name, shape in output_shapes.items()}
+        for bind, tensors in ((binding.bind_input, cache), (binding.bind_output, outputs)):
+            for name, tensor in tensors.items():
+                bind(name, tensor.device.type, tensor.device.index or 0, np.float32, tuple(tensor.shape),
+                     tensor.data_ptr())
+        if self.cache_device.type == "cuda":
+            torch.cuda.synchronize(self.cache_device)  # what torch wrote (a reordered cache) is there
+        self.sessions[graph].run_with_iobinding(binding)  # returns once the outputs are written
+        return outputs
+
     def decoder_step(self, rows: torch.Tensor, **encoder_inputs) -> search.Step:
         """A decoder step function over the encoder's output for `encoder_inputs`, one row per entry
         of `rows` (which input each row reads): for scoring candidate answers (search.continuation_log_probs)."""
@@ -221,18 +247,36 @@ class _DecoderRun:
         layers = self.onnx.specs.layers
         if not self.use_cache or not self.past:  # the whole prefix through the cache-less graph
             logits, *kv = self.onnx._run("decoder", {"decoder_input_ids": input_ids.numpy(), **self.feeds})
-            self.past, self.cross = kv[:2 * layers], kv[2 * layers:]
+            if self.use_cache and self.onnx.cache_device is not None:  # from here on the cache stays there
+                kv = [torch.from_numpy(tensor).to(self.onnx.cache_device) for tensor in kv]
+            self.past, self.cross, self.vocab_size = kv[:2 * layers], kv[2 * layers:], logits.shape[-1]
             return torch.from_numpy(logits)
         feeds = {"decoder_input_ids": input_ids[:, -1:].numpy(), **self.feeds}
+        if self.onnx.cache_device is not None:
+            return self._bound_step(feeds, len(input_ids))
         for i in range(layers):
             feeds.update({f"past.{i}.key": self.past[2 * i], f"past.{i}.value": self.past[2 * i + 1],
                           f"cross.{i}.key": self.cross[2 * i], f"cross.{i}.value": self.cross[2 * i + 1]})
         logits, *self.past = self.onnx._run("decoder_with_past", feeds)
         return torch.from_numpy(logits)
 
+    def _bound_step(self, feeds: Feeds, rows: int) -> torch.Tensor:
+        cache, shapes = {}, {"logits": (rows, self.vocab_size)}
+        for i in range(self.onnx.specs.layers):
+            for j, kind in enumerate(("key", "value")):
+                past = self.past[2 * i + j]
+                cache |= {f"past.{i}.{kind}": past, f"cross.{i}.{kind}": self.cross[2 * i + j]}
+                shapes[f"present.{i}.{kind}"] = (*past.shape[:2], past.shape[2] + 1, *past.shape[3:])
+        outputs = self.onnx._run_bound("decoder_with_past", feeds, cache, shapes)
+        self.past = [outputs[name] for name in shapes if name != "logits"]
+        return outputs["logits"].cpu()
+
     def reorder(self, rows: torch.Tensor) -> None:
         """Beam search kept `rows`: their self-attention cache follows them. Cross-attention keys
         and values are the same for every beam of an input, and beams never change input."""
-        if self.use_cache:
+        if self.use_cache and self.past and isinstance(self.past[0], torch.Tensor):  # bound: reordered where it lies
+            index = rows.to(self.past[0].device)
+            self.past = [tensor.index_select(0, index) for tensor in self.past]
+        elif self.use_cache:
             index = rows.numpy()
             self.past = [tensor[index] for tensor in self.past]
