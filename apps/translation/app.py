@@ -4,7 +4,7 @@
     demohub serve                           # with every other app, at /translation
 
 API: `Client(url).predict(text="...", src_lang="en", tgt_lang="de", model="scenes-marian",
-backend="torch"|"onnx", num_beams=4, max_new_tokens=127, api_name="/translation")` returns the
+backend="torch"|"onnx"|"int8", num_beams=4, max_new_tokens=127, api_name="/translation")` returns the
 translation and the "served by" line (`submit()` streams the translation so far, batch by batch).
 The sliders start at the selected model's own settings.
 """

@@ -268,13 +268,14 @@ def _check_dynamic_axes(path: Path, spec: OnnxSpec) -> None:
                                  "them dynamic; declare them static in its OnnxSpec")
 
 
-def quantize(fp32_path: Path) -> Path:
-    """Dynamic int8 weights for MatMul/Gemm (where it pays; CNN convolutions stay fp32)."""
+def quantize(fp32_path: Path, what: str = "the ONNX graph") -> Path:
+    """Dynamic int8 weights for MatMul/Gemm (where it pays; CNN convolutions stay fp32); the request
+    that makes the copy notes it with `what` it quantised."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     int8_path = fp32_path.with_name("model.int8.onnx")
     if not int8_path.is_file():
-        with timing.building("quantised an ONNX graph to int8 (dynamic)", after=", cached for next time"):
+        with timing.building(f"quantised {what} to int8 (dynamic)", after=", cached for next time"):
             scratch = int8_path.with_suffix(".tmp")
             quantize_dynamic(fp32_path, scratch, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
             scratch.rename(int8_path)
@@ -285,7 +286,8 @@ def quantize(fp32_path: Path) -> Path:
 def int8_decoders(paths: dict[str, Path]) -> dict[str, Path]:
     """An encoder-decoder's graphs with dynamic int8 decoder steps, where its time goes (the encoder
     runs once per request and stays fp32)."""
-    return {**paths, **{name: quantize(paths[name]) for name in ("decoder", "decoder_with_past")}}
+    steps = {"decoder": "the first decoder step", "decoder_with_past": "the decoder step with the cache"}
+    return {**paths, **{name: quantize(paths[name], what) for name, what in steps.items()}}
 
 
 INT8_KINDS = ("dynamic", "static")
@@ -335,7 +337,8 @@ def quantize_static(fp32_path: Path, calibration: list[Feeds]) -> Path:
 
     qdq_path = fp32_path.with_name("model.qdq.onnx")
     if not qdq_path.is_file():
-        with timing.building("calibrated and quantised an ONNX graph to int8 (static)", after=", cached for next time"):
+        with timing.building("calibrated and quantised the ONNX graph to int8 (static)",
+                             after=", cached for next time"):
             scratch = Path(tempfile.mkdtemp(dir=fp32_path.parent))
             try:
                 prepared = scratch / "prepared.onnx"  # shapes inferred and constants folded, as the quantiser wants
