@@ -94,6 +94,24 @@ def test_a_request_that_makes_an_int8_copy_says_so(tiny_vit, tmp_path):
         assert not again.notes  # made once, then read from the cache
 
 
+def test_replicas_making_the_same_int8_copy_at_once_do_not_collide(tiny_vit, tmp_path):
+    """Two `demohub serve` replicas may share one cache: each writes its copy under a name of its
+    own and renames it into place, so every caller gets a whole file and no scratch is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loaded, form = tiny_vit
+    fp32_path = tmp_path / "model.onnx"
+    fp32_path.write_bytes(export.export_model(loaded, form).paths["model"].read_bytes())
+    rows = export.calibration_rows(form, "model")
+    for kind in export.INT8_KINDS:
+        with ThreadPoolExecutor(4) as pool:
+            paths = list(pool.map(lambda k: export.int8_path(fp32_path, k, lambda: rows), [kind] * 4))
+        assert len(set(paths)) == 1
+        onnx.checker.check_model(str(paths[0]))
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "model.int8.onnx", "model.onnx", "model.qdq.onnx", export.DIGESTS]
+
+
 @pytest.mark.slow
 def test_bench_size_tiny_prints_every_column_at_batch_1_and_8(capsys):
     status, out, err = run_cli(capsys, "bench", "classification", "--size", "tiny", "--arch", "vit-b16",

@@ -111,8 +111,10 @@ def _record_digests(folder: Path) -> None:
     """Write the digests of every file in `folder` (under a temporary name, then renamed)."""
     digests = {f.name: _sha256(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != DIGESTS
                and not f.name.startswith(".")}
-    scratch = folder / f".{DIGESTS}.{os.getpid()}"
-    scratch.write_text(json.dumps(digests, indent=1))
+    handle, scratch = tempfile.mkstemp(dir=folder, prefix=f".{DIGESTS}.")  # one of its own per writer
+    with os.fdopen(handle, "w") as f:
+        f.write(json.dumps(digests, indent=1))
+    os.chmod(scratch, 0o644)  # as the files it describes (mkstemp makes it private)
     os.replace(scratch, folder / DIGESTS)
 
 
@@ -276,9 +278,16 @@ def quantize(fp32_path: Path, what: str = "the ONNX graph") -> Path:
     int8_path = fp32_path.with_name("model.int8.onnx")
     if not int8_path.is_file():
         with timing.building(f"quantised {what} to int8 (dynamic)", after=", cached for next time"):
-            scratch = int8_path.with_suffix(".tmp")
-            quantize_dynamic(fp32_path, scratch, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-            scratch.rename(int8_path)
+            # in a folder of its own: replicas may share the cache, and the quantiser writes its
+            # shape-inferred copy beside the model it reads
+            scratch = Path(tempfile.mkdtemp(dir=fp32_path.parent))
+            try:
+                os.link(fp32_path, scratch / fp32_path.name)
+                quantize_dynamic(scratch / fp32_path.name, scratch / int8_path.name, weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["MatMul", "Gemm"])
+                os.replace(scratch / int8_path.name, int8_path)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
             _record_digests(int8_path.parent)
     return int8_path
 
