@@ -112,7 +112,7 @@ def test_translation_page_swaps_and_translates(page, hub_url):
 def test_translation_page_streams_the_translation_as_sentences_finish(page, hub_url):
     from apps.translation.task import BATCH_SIZE
 
-    sentences = 4 * BATCH_SIZE
+    sentences = 12 * BATCH_SIZE  # twelve batches (3,200 characters): long enough to watch on a busy machine
     page.goto(f"{hub_url}/translation/")
     page.locator("textarea").nth(0).fill(" ".join(["A red 3 to the left of a blue 7."] * sentences))
     # every few ms, what the translation box and the page say, until the answer is in
