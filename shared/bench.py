@@ -429,6 +429,11 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
 INT8_OFFER_POINTS = 1.0  # int8 is offered only where no held-out metric drops by this many points or more
 
 
+def _worst_drop_points(reference: dict[str, float], int8: dict[str, float]) -> float:
+    """The largest fall, in points, of any held-out metric (fractions) from fp32 to int8."""
+    return round(max((100 * (reference[key] - value) for key, value in int8.items()), default=0.0), 2)
+
+
 def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport,
                 held_out: Callable[[LoadedModel, Callable], dict] | None = None) -> dict:
     """How much dynamic and static int8 change a single-graph model's answers: agreement with fp32 on
@@ -454,8 +459,7 @@ def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
         if held_out is not None:
             metrics = held_out(loaded, int8)
             row |= {f"{key}_int8": value for key, value in metrics.items()}
-            drops = [100 * (reference[key] - value) for key, value in metrics.items()]
-            row["worst_drop_points"] = round(max(drops, default=0.0), 2)
+            row["worst_drop_points"] = _worst_drop_points(reference, metrics)
             if metrics and row["worst_drop_points"] < INT8_OFFER_POINTS:
                 candidates.append((row["worst_drop_points"], -row["size_ratio"], kind))
         result[kind] = row
@@ -471,12 +475,11 @@ def int8_generation_report(loaded: LoadedModel, form: OnnxForm, report: export.E
     reference = held_out(loaded, form.run_onnx(report.paths, loaded))
     int8_paths = export.int8_decoders(report.paths)
     metrics = held_out(loaded, form.run_onnx(int8_paths, loaded))
-    drops = [100 * (reference[key] - value) for key, value in metrics.items()]
     size = sum(path.stat().st_size for path in report.paths.values())
     row = {"paths": {name: str(path) for name, path in int8_paths.items()},
            "size_ratio": round(size / sum(path.stat().st_size for path in int8_paths.values()), 2),
            **{f"{key}_int8": value for key, value in metrics.items()},
-           "worst_drop_points": round(max(drops, default=0.0), 2)}
+           "worst_drop_points": _worst_drop_points(reference, metrics)}
     offered = bool(metrics) and row["worst_drop_points"] < INT8_OFFER_POINTS
     return {**{f"{key}_fp32": value for key, value in reference.items()}, "dynamic": row,
             "offer": "dynamic" if offered else None}

@@ -20,7 +20,7 @@ from apps.adversarial import attacks
 from apps.classification import task as classification
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
-from shared.data.digits import digit_image, split
+from shared.data.digits import digit_image, labels_are_digits, split
 from shared.errors import ModelUnavailable, UserError
 from shared.inference import backends, gpu
 from shared.inputs.checks import number_in, whole_number
@@ -139,8 +139,7 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
 
 def digits_evaluation_set(loaded: LoadedModel, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` held-out digits as pixels and label ids, for models that know the digits."""
-    names = sorted(loaded.model.config.id2label.values())
-    if names != [str(d) for d in range(10)]:
+    if not labels_are_digits(loaded.model.config.id2label):
         raise UserError(f"{loaded.entry.name} does not classify digits; offline, the held-out digits are the "
                         "only labelled evaluation set, so the robustness curve needs a digits model.")
     images, labels = split()["test"]

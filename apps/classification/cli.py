@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from apps.classification import task
-from shared.data.digits import digit_image, split
+from shared.data.digits import digit_image, labels_are_digits, split
 from shared.inference.backends import BACKENDS
 from shared.inputs.images import DecodedImage
 from shared.models.loader import LoadedModel
@@ -34,7 +34,7 @@ def predict_batch(images: list[DecodedImage], args: argparse.Namespace) -> list[
 
 def digits_accuracy(loaded: LoadedModel, run: Callable) -> dict:
     """Accuracy on the held-out digits, for models whose labels are the ten digits (else nothing)."""
-    if sorted(loaded.model.config.id2label.values()) != [str(d) for d in range(10)]:
+    if not labels_are_digits(loaded.model.config.id2label):
         return {}
     pixels, labels = split()["test"]
     feeds = task.preprocess(loaded, [digit_image(p).convert("RGB") for p in pixels])

@@ -24,6 +24,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
+from shared.data.digits import labels_are_digits
 from shared.data.examples import PHOTOS
 from shared.errors import UserError, shown
 from shared.inference import attribution, backends, class_visualisation, export, gpu, heatmaps
@@ -196,8 +197,7 @@ def visualise_class(loaded: LoadedModel, label: str | None) -> Result:
                         f"(the embedded digits models); {loaded.entry.name} reads {side} px, where its "
                         f"{class_visualisation.DRAWN.steps} gradient steps would take minutes on a CPU.")
     target = label_index(loaded, label, None)
-    reads_digits = sorted(loaded.model.config.id2label.values()) == [str(d) for d in range(10)]
-    style = class_visualisation.DRAWN if reads_digits else class_visualisation.PHOTO
+    style = class_visualisation.DRAWN if labels_are_digits(loaded.model.config.id2label) else class_visualisation.PHOTO
     started = time.perf_counter()
     pixels, scores = class_visualisation.ascend(attribution.Logits(loaded.model).eval(), target, side,
                                                 loaded.processor.image_mean, loaded.processor.image_std, style)

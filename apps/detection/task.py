@@ -23,8 +23,9 @@ from transformers.utils import ModelOutput
 
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
+from shared.data.digits import labels_are_digits
 from shared.data.examples import PHOTOS
-from shared.data.scenes import make_scene
+from shared.data.scenes import HELD_OUT_SCENES, HELD_OUT_SEED, make_scene
 from shared.errors import UserError
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
@@ -162,9 +163,9 @@ def mean_average_precision(loaded: LoadedModel, dataset, indices: list[int] | No
 
 class HeldOutScenes:
     """The first `n` scenes of a seed never trained on, as CocoFolder's targets, drawn in memory
-    (the same pixels and boxes `demohub data synth --seed 1` writes)."""
+    (the same pixels and boxes `demohub data synth` writes for that seed)."""
 
-    def __init__(self, n: int, seed: int = 1):
+    def __init__(self, n: int = HELD_OUT_SCENES, seed: int = HELD_OUT_SEED):
         self.n, self.seed = n, seed
 
     def __len__(self) -> int:
@@ -176,15 +177,12 @@ class HeldOutScenes:
         return scene.image, boxes, [str(obj.digit) for obj in scene.objects]
 
 
-HELD_OUT_SCENES = 300  # the card's held-out set: data/scenes-test, seed 1
-
-
 def held_out_map(loaded: LoadedModel, run_model: Callable) -> dict:
     """mAP@0.5 and mAP on the held-out scenes, for models whose labels are the ten digits (else
     nothing): the int8 check of `demohub export detection --quantize`."""
-    if sorted(loaded.model.config.id2label.values()) != [str(d) for d in range(10)]:
+    if not labels_are_digits(loaded.model.config.id2label):
         return {}
-    result = mean_average_precision(loaded, HeldOutScenes(HELD_OUT_SCENES), backend=run_model)
+    result = mean_average_precision(loaded, HeldOutScenes(), backend=run_model)
     return {"scenes_map_50": result["map_50"], "scenes_map": result["map"]}
 
 

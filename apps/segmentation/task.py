@@ -22,7 +22,7 @@ from transformers.utils import ModelOutput
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
 from shared.data.examples import PHOTOS
-from shared.data.scenes import CLASS_NAMES, make_scene
+from shared.data.scenes import CLASS_NAMES, HELD_OUT_SCENES, HELD_OUT_SEED, make_scene
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.images import DecodedImage, decode_image
@@ -94,9 +94,6 @@ def mean_iou(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
     return round(float(per_class[present].mean()), 4)
 
 
-HELD_OUT_SCENES = 300  # the card's held-out set: data/scenes-test, seed 1
-
-
 def held_out_mean_iou(loaded: LoadedModel, run_model: Callable, batch_size: int = 16) -> dict:
     """Mean IoU on the held-out scenes as the app answers them (class maps at the scene's size), for
     models whose classes are the scenes' (else nothing): the int8 check of `demohub export
@@ -104,7 +101,7 @@ def held_out_mean_iou(loaded: LoadedModel, run_model: Callable, batch_size: int 
     id2label = loaded.model.config.id2label
     if [id2label.get(i) for i in range(len(id2label))] != CLASS_NAMES:
         return {}
-    scenes = [make_scene(1, i) for i in range(HELD_OUT_SCENES)]
+    scenes = [make_scene(HELD_OUT_SEED, i) for i in range(HELD_OUT_SCENES)]
     predicted = []
     for start in range(0, len(scenes), batch_size):
         images = [scene.image for scene in scenes[start:start + batch_size]]

@@ -207,9 +207,6 @@ def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | Non
     return Result(loaded, backend, latency_ms, answer, notes=notes)
 
 
-HELD_OUT_SCENES = 300  # the card's held-out pairs: those of data/scenes-test (seed 1), 738 each way
-
-
 def held_out_bleu(loaded: LoadedModel, generate: Callable) -> dict:
     """BLEU (sacrebleu's corpus score, as a fraction) of each direction between English and German
     the model knows, on the held-out scenes' sentence pairs, decoded with the model's own settings
@@ -220,9 +217,9 @@ def held_out_bleu(loaded: LoadedModel, generate: Callable) -> dict:
         return {}
     import sacrebleu
 
-    from shared.data.scenes import translation_pairs
+    from shared.data.scenes import HELD_OUT_SCENES, HELD_OUT_SEED, translation_pairs
 
-    pairs = list(translation_pairs(HELD_OUT_SCENES, seed=1))
+    pairs = list(translation_pairs(HELD_OUT_SCENES, HELD_OUT_SEED))  # 738 pairs
     translate_batch = TranslationPipeline(loaded.model, loaded.processor, generate=generate)
     scores = {}
     for src, tgt in (("en", "de"), ("de", "en")):

@@ -20,8 +20,14 @@ from PIL import Image, ImageOps
 
 SIDE = 32
 SPLIT_SEED = 0
+LABELS = [str(d) for d in range(10)]
 # one source pixel (1/8 of the side) in x, y or both: the 8 directions
 SHIFTS = [(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)]
+
+
+def labels_are_digits(id2label: dict) -> bool:
+    """Whether a model's labels are the ten digits (it can be measured on the held-out digits or scenes)."""
+    return sorted(id2label.values()) == LABELS
 
 
 def digit_image(pixels: np.ndarray, side: int = SIDE) -> Image.Image:

@@ -204,7 +204,6 @@ class Seq2SeqOnnx:
             return search.beam_search(decoder.step, decoder.reorder, start, settings)
         return search.greedy_search(decoder.step, start, settings)
 
-
     def _run_bound(self, graph: str, host_feeds: Feeds, cache: dict[str, torch.Tensor],
                    output_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         """One run that reads `cache` where it lies and writes each output into a new fp32 tensor of
@@ -274,8 +273,8 @@ class _DecoderRun:
     def reorder(self, rows: torch.Tensor) -> None:
         """Beam search kept `rows`: their self-attention cache follows them. Cross-attention keys
         and values are the same for every beam of an input, and beams never change input."""
-        if self.use_cache and self.past and isinstance(self.past[0], torch.Tensor):  # bound: reordered where it lies
-            index = rows.to(self.past[0].device)
+        if self.use_cache and self.onnx.cache_device is not None:  # bound: reordered where it lies
+            index = rows.to(self.onnx.cache_device)
             self.past = [tensor.index_select(0, index) for tensor in self.past]
         elif self.use_cache:
             index = rows.numpy()
