@@ -140,6 +140,17 @@ def test_deletion_and_randomisation_on_the_embedded_digits_model(method, area, s
     assert checked["abs_rank_correlation_vs_random_model"] < 0.4, checked
 
 
+@pytest.mark.parametrize("method, share", [("gradcam", 0.75), ("saliency", 0.5)])
+def test_saliency_and_gradcam_pass_the_deletion_check_on_the_pgd_trained_digits_model(method, share):
+    """The two maps that fail the check on digits-convnext pass it on its adversarially trained twin
+    (Grad-CAM clearly, saliency on average: README)."""
+    loaded = task.MODELS.load("digits-convnext-robust")
+    checked = attribution.sanity_check(loaded, *held_out_digits(loaded), method)
+    assert checked["deletion_area"] < 0.9 * checked["random_deletion_area"], checked
+    assert checked["salient_faster_share"] >= share, checked
+    assert checked["abs_rank_correlation_vs_random_model"] < 0.6, checked
+
+
 def test_the_checks_grey_hides_the_ink_from_the_tiny_resnet_but_not_from_the_embedded_model(trained_resnet):
     """Why Grad-CAM, whose map marks the strokes, fails the deletion check on digits-convnext: strokes
     set to the mean grey still read as the digit there (it was trained on both ink polarities)."""
