@@ -395,3 +395,25 @@ def test_sigterm_lets_the_running_request_finish_and_tells_the_waiting_ones(tmp_
     assert results[0][0] == "complete", results[0]
     for kind, payload in results[1:]:
         assert kind == "complete" or (kind, payload) == ("error", SHUTTING_DOWN), (kind, payload)
+
+
+def test_sigterm_ends_open_page_sessions_at_once(tmp_path):
+    """An open browser tab (or a live gradio_client) holds a session heartbeat stream that never
+    ends by itself; a mounted app's stream did not end on SIGTERM, so the server waited out its
+    whole grace period before exiting even with nothing running."""
+    from shared.serving.server import SHUTDOWN_GRACE_S
+
+    process, url = start_hub(REPO, tmp_path / "serve.log", tmp_path / "uploads",
+                            extra_args=("--app", "classification"))
+    try:
+        with httpx.stream("GET", f"{url}/classification/gradio_api/heartbeat/open-tab", timeout=60) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("data:")  # the tab's session is alive
+            stopped_at = time.monotonic()
+            process.terminate()
+            for _ in lines:  # until the server ends the stream
+                pass
+        process.wait(timeout=SHUTDOWN_GRACE_S + 10)
+        assert time.monotonic() - stopped_at < 5, "the server waited for an idle session's stream"
+    finally:
+        stop_hub(process)

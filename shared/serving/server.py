@@ -13,7 +13,8 @@ only, atomic result files) and one request-body limit for every route. A failing
 does not stop the others: its page and /readyz say what is missing.
 
 On SIGTERM the server stops accepting connections, tells each request still waiting in a queue
-that it was not started (one sentence), and lets the running ones finish for up to
+that it was not started (one sentence), ends the open pages' session streams, and lets the running
+ones finish for up to
 SHUTDOWN_GRACE_S seconds (longer than the slowest request, an attack's 20 s limit).
 """
 
@@ -126,9 +127,20 @@ def _answer_waiting_requests(demos: dict[str, gr.Blocks]) -> None:
                     output={"error": SHUTTING_DOWN, "visible": True, "title": "Error"}, success=False))
 
 
+def _end_session_heartbeats(hub: FastAPI) -> None:
+    """End the session heartbeat stream that every open page and gradio_client holds: it never
+    ends by itself, and gradio ends it (its app's `stop_event`) only for an app it launched, so a
+    mounted app's streams kept the server waiting out SHUTDOWN_GRACE_S with nothing running."""
+    for route in hub.routes:
+        stop_event = getattr(getattr(route, "app", None), "stop_event", None)
+        if stop_event is not None:
+            stop_event.set()
+
+
 class _Server(uvicorn.Server):
     async def shutdown(self, sockets=None) -> None:
         _answer_waiting_requests(self.config.app.state.demos)
+        _end_session_heartbeats(self.config.app)
         await super().shutdown(sockets)
 
 
