@@ -2,11 +2,11 @@
 
     PYTHONPATH=. python docs/explain/make.py        # about 5 minutes on 2 cores
 
-Writes docs/explain/digit_7-<method>.png (and digit_7-robust-<method>.png for saliency and Grad-CAM on
-digits-convnext-robust) with `demohub explain`, and docs/explain/sanity.json: both
-checks of every method over the first 50 held-out digits, for the embedded digits-convnext, its
-PGD-trained twin digits-convnext-robust, and a tiny ResNet (microsoft/resnet-50's architecture,
-shrunk) trained for seconds on the digits.
+Writes docs/explain/digit_7-<method>.png (and digit_7-robust-<method>.png, saliency and Grad-CAM
+of digits-convnext-robust) with `demohub explain`, and docs/explain/sanity.json: both checks of
+every method over the first 50 held-out digits, for the embedded digits-convnext, its PGD-trained
+twin digits-convnext-robust, and a tiny ResNet (microsoft/resnet-50's architecture, shrunk)
+trained for seconds on the digits.
 """
 
 import json

@@ -14,8 +14,8 @@ does not stop the others: its page and /readyz say what is missing.
 
 On SIGTERM the server stops accepting connections, tells each request still waiting in a queue
 that it was not started (one sentence), ends the open pages' session streams, and lets the running
-ones finish for up to
-SHUTDOWN_GRACE_S seconds (longer than the slowest request, an attack's 20 s limit).
+ones finish for up to SHUTDOWN_GRACE_S seconds (longer than the slowest request, an attack's 20 s
+limit).
 """
 
 from __future__ import annotations
