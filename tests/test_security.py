@@ -417,3 +417,85 @@ def test_sigterm_ends_open_page_sessions_at_once(tmp_path):
         assert time.monotonic() - stopped_at < 5, "the server waited for an idle session's stream"
     finally:
         stop_hub(process)
+
+
+def queued(url: str, app: str, fn_index: int, data: list, timeout: float = 60) -> tuple[str, object]:
+    """An event of `app` by its index (a private one has no API name), through gradio's queue as the page
+    sends it; answered as `call` answers."""
+    session, deadline = os.urandom(8).hex(), time.monotonic() + timeout
+    with httpx.Client(timeout=timeout) as client:
+        client.post(f"{url}/{app}/gradio_api/queue/join",
+                    json={"data": data, "fn_index": fn_index, "session_hash": session}).raise_for_status()
+        with client.stream("GET", f"{url}/{app}/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if time.monotonic() > deadline:  # gradio's heartbeats keep the stream from idling
+                    break
+                message = json.loads(line[len("data: "):]) if line.startswith("data: ") else {}
+                if message.get("msg") == "process_completed":
+                    output = message["output"]
+                    return ("complete", output["data"]) if message["success"] else ("error", output.get("error"))
+    return "no answer", None
+
+
+@pytest.mark.parametrize("route", ["run", "api"])
+def test_the_direct_routes_that_skip_the_queue_answer_404(hub_url, route):
+    """gradio opens /gradio_api/run/ and /gradio_api/api/ off Spaces: calls there ran at once, beside the
+    queue's one-at-a-time and its bound of waiting requests."""
+    digit = file_data(upload(hub_url, "classification", DIGIT_EXAMPLES / "digit_7.png"))
+    answer = httpx.post(f"{hub_url}/classification/gradio_api/{route}/classification",
+                        json={"data": [digit, "digits-convnext", "torch", 3]}, timeout=30)
+    assert answer.status_code == 404 and "join the queue" in answer.text
+    assert call(hub_url, "classification", [digit, "digits-convnext", "torch", 3])[0] == "complete"
+
+
+def drawing_event(url: str, app: str) -> tuple[int, int]:
+    """(the index of the page's event that reads its sketchpad, the sketchpad's component id)."""
+    config = httpx.get(f"{url}/{app}/config", timeout=10).json()
+    sketch = next(c["id"] for c in config["components"] if c["type"] == "imageeditor")
+    return next(d["id"] for d in config["dependencies"] if d["inputs"] == [sketch]), sketch
+
+
+def send_blob(url: str, app: str, sketch: int, blob_id: str, kind: str, data: bytes, index: int | None = None):
+    """What the page sends ahead of the drawing event: one canvas image (`accept_blobs`)."""
+    fields = {"session_hash": "blobs", "component_id": str(sketch), "fn_name": "accept_blobs", "id": blob_id,
+              "type": kind, "index": "null" if index is None else str(index)}
+    return httpx.post(f"{url}/{app}/gradio_api/component_server", data=fields,
+                      files={"blob": ("blob.png", data, "image/png")}, timeout=10)
+
+
+def test_the_drawing_is_checked_as_an_upload_is(hub_url, tmp_path):
+    """gradio's ImageEditor opened every image of the drawing event itself (any format, its bomb warning
+    silenced, before any size check): a 52 KB PNG of 9000x6000 px went through as a 54-megapixel image."""
+    Image.new("L", (9000, 6000)).save(tmp_path / "big.png")
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "icon.ico")
+    seven = io.BytesIO()
+    Image.open(DIGIT_EXAMPLES / "digit_7.png").convert("RGBA").resize((256, 256)).save(seven, "PNG")
+    for app in ("classification", "adversarial"):
+        fn_index, sketch = drawing_event(hub_url, app)
+        for name, sentence in (("big.png", "9000x6000 px; the limit is 8192 px"),
+                               ("icon.ico", "not an image this app can read")):
+            drawn = {"background": None, "layers": [], "composite": file_data(upload(hub_url, app, tmp_path / name)),
+                     "id": None}
+            kind, message = queued(hub_url, app, fn_index, [drawn])
+            assert kind == "error" and sentence in message, (app, name, message)
+            # the same file sent ahead, as the page sends a drawing, then named by its id
+            sent = send_blob(hub_url, app, sketch, f"{app}-{name}", "composite", (tmp_path / name).read_bytes())
+            assert sent.is_success
+            kind, message = queued(hub_url, app, fn_index, [{"id": f"{app}-{name}"}])
+            assert kind == "error" and sentence in message, (app, name, message)
+        assert send_blob(hub_url, app, sketch, f"{app}-7", "composite", seven.getvalue()).is_success
+        kind, outputs = queued(hub_url, app, fn_index, [{"id": f"{app}-7"}])
+        assert kind == "complete" and outputs[0]["path"], outputs  # the drawing, as the image input's value
+    assert healthz_seconds(hub_url) < 5
+
+
+def test_refusals_quote_what_a_client_sent_cut(hub_url):
+    scene = file_data(upload(hub_url, "detection", SCENE))
+    for classes, sentence in (("x" * 100_000, "The class list has 100,000 characters; the limit is 500."),
+                              (",".join(f"c{n}" for n in range(100)), "'c0', 'c1', 'c10', 'c11', 'c12' and 95 more")):
+        kind, message = call(hub_url, "detection", [scene, "digits-rtdetr", "torch", 0.5, classes, 20, True])
+        assert kind == "error" and sentence in message and len(message) < 400, message
+    digit = file_data(upload(hub_url, "adversarial", DIGIT_EXAMPLES / "digit_7.png"))
+    kind, message = call(hub_url, "adversarial", [digit, "digits-convnext", "fgsm", 0.03, 1, 0.0, "7" * 100_000,
+                                                     "digits-convnext-robust"])
+    assert kind == "error" and "(100,000 characters)" in message and len(message) < 400, message

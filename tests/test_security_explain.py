@@ -7,7 +7,6 @@ Every loop here is bounded in count and time, and every request goes to 127.0.0.
 import json
 import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -18,7 +17,7 @@ from transformers import ConvNextImageProcessor
 
 from shared.inputs.images import NOT_AN_UPLOAD
 from tests.conftest import DIGIT_EXAMPLES, REPO, start_hub, stop_hub
-from tests.test_security import call, file_data, healthz_seconds, healthz_watch, upload
+from tests.test_security import call, file_data, healthz_seconds, healthz_watch, queued, upload
 from tests.tiny import make_tiny_classifier
 
 pytestmark = pytest.mark.slow
@@ -53,20 +52,7 @@ def embedding_map(url: str, files, model: str = "digits-convnext", timeout: floa
     answered as `call` answers."""
     config = httpx.get(f"{url}/classification/config", timeout=10).json()
     fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "embedding_map")
-    session, deadline = uuid.uuid4().hex, time.monotonic() + timeout
-    with httpx.Client(timeout=timeout) as client:
-        client.post(f"{url}/classification/gradio_api/queue/join",
-                    json={"data": [files, model], "fn_index": fn_index, "session_hash": session}).raise_for_status()
-        with client.stream("GET", f"{url}/classification/gradio_api/queue/data",
-                           params={"session_hash": session}) as stream:
-            for line in stream.iter_lines():
-                if time.monotonic() > deadline:  # gradio's heartbeats keep the stream from idling
-                    break
-                message = json.loads(line[len("data: "):]) if line.startswith("data: ") else {}
-                if message.get("msg") == "process_completed":
-                    output = message["output"]
-                    return ("complete", output["data"]) if message["success"] else ("error", output.get("error"))
-    return "no answer", None
+    return queued(url, "classification", fn_index, [files, model], timeout)
 
 
 def a_sentence(answer: tuple[str, object]) -> str:

@@ -195,6 +195,14 @@ def test_progress_is_told_batch_by_batch_with_the_translation_so_far():
     assert result["translation"] == first + " Gibt es eine 3?" * 2
 
 
+def test_past_its_time_limit_a_translation_stops_after_a_batch_and_says_so():
+    text = " ".join(["Is there an 8?"] * (3 * task.BATCH_SIZE))
+    result = task.translate(text, "en", "de", time_limit_s=0.0)
+    assert result["sentences"] == task.BATCH_SIZE
+    assert result["translation"] == " ".join(["Gibt es eine 8?"] * task.BATCH_SIZE)
+    assert f"with {task.BATCH_SIZE} of the {3 * task.BATCH_SIZE} sentences translated" in result.all_notes[-1]
+
+
 @pytest.mark.gpu
 def test_on_cuda_the_key_value_cache_stays_on_the_gpu():
     gpu = task.MODELS.load("scenes-marian", device=torch.device("cuda"))

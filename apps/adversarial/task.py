@@ -21,7 +21,7 @@ from apps.classification import task as classification
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
 from shared.data.digits import digit_image, labels_are_digits, split
-from shared.errors import ModelUnavailable, UserError
+from shared.errors import ModelUnavailable, UserError, shown
 from shared.inference import backends, gpu
 from shared.inputs.checks import number_in, whole_number
 from shared.inputs.images import decode_image
@@ -69,13 +69,13 @@ def run_attack(classifier, pixels, labels, name: str, eps: float, steps: int, st
 
 def check_settings(loaded: LoadedModel, name: str, eps, steps, step_size, target) -> tuple:
     if name not in ATTACKS:
-        raise UserError(f"Unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}.")
+        raise UserError(f"Unknown attack {shown(name)}; choose one of: {', '.join(ATTACKS)}.")
     eps = number_in("eps", eps, 0.0, MAX_EPS[norm_of(name)])
     steps = whole_number("steps", steps, 1, MAX_STEPS)
     step_size = number_in("step_size", step_size or 2.5 * eps / steps, 0.0, MAX_EPS[norm_of(name)])
     labels = list(loaded.model.config.id2label.values())
     if target not in (None, "", "none") and target not in labels:
-        raise UserError(f"{loaded.entry.name} has no label {target!r}; pick one of its labels, e.g. "
+        raise UserError(f"{loaded.entry.name} has no label {shown(target)}; pick one of its labels, e.g. "
                         f"{', '.join(labels[:10])}.")
     if target not in (None, "", "none") and name == "deepfool":
         raise UserError("DeepFool is untargeted; choose FGSM or PGD for a targeted attack.")

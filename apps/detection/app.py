@@ -13,11 +13,16 @@ import gradio as gr
 
 from apps.detection import task
 from apps.detection.spec import SPEC
+from shared.errors import UserError
 from shared.serving import ui
+
+MAX_CLASSES_CHARACTERS = 500  # the text box's limit, which an API client does not meet
 
 
 @ui.user_errors
 def detection(image, model, backend, threshold, classes, max_detections, nms):
+    if len(classes or "") > MAX_CLASSES_CHARACTERS:
+        raise UserError(f"The class list has {len(classes):,} characters; the limit is {MAX_CLASSES_CHARACTERS}.")
     wanted = [c.strip() for c in (classes or "").split(",") if c.strip()] or None
     result = task.detect(image, model=model, backend=backend, threshold=threshold, classes=wanted,
                          max_detections=max_detections, nms=nms, fallback=True)
@@ -35,7 +40,8 @@ with gr.Blocks(title="Object detection") as demo:
             model = ui.model_picker(task.MODELS.task)
             backend = ui.backend_radio()
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Score threshold")
-            classes = gr.Textbox("", label="Only these classes (comma-separated; empty: all)", max_length=500)
+            classes = gr.Textbox("", label="Only these classes (comma-separated; empty: all)",
+                                 max_length=MAX_CLASSES_CHARACTERS)
             max_detections = gr.Slider(1, task.MAX_DETECTIONS, value=20, step=1, label="Max detections")
             nms = gr.Checkbox(True, label="One box per object (drop a box that repeats a better one of its class)")
             submit = gr.Button("Detect", variant="primary")

@@ -26,7 +26,7 @@ from shared.contract import Result, beyond_what_it_knows
 from shared.data.digits import labels_are_digits
 from shared.data.examples import PHOTOS
 from shared.data.scenes import HELD_OUT_SCENES, HELD_OUT_SEED, make_scene
-from shared.errors import UserError
+from shared.errors import UserError, shown
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import number_in, whole_number
@@ -125,7 +125,8 @@ def detect_batch(images: list[DecodedImage], model: str | None = None, backend: 
     known = set(loaded.model.config.id2label.values())
     unknown = sorted(set(classes or ()) - known)
     if unknown:
-        raise UserError(f"{loaded.entry.name} has no class {', '.join(map(repr, unknown))}; "
+        more = f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else ""
+        raise UserError(f"{loaded.entry.name} has no class {', '.join(shown(c, 40) for c in unknown[:5])}{more}; "
                         f"its classes include {', '.join(sorted(known)[:12])}.")
     found, latency_ms = run(loaded, [decoded.image for decoded in images], backend, threshold, nms=bool(nms))
     results = []

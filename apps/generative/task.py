@@ -20,7 +20,7 @@ from apps.generative import models
 from apps.generative.models import ConditionalGenerator
 from shared import timing
 from shared.contract import Result
-from shared.errors import UserError
+from shared.errors import UserError, shown
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import number_in, whole_number
@@ -80,7 +80,7 @@ def label_ids(loaded: LoadedModel, label: str | None, n: int) -> np.ndarray:
     if label in (None, "", "any"):
         return np.arange(n, dtype=np.int64) % len(labels)
     if str(label) not in labels:
-        raise UserError(f"This model has no label {label!r}; its labels are: {', '.join(labels)}.")
+        raise UserError(f"This model has no label {shown(label)}; its labels are: {', '.join(labels)}.")
     return np.full(n, labels.index(str(label)), dtype=np.int64)
 
 

@@ -69,7 +69,7 @@ def translation(text, src_lang, tgt_lang, model, backend, num_beams, max_new_tok
     try:
         running = pool.submit(task.translate, text, src_lang=src_lang, tgt_lang=tgt_lang, model=model,
                               backend=backend, num_beams=num_beams, max_new_tokens=max_new_tokens, fallback=True,
-                              on_progress=hear)
+                              on_progress=hear, time_limit_s=task.PAGE_TIME_LIMIT_S)
         while not (running.done() and heard.empty()):
             try:
                 done, total, so_far = heard.get(timeout=0.1)

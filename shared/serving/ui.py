@@ -1,4 +1,4 @@
-"""Gradio parts every app uses: the safe image input, model and backend pickers, the
+"""Gradio parts every app uses: the safe image and drawing inputs, model and backend pickers, the
 "served by" line, error handling and the safe launch settings.
 
 `harden(demo)` is what every app gets, alone (`launch`) or mounted in the hub (`mount`): a
@@ -17,11 +17,14 @@ import logging
 import os
 import re
 import tempfile
+import time
 import types
 from pathlib import Path
 
 import gradio as gr
-from gradio import processing_utils, state_holder
+from gradio import processing_utils, route_utils, state_holder
+from gradio.components.base import server
+from gradio.components.image_editor import EditorDataBlobs
 from gradio.exceptions import InvalidPathError
 from gradio.utils import get_upload_folder
 from gradio_client import utils as client_utils
@@ -32,7 +35,7 @@ from shared.contract import AppSpec, Result
 from shared.errors import ModelUnavailable, UserError
 from shared.inference import batching
 from shared.inference.backends import BACKENDS
-from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, uploaded_file
+from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, decode_image, uploaded_file
 from shared.models import registry
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,13 @@ URL_REFUSED = ("Images are taken as uploads, not as URLs to private or local add
 # Files one request may name (the embedding map takes up to 500): gradio checks and moves each one on
 # the event loop, so 8,000 references in one 1.2 MB body held every route for 3 s.
 MAX_FILES_PER_REQUEST = 500
+# Uploads and result files older than this are deleted (gradio's `delete_cache`, every CACHE_SWEEP_S):
+# nothing else removes them, and every upload is kept in a folder of its own.
+CACHE_MAX_AGE_S, CACHE_SWEEP_S = 3600, 600
+# The drawings a page sends ahead of its event (`DrawingInput.accept_blobs`): a 256-px canvas is a PNG
+# of a few KB.
+MAX_DRAWING_BYTES = 2**20
+MAX_DRAWINGS_KEPT_BYTES = 32 * 2**20
 WRONG_KIND = ("An input of this request is not of the kind its field takes (a number, one of the choices, "
               "an uploaded file): see the app's API page for each field.")
 _NOT_A_CHOICE = re.compile(r"Value: (.*) is not in the list of choices: (.*)", re.DOTALL)
@@ -79,6 +89,49 @@ class ImageInput(gr.Image):
             return str(uploaded_file(payload.path, get_upload_folder()))
         except UserError as err:
             raise gr.Error(str(err), print_exception=False) from None
+
+
+class DrawingInput(gr.Sketchpad):
+    """`gr.Sketchpad` in the browser; on the server only the drawing itself (the canvas's composite)
+    is read, through `decode_image` as every upload is.
+
+    gradio's ImageEditor opens every image of its payload with Pillow itself (any format, its
+    decompression-bomb warning silenced, before any size check), and keeps each blob a page sends
+    ahead (`accept_blobs`) under any id and layer index the client names, for ever: one 600-byte
+    request with a layer index of 20,000,000 took 150 MB. Here only composites are kept, each
+    at most MAX_DRAWING_BYTES, the oldest dropped past MAX_DRAWINGS_KEPT_BYTES in all.
+    """
+
+    def get_block_name(self) -> str:  # gr.Sketchpad's frontend, ImageEditor's (it is a template of it)
+        return "imageeditor"
+
+    get_block_class = get_block_name
+
+    @server
+    def accept_blobs(self, data) -> None:
+        kind, drawing_id, blob = data.data["type"], str(data.data["id"]), data.files[0][1]
+        if kind != "composite" or len(blob) > MAX_DRAWING_BYTES or len(drawing_id) > 64:
+            return  # the background and layers are never read; an oversized drawing reads as none
+        self.blob_storage.pop(drawing_id, None)
+        self.blob_storage[drawing_id] = EditorDataBlobs(background=None, layers=[], composite=blob)
+        while sum(len(kept.composite) for kept in self.blob_storage.values()) > MAX_DRAWINGS_KEPT_BYTES:
+            self.blob_storage.pop(next(iter(self.blob_storage)))  # the oldest
+
+    def preprocess(self, payload) -> dict | None:
+        if payload is None:
+            return None
+        if payload.id is not None:
+            kept = self.blob_storage.pop(payload.id, None)
+            drawing = kept.composite if kept else None
+        else:
+            drawing = payload.composite and payload.composite.path
+        try:
+            if isinstance(drawing, str):
+                drawing = uploaded_file(drawing, get_upload_folder())
+            composite = decode_image(drawing).image if drawing else None
+        except UserError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+        return {"background": None, "layers": [], "composite": composite}
 
 
 def model_dropdown(task: str) -> gr.Dropdown:
@@ -192,7 +245,9 @@ def user_errors(fn):
 
 
 def configure_queue(demo: gr.Blocks) -> gr.Blocks:
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    # api_open=False: gradio's direct routes (/gradio_api/run/, /gradio_api/api/) skip the queue,
+    # and so its limits, unless the app runs on a Space; here they answer 404 and every call queues.
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1, api_open=False)
     queue = demo._queue
     # After every event gradio summed up the last 10,000 (a pandas frame, in a worker thread) for its
     # monitoring dashboard, which SAFE_SETTINGS turn off: 2 ms of the GIL a request, 8 ms on a server
@@ -269,7 +324,32 @@ def harden(demo: gr.Blocks) -> gr.Blocks:
             raise gr.Error(WRONG_KIND, print_exception=False) from None
 
     demo.preprocess_data = checked
+    demo.delete_cache = demo.delete_cache or (CACHE_SWEEP_S, CACHE_MAX_AGE_S)
     return configure_queue(demo)
+
+
+def remove_aborted_uploads(upload_folder: str | Path, age_s: float | None) -> None:
+    """Delete the half-written uploads older than `age_s` (all of them for None) in gradio's upload
+    folder: the temporary files (`tmp...`, at its top level) of an upload cut off by the body limit,
+    or refused for too many files or a bad name, which gradio leaves behind. A finished upload is
+    moved into a folder of its own, so no file at the top level is in use for long."""
+    for path in Path(upload_folder).glob("tmp*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink() and (
+                    age_s is None or time.time() - path.lstat().st_mtime > age_s):
+                path.unlink()
+
+
+_gradio_delete_files = route_utils.delete_files_created_by_app
+
+
+def _delete_files_created_by_app(blocks: gr.Blocks, age: int | None) -> None:
+    """gradio's scheduled deletion (`delete_cache`) of an app's files, and of the aborted uploads."""
+    _gradio_delete_files(blocks, age)
+    remove_aborted_uploads(get_upload_folder(), age)
+
+
+route_utils.delete_files_created_by_app = _delete_files_created_by_app
 
 
 def _save_pil_to_cache(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
@@ -378,10 +458,10 @@ def launch(demo: gr.Blocks, **overrides) -> None:
     harden(demo).launch(share=False, strict_cors=True, app_kwargs=app_kwargs, **{**SAFE_SETTINGS, **overrides})
 
 
-def digit_sketchpad(button: str) -> tuple[gr.Sketchpad, gr.Button]:
+def digit_sketchpad(button: str) -> tuple[DrawingInput, gr.Button]:
     """"Or draw a digit": a sketchpad with a black brush and the button that reads it (see `drawing`)."""
     with gr.Accordion("Or draw a digit", open=True):
-        sketch = gr.Sketchpad(label="Draw a digit", type="pil", canvas_size=(256, 256), height=300,
+        sketch = DrawingInput(label="Draw a digit", type="pil", canvas_size=(256, 256), height=300,
                               brush=gr.Brush(default_size=24, colors=["#000000"], color_mode="fixed"),
                               layers=False, transforms=())
         return sketch, gr.Button(button)
@@ -392,5 +472,6 @@ def drawing(sketch) -> Image.Image:
     drawn = (sketch or {}).get("composite")
     if drawn is None or Image.alpha_composite(Image.new("RGBA", drawn.size, "white"),
                                               drawn.convert("RGBA")).convert("L").getextrema()[0] > 128:
-        raise gr.Error("Draw a digit on the sketchpad first (dark strokes), then press the button.")
+        raise gr.Error("Draw a digit on the sketchpad first (dark strokes), then press the button.",
+                       print_exception=False)
     return drawn

@@ -1,0 +1,52 @@
+"""The server-side parts of the page's inputs that hold what clients send: the sketchpad's drawings
+kept between requests, and the upload folder's aborted uploads."""
+
+import os
+import time
+import types
+
+import gradio as gr
+
+from shared.serving import ui
+
+
+def blob(kind: str, blob_id: str, data: bytes, index=None):
+    """An `accept_blobs` request as gradio hands it to the component."""
+    return types.SimpleNamespace(data={"type": kind, "id": blob_id, "index": index}, files=[("blob", data)])
+
+
+def test_the_sketchpad_keeps_only_drawings_and_a_bounded_amount_of_them():
+    """gradio's ImageEditor grew a layer list to any index a client named (20,000,000: 150 MB from one
+    600-byte request) and kept every blob under any id for ever."""
+    sketch = ui.DrawingInput()
+    sketch.accept_blobs(blob("layer", "a", b"png", index="20000000"))
+    sketch.accept_blobs(blob("background", "a", b"png"))
+    sketch.accept_blobs(blob("composite", "x" * 1000, b"png"))
+    sketch.accept_blobs(blob("composite", "big", b"\0" * (ui.MAX_DRAWING_BYTES + 1)))
+    assert sketch.blob_storage == {}
+    drawing = b"\0" * (ui.MAX_DRAWING_BYTES // 2)
+    for n in range(3 * ui.MAX_DRAWINGS_KEPT_BYTES // len(drawing)):
+        sketch.accept_blobs(blob("composite", f"d{n}", drawing))
+    kept = sketch.blob_storage
+    assert sum(len(b.composite) for b in kept.values()) <= ui.MAX_DRAWINGS_KEPT_BYTES
+    assert f"d{n}" in kept and "d0" not in kept  # the newest kept, the oldest dropped
+    assert sketch.preprocess(types.SimpleNamespace(id="d0", composite=None))["composite"] is None
+
+
+def test_aborted_uploads_are_swept_and_every_app_deletes_its_old_files(tmp_path):
+    old, fresh = tmp_path / "tmpabc123", tmp_path / "tmpdef456"
+    for path in (old, fresh, tmp_path / "kept.png"):
+        path.write_bytes(b"x")
+    (tmp_path / "tmpfolder").mkdir()
+    (tmp_path / "0123abcd").mkdir()
+    (tmp_path / "0123abcd" / "tmpupload.png").write_bytes(b"x")  # a finished upload in its own folder
+    an_hour_ago = time.time() - 2 * ui.CACHE_MAX_AGE_S
+    for path in (old, tmp_path / "kept.png", tmp_path / "0123abcd" / "tmpupload.png"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    ui.remove_aborted_uploads(tmp_path, ui.CACHE_MAX_AGE_S)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0123abcd", "kept.png", "tmpdef456", "tmpfolder"]
+    ui.remove_aborted_uploads(tmp_path, None)  # the server's shutdown: every aborted upload
+    assert not fresh.exists() and (tmp_path / "0123abcd" / "tmpupload.png").exists()
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    assert ui.harden(demo).delete_cache == (ui.CACHE_SWEEP_S, ui.CACHE_MAX_AGE_S)
