@@ -81,6 +81,12 @@ def test_the_time_limit_stops_an_attack(monkeypatch):
     assert result["steps_run"] < 100 and any("time limit" in note for note in result["notes"])
 
 
+def test_fgsm_is_one_step_and_never_said_to_be_stopped_by_the_time_limit():
+    """The page's steps slider stays at 10 when FGSM is picked: its one step is the whole attack."""
+    result = task.attack(SEVEN, attack="fgsm", eps=0.1, steps=10)
+    assert result["steps_run"] == 1 and not any("time limit" in note for note in result["notes"])
+
+
 @pytest.mark.parametrize("settings, words", [
     ({"eps": 0.9}, "eps must be a number from 0.0 to 0.5"),
     ({"eps": float("nan")}, "eps must be a number"),

@@ -215,6 +215,17 @@ def test_examples_follow_the_model(page, hub_url):
     assert page.locator("img[src*='digit_3']").count() == 0
 
 
+def test_a_clicked_example_shows_its_picture_in_the_input(page, hub_url):
+    """Under the hub, gradio wrote the clicked example's URL without the app's path: a broken picture."""
+    for app, example in (("classification", "digit_3"), ("detection", "scene_0")):
+        page.goto(f"{hub_url}/{app}/")
+        page.locator(f"img[src*='{example}']").first.click(timeout=30_000)
+        page.wait_for_function(
+            "name => { const shown = [...document.querySelectorAll('img')].filter(i => i.src.includes(name));"
+            " return shown.length >= 2 && shown.every(i => i.complete && i.naturalWidth > 0); }",
+            arg=example, timeout=30_000)  # the example's thumbnail and the input's picture, both loaded
+
+
 def test_the_landing_page_has_a_working_card_per_app(page, hub_url):
     from shared import apps
 

@@ -4,6 +4,7 @@ import io
 import json
 import urllib.request
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -210,3 +211,15 @@ def test_translation_endpoint_translates_and_refuses_bad_text(hub_url):
             client.predict(text=text, backend="torch", **{**ask, **settings})
     assert client.predict(text="Wie viele Ziffern gibt es?", backend="torch",
                           **{**ask, "src_lang": "de", "tgt_lang": "en"})[0] == "How many digits are there?"
+
+
+def test_a_clicked_example_is_served_from_the_app_s_own_path(hub_url):
+    """A click on an example calls gradio's direct route, which wrote the file's URL without the mount's
+    path under the hub (a 404: a broken picture on every image page)."""
+    config = httpx.get(f"{hub_url}/classification/config", timeout=10).json()
+    load = next(d for d in config["dependencies"] if d.get("api_name") == "load_example")
+    answer = httpx.post(f"{hub_url}/classification/gradio_api/run/predict", timeout=30, json={
+        "data": [0], "fn_index": load["id"], "session_hash": "examples", "trigger_id": load["targets"][0][0]})
+    url = answer.json()["data"][0]["value"]["url"]
+    assert url.startswith(f"{hub_url}/classification/gradio_api/file=")
+    assert httpx.get(url, timeout=10).status_code == 200

@@ -445,8 +445,11 @@ class BodySizeLimit:
 
 
 def mount(hub, demo: gr.Blocks, path: str, **settings) -> None:
-    """Mount one app on the hub's FastAPI app, as hardened as when it runs alone."""
-    gr.mount_gradio_app(hub, harden(demo), path=path, **{**SAFE_SETTINGS, **settings})
+    """Mount one app on the hub's FastAPI app, as hardened as when it runs alone.
+
+    `root_path` is the mount's path: gradio's direct route (`/gradio_api/run/predict`, what a click on
+    an example calls) otherwise wrote file URLs without it, and every example's picture was a 404."""
+    gr.mount_gradio_app(hub, harden(demo), path=path, root_path=path, **{**SAFE_SETTINGS, **settings})
     # gradio checks that an input file was uploaded by a user only once an app has launched,
     # and mounting never sets it: set it, so that gradio's own check works here too.
     demo.has_launched = True
