@@ -22,7 +22,7 @@ def captioning(image, lang, prompt, model, backend, num_beams, num_captions, max
                           num_beams=num_beams, num_captions=num_captions, max_new_tokens=max_new_tokens,
                           repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                           fallback=True)
-    table = [[c["text"], c["score"]] for c in result["captions"]]
+    table = [[c["text"], None if c["score"] is None else round(c["score"], 3)] for c in result["captions"]]
     return result["caption"], table, ui.served_line(result)
 
 
@@ -33,7 +33,8 @@ with gr.Blocks(title="Image captioning") as demo:
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
-            lang = gr.Dropdown(list(task.LANGUAGE_NAMES), value="en", label="Language", allow_custom_value=True)
+            lang = gr.Dropdown([(f"{name} ({code})", code) for code, name in task.LANGUAGE_NAMES.items()], value="en",
+                               label="Language", allow_custom_value=True)
             prompt = gr.Textbox("", label="Prompt (models that continue one, e.g. BLIP; empty: none)",
                                 max_length=task.MAX_PROMPT_CHARACTERS)
             model = ui.model_picker(task.TASK)

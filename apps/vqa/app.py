@@ -19,8 +19,8 @@ from shared.serving import ui
 def vqa(image, questions, model, backend, top_k):
     lines = [line for line in (questions or "").splitlines() if line.strip()] or [questions]
     result = task.answer(image, lines, model=model, backend=backend, top_k=top_k, fallback=True)
-    table = [[a["question"], a["answer"], a["score"], ", ".join(f"{t['answer']} ({t['score']:.2f})"
-                                                                  for t in a["top_k"] if t["score"] is not None)]
+    table = [[a["question"], a["answer"], None if a["score"] is None else round(a["score"], 3),
+              ", ".join(f"{t['answer']} ({t['score']:.2f})" for t in a["top_k"] if t["score"] is not None)]
              for a in result["answers"]]
     return table, ui.served_line(result)
 
@@ -40,7 +40,7 @@ with gr.Blocks(title="Visual question answering") as demo:
             top_k = gr.Slider(1, task.MAX_TOP_K, value=5, step=1, label="Top k answers")
             submit = gr.Button("Answer", variant="primary")
         with gr.Column():
-            answers = gr.Dataframe(headers=["question", "answer", "score", "top k"], label="Answers")
+            answers = gr.Dataframe(headers=["question", "answer", "score", "top k"], label="Answers", wrap=True)
             served = gr.Markdown()
     ui.model_examples(SPEC, model, [image, questions])
 

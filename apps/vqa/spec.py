@@ -25,7 +25,7 @@ SPEC = AppSpec(
     # photos for a model of photos (added by --add-model or repo@revision); scenes for the embedded one
     examples=[[str(PHOTOS["astronaut"]), "what is in the picture?"],
               [str(PHOTOS["coffee"]), "what colour is the cup?"]],
-    plain_examples=[[str(SCENES[0]), "how many digits are there?"], [str(SCENES[0]), "what colour is the 6?"],
+    plain_examples=[[str(SCENES[0]), "how many digits are there?"], [str(SCENES[0]), "what colour is the 1?"],
                     [str(SCENES[1]), "how many digits are there?"],
                     [str(SCENES[2]), "where is the 5, seen from the 9?"]],
     cli_arguments=cli.add_arguments,

@@ -8,6 +8,7 @@ import base64
 import functools
 import html
 import io
+import urllib.parse
 from pathlib import Path
 
 from PIL import Image
@@ -37,9 +38,11 @@ main { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr
 .links a { padding: 0.4rem 0.9rem; border-radius: 6px; text-decoration: none; font-weight: 600; }
 .open { background: #f97316; color: #fff; } .api { background: #f4f4f5; color: #27272a; border: 1px solid #e4e4e7; }
 """
-FAVICON = ("data:image/svg+xml," + "%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'%3E"
-           "%3Crect width='32' height='32' rx='7' fill='%23f97316'/%3E%3Ctext x='16' y='23' font-size='20' "
-           "text-anchor='middle' fill='white' font-family='sans-serif' font-weight='bold'%3Ed%3C/text%3E%3C/svg%3E")
+# The hub's icon: the landing page's, and /favicon.ico's for the apps' pages (gradio's ask for it there).
+FAVICON_SVG = ("<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'><rect width='32' height='32' rx='7' "
+               "fill='#f97316'/><text x='16' y='23' font-size='20' text-anchor='middle' fill='white' "
+               "font-family='sans-serif' font-weight='bold'>d</text></svg>")
+FAVICON = "data:image/svg+xml," + urllib.parse.quote(FAVICON_SVG)
 
 
 @functools.cache

@@ -27,7 +27,7 @@ import threading
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from shared import apps
 from shared.errors import ModelUnavailable, UserError
@@ -87,6 +87,10 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_serv
     @hub.get("/", response_class=HTMLResponse)
     def landing():
         return landing_page.page(specs, status)
+
+    @hub.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response(landing_page.FAVICON_SVG, media_type="image/svg+xml")
 
     for name, demo in demos.items():
         if mcp_server:
