@@ -6,6 +6,7 @@ import time
 import types
 
 import gradio as gr
+from gradio import route_utils
 
 from shared.serving import ui
 
@@ -33,7 +34,7 @@ def test_the_sketchpad_keeps_only_drawings_and_a_bounded_amount_of_them():
     assert sketch.preprocess(types.SimpleNamespace(id="d0", composite=None))["composite"] is None
 
 
-def test_aborted_uploads_are_swept_and_every_app_deletes_its_old_files(tmp_path):
+def test_aborted_uploads_are_swept_and_every_app_deletes_its_old_files(tmp_path, monkeypatch):
     old, fresh = tmp_path / "tmpabc123", tmp_path / "tmpdef456"
     for path in (old, fresh, tmp_path / "kept.png"):
         path.write_bytes(b"x")
@@ -45,8 +46,13 @@ def test_aborted_uploads_are_swept_and_every_app_deletes_its_old_files(tmp_path)
         os.utime(path, (an_hour_ago, an_hour_ago))
     ui.remove_aborted_uploads(tmp_path, ui.CACHE_MAX_AGE_S)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0123abcd", "kept.png", "tmpdef456", "tmpfolder"]
-    ui.remove_aborted_uploads(tmp_path, None)  # the server's shutdown: every aborted upload
-    assert not fresh.exists() and (tmp_path / "0123abcd" / "tmpupload.png").exists()
     with gr.Blocks() as demo:
         gr.Markdown("x")
     assert ui.harden(demo).delete_cache == (ui.CACHE_SWEEP_S, ui.CACHE_MAX_AGE_S)
+    # at shutdown gradio deletes every file the app made; an upload under way (another replica's, in a
+    # shared upload folder) is kept
+    monkeypatch.setattr(ui, "get_upload_folder", lambda: str(tmp_path))
+    route_utils.delete_files_created_by_app(demo, None)
+    assert fresh.exists()
+    ui.remove_aborted_uploads(tmp_path, None)  # every aborted upload
+    assert not fresh.exists() and (tmp_path / "0123abcd" / "tmpupload.png").exists()

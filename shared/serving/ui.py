@@ -344,9 +344,11 @@ _gradio_delete_files = route_utils.delete_files_created_by_app
 
 
 def _delete_files_created_by_app(blocks: gr.Blocks, age: int | None) -> None:
-    """gradio's scheduled deletion (`delete_cache`) of an app's files, and of the aborted uploads."""
+    """gradio's scheduled deletion (`delete_cache`) of an app's files, and of the aborted uploads; at
+    shutdown (no age) only the old ones: replicas share the upload folder, and another one's upload
+    may be under way."""
     _gradio_delete_files(blocks, age)
-    remove_aborted_uploads(get_upload_folder(), age)
+    remove_aborted_uploads(get_upload_folder(), CACHE_MAX_AGE_S if age is None else age)
 
 
 route_utils.delete_files_created_by_app = _delete_files_created_by_app
