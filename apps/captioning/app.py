@@ -22,7 +22,7 @@ def captioning(image, lang, prompt, model, backend, num_beams, num_captions, max
                           num_beams=num_beams, num_captions=num_captions, max_new_tokens=max_new_tokens,
                           repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                           fallback=True)
-    table = [[c["text"], None if c["score"] is None else round(c["score"], 3)] for c in result["captions"]]
+    table = [[c["text"], ui.score(c["score"])] for c in result["captions"]]
     return result["caption"], table, ui.served_line(result)
 
 

@@ -27,7 +27,7 @@ def detection(image, model, backend, threshold, classes, max_detections, nms):
     result = task.detect(image, model=model, backend=backend, threshold=threshold, classes=wanted,
                          max_detections=max_detections, nms=nms, fallback=True)
     boxes = [(tuple(d["box"]), f"{d['label']} {d['score']:.2f}") for d in result["detections"]]
-    table = [[d["label"], round(d["score"], 3), *d["box"]] for d in result["detections"]]
+    table = [[d["label"], ui.score(d["score"]), *d["box"]] for d in result["detections"]]
     return (result["image"], boxes), table, ui.served_line(result)
 
 

@@ -19,7 +19,7 @@ from shared.serving import ui
 def vqa(image, questions, model, backend, top_k):
     lines = [line for line in (questions or "").splitlines() if line.strip()] or [questions]
     result = task.answer(image, lines, model=model, backend=backend, top_k=top_k, fallback=True)
-    table = [[a["question"], a["answer"], None if a["score"] is None else round(a["score"], 3),
+    table = [[a["question"], a["answer"], ui.score(a["score"]),
               ", ".join(f"{t['answer']} ({t['score']:.2f})" for t in a["top_k"] if t["score"] is not None)]
              for a in result["answers"]]
     return table, ui.served_line(result)

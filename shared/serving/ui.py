@@ -205,6 +205,11 @@ def served_line(result: Result) -> str:
     return line + "".join(f"\n\nNote: {html.escape(note)}" for note in result.all_notes)
 
 
+def score(value: float | None) -> float | None:
+    """A score as the pages' tables show it: three places."""
+    return None if value is None else round(value, 3)
+
+
 def counted(n: int, noun: str) -> str:
     """"1 sentence", "2 sentences": a count as the page says it."""
     return f"{n} {noun}{'s' * (n != 1)}"
@@ -474,9 +479,8 @@ def digit_sketchpad(button: str) -> tuple[DrawingInput, gr.Button]:
 
 def drawing(sketch) -> Image.Image:
     """The sketchpad's drawing as the input image, so it takes the upload's path (decode, checks)."""
-    drawn = (sketch or {}).get("composite")
-    if drawn is None or Image.alpha_composite(Image.new("RGBA", drawn.size, "white"),
-                                              drawn.convert("RGBA")).convert("L").getextrema()[0] > 128:
+    drawn = (sketch or {}).get("composite")  # already on white, as `decode_image` lays transparency
+    if drawn is None or drawn.convert("L").getextrema()[0] > 128:
         raise gr.Error("Draw a digit on the sketchpad first (dark strokes), then press the button.",
                        print_exception=False)
     return drawn
