@@ -17,7 +17,7 @@ PHOTO_PATHS = [str(p) for p in PHOTOS.values()]
 
 
 def model_names(tiny_models):
-    return ["digits-convnext", *tiny_models.values()]
+    return ["digits-convnext", "efficientnet-lite0", *tiny_models.values()]
 
 
 def test_top5_equals_the_transformers_pipeline(tiny_models):

@@ -76,9 +76,12 @@ def test_examples_follow_the_model():
 
 
 def test_every_embedded_model_of_images_says_what_it_knows():
+    """The embedded models trained here on digits and scenes say so; the Hub models and the embedded
+    ImageNet classifier (Google's weights, apps/classification/efficientnet_lite.py) know photos."""
     for entry in registry.entries("classification") + registry.entries("detection") + registry.entries(
             "segmentation") + registry.entries("captioning") + registry.entries("vqa"):
-        assert bool(entry.knows) == (entry.source == "embedded"), entry.name
+        trained_here = entry.source == "embedded" and entry.name != "efficientnet-lite0"
+        assert bool(entry.knows) == trained_here, entry.name
 
 
 def test_each_page_shows_the_examples_of_its_default_model():
