@@ -68,7 +68,8 @@ def libraries_own(loaded, pixels, target, method) -> np.ndarray:
         window, stride = pixels.shape[-1] // 4, pixels.shape[-1] // 8
         with torch.no_grad():
             return Occlusion(forward).attribute(pixels, sliding_window_shapes=(3, window, window),
-                                                strides=(3, stride, stride), baselines=0.0, target=target)[0, 0].numpy()
+                                                strides=(3, stride, stride), baselines=0.0, target=target,
+                                                perturbations_per_eval=8)[0, 0].numpy()
     kind = model.config.model_type
     layer = {"convnext": lambda: model.convnext.encoder.stages[-1], "resnet": lambda: model.resnet.encoder.stages[-1],
              "efficientnet": lambda: model.efficientnet.encoder.top_activation,
