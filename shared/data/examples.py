@@ -6,13 +6,13 @@ import importlib.util
 from pathlib import Path
 
 
-def _package_file(package: str, file: str) -> Path:
+def package_file(package: str, file: str) -> Path:
     """A file inside an installed package, found without importing it (matplotlib takes seconds: cold start)."""
     return Path(importlib.util.find_spec(package).origin).parent / file
 
 
 def _skimage_photo(file: str) -> Path:
-    return _package_file("skimage", f"data/{file}")
+    return package_file("skimage", f"data/{file}")
 
 
 PHOTOS = {
@@ -20,5 +20,5 @@ PHOTOS = {
     "coffee": _skimage_photo("coffee.png"),
     "astronaut": _skimage_photo("astronaut.png"),
     "rocket": _skimage_photo("rocket.jpg"),
-    "grace_hopper": _package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "grace_hopper": package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }

@@ -16,6 +16,7 @@ curves need only forward passes, so they run batched on either backend (`forward
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -225,11 +226,21 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def randomised(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
-    """The same architecture with freshly initialised weights: its maps should not look like the trained one's."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = type(loaded.model)(loaded.model.config).to(loaded.device, loaded.dtype).eval()
-    return dataclasses.replace(loaded, model=model)
+    """The same architecture with random weights: its maps should not look like the trained one's.
+
+    Each weight tensor is redrawn from a normal distribution with that tensor's own mean and standard
+    deviation, so every layer keeps the scale it was trained to have and loses what it learned.
+    Initialising afresh (transformers' normal(0, 0.02), or PyTorch's `reset_parameters`) would not do:
+    through EfficientNet's sixteen ReLU6 blocks either leaves the activations, logits and gradients at
+    or near 0, a model whose maps are flat and so trivially "differ" from the trained one's."""
+    model = copy.deepcopy(loaded.model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for weights in model.parameters():
+            drawn = torch.randn(weights.shape, generator=generator, dtype=torch.float32)
+            mean, std = weights.float().mean(), weights.float().std() if weights.numel() > 1 else 0.0
+            weights.copy_((mean + std * drawn).to(weights.dtype))
+    return dataclasses.replace(loaded, model=model.eval())
 
 
 def as_seen(loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:

@@ -26,10 +26,16 @@ def _figure(size_inches: tuple[float, float]):
     return figure
 
 
+# The colours saturate at this percentile of |value|, as captum's `visualize_image_attr` does (its
+# outlier_perc=2): pixel maps of a photo have a few pixels far above the rest (integrated gradients on
+# a cat's pupil), which would otherwise leave the rest of the map one colour.
+SATURATE_AT_PERCENTILE = 98
+
+
 def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed: bool = False) -> Image.Image:
     """The image (H, W, 3 uint8) on the left; on the right `heat` (H, W) over it at 55% opacity, with a
     colour bar labelled `scale`. A signed map is centred on 0 (red: for the class, blue: against it);
-    others run from their minimum."""
+    others run from their minimum. Both saturate at SATURATE_AT_PERCENTILE."""
     figure = _figure(SIZE_INCHES)
     plain, axes = figure.subplots(1, 2)
     plain.imshow(image, interpolation="nearest")
@@ -37,10 +43,13 @@ def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed:
     plain.set_title("as the model sees it", fontsize=10)
     axes.imshow(image, interpolation="nearest")
     if signed:
-        limit = float(np.abs(heat).max()) or 1.0
+        limit = float(np.percentile(np.abs(heat), SATURATE_AT_PERCENTILE)) or float(np.abs(heat).max()) or 1.0
         shown = axes.imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.55, interpolation="nearest")
     else:
-        shown = axes.imshow(heat, cmap="inferno", alpha=0.55, interpolation="nearest")
+        low, high = float(heat.min()), float(np.percentile(heat, SATURATE_AT_PERCENTILE))
+        if high <= low:  # most of the map at its minimum (Grad-CAM of a small object): its whole range
+            high = max(float(heat.max()), low + 1e-12)
+        shown = axes.imshow(heat, cmap="inferno", vmin=low, vmax=high, alpha=0.55, interpolation="nearest")
     axes.set_axis_off()
     axes.set_title(title, fontsize=10)
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04).set_label(scale, fontsize=8)
