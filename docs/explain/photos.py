@@ -11,7 +11,6 @@ for the label the model gives it.
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from apps.classification import task
@@ -38,14 +37,11 @@ EVALUATED = {
 
 def least_salient_first(loaded, batch: torch.Tensor, targets: list[int], method: str) -> float:
     """A diagnosis, not the check: the mean deletion area when the least salient pixels are hidden first
-    (Samek et al. 2017's LeRF). Hidden in the same places as the map's own order, only reversed, so the
-    damage that scattered grey pixels do to a photo (random order) weighs on both sides alike: a ranking
-    that means something keeps the score longer this way than most salient first."""
-    logits = attribution.Logits(loaded.model).eval()
-    areas = [attribution.area(attribution.deletion_curves(
-        logits, image, target, -attribution.attribute(loaded, image, target, method))["salient"])
-        for image, target in zip(batch.split(1), targets, strict=True)]
-    return float(np.mean(areas))
+    (Samek et al. 2017's LeRF), the map's own order reversed. The damage that scattered grey pixels do to
+    a photo (the random order) is then absent from both sides: a ranking that means something keeps the
+    score longer this way than most salient first."""
+    reversed_map = lambda model, image, target: -attribution.attribute(model, image, target, method)  # noqa: E731
+    return attribution.sanity_check(loaded, batch, targets, reversed_map)["deletion_area"]
 
 
 if __name__ == "__main__":
