@@ -40,7 +40,9 @@ def least_salient_first(loaded, batch: torch.Tensor, targets: list[int], method:
     (Samek et al. 2017's LeRF), the map's own order reversed. The damage that scattered grey pixels do to
     a photo (the random order) is then absent from both sides: a ranking that means something keeps the
     score longer this way than most salient first."""
-    reversed_map = lambda model, image, target: -attribution.attribute(model, image, target, method)  # noqa: E731
+    def reversed_map(model, image, target):
+        return -attribution.attribute(model, image, target, method)
+
     return attribution.sanity_check(loaded, batch, targets, reversed_map)["deletion_area"]
 
 
