@@ -456,13 +456,15 @@ def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
         row = {"path": str(path), "size_ratio": round(fp32_path.stat().st_size / path.stat().st_size, 2),
                f"max_abs_{output}_change": float(np.abs(before - after).max()),
                "top1_agreement_on_samples": float((before.argmax(-1) == after.argmax(-1)).mean())}
-        if held_out is not None:
+        if reference:
             metrics = held_out(loaded, int8)
             row |= {f"{key}_int8": value for key, value in metrics.items()}
             row["worst_drop_points"] = _worst_drop_points(reference, metrics)
-            if metrics and row["worst_drop_points"] < INT8_OFFER_POINTS:
+            if row["worst_drop_points"] < INT8_OFFER_POINTS:
                 candidates.append((row["worst_drop_points"], -row["size_ratio"], kind))
         result[kind] = row
+    if not reference:
+        result["held_out"] = "none in this model's labels: no int8 copy is offered"
     result["offer"] = min(candidates)[2] if candidates else None
     return result
 

@@ -145,6 +145,17 @@ def test_export_quantize_measures_both_kinds_on_held_out_digits(capsys):
     assert registry.get("classification", "digits-convnext").int8 == quantized["offer"]
 
 
+def test_a_model_without_held_out_data_in_its_labels_is_offered_no_int8(capsys):
+    """efficientnet-lite0 (ImageNet labels: no held-out set here) gets the agreement on the sample photos
+    only, no held-out drop, and no offer; the registry offers it none."""
+    status, out, _ = run_cli(capsys, "export", "classification", "--model", "efficientnet-lite0", "--quantize")
+    quantized = json.loads(out)["quantized"]
+    assert status == 0 and quantized["offer"] is None and "none" in quantized["held_out"]
+    for kind in export.INT8_KINDS:
+        assert "worst_drop_points" not in quantized[kind] and 0 <= quantized[kind]["top1_agreement_on_samples"] <= 1
+    assert registry.get("classification", "efficientnet-lite0").int8 == ""
+
+
 def test_the_int8_backend_says_int8_and_answers_as_fp32_does(capsys):
     image = str(DIGIT_EXAMPLES / "digit_7.png")
     answers = {}
