@@ -22,6 +22,7 @@ from typing import Any
 
 from shared.inference.graphs import OnnxForm
 from shared.inputs.images import DecodedImage, is_plain
+from shared.models import registry
 from shared.models.loader import LoadedModel, TaskModels
 from shared.models.registry import ModelEntry
 
@@ -74,10 +75,13 @@ class Result:
 
 
 def beyond_what_it_knows(entry: ModelEntry, image) -> list[str]:
-    """The note for an answer on a photo from a model that knows only plain images (registry `knows`)."""
+    """The note for an answer on a photo from a model that knows only plain images (registry `knows`),
+    naming the task's embedded photo model where it has one (it answers without the Hub)."""
     if entry.knows and not is_plain(image):
+        offline = [e.name for e in registry.entries(entry.task) if e.source == "embedded" and not e.knows]
+        pick = f"Pick {offline[0]}, which knows photos, for it." if offline else "Pick a model that knows photos."
         return [f"{entry.name} knows only {entry.knows}; this image looks like a photo, so its answer is "
-                "a guess among those. Pick a model that knows photos for it."]
+                f"a guess among those. {pick}"]
     return []
 
 

@@ -42,6 +42,7 @@ def test_plain_images_and_photos_are_told_apart():
 def test_a_photo_on_a_digits_model_says_what_the_model_knows():
     (note,) = knows_note(classify(PHOTOS["cat"], model="digits-convnext"))
     assert note.startswith("digits-convnext knows only handwritten digits 0-9")
+    assert note.endswith("Pick efficientnet-lite0, which knows photos, for it.")  # the one that needs no Hub
     assert knows_note(attack(PHOTOS["cat"], model="digits-convnext", steps=2))
     assert knows_note(detect(PHOTOS["coffee"], model="digits-rtdetr"))
     assert knows_note(segment(PHOTOS["coffee"], model="digits-upernet"))
