@@ -215,6 +215,19 @@ def test_examples_follow_the_model(page, hub_url):
     assert page.locator("img[src*='digit_3']").count() == 0
 
 
+def test_a_visitor_picks_the_photo_model_and_a_photo_example_is_read(page, hub_url):
+    """Offline too: efficientnet-lite0 (ImageNet, embedded) reads the cat example as a cat."""
+    page.goto(f"{hub_url}/classification/")
+    page.get_by_label("Model", exact=True).click()
+    page.get_by_role("option", name="efficientnet-lite0", exact=False).first.click()
+    page.locator("img[src*='chelsea']").first.click(timeout=30_000)
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_text("Served by efficientnet-lite0").first.wait_for(timeout=60_000)
+    assert page.get_by_test_id("label-output-value").first.inner_text().strip() in {"tiger cat", "tabby",
+                                                                                     "Egyptian cat"}
+    assert "knows only" not in page.locator("body").inner_text()
+
+
 def test_a_clicked_example_shows_its_picture_in_the_input(page, hub_url):
     """Under the hub, gradio wrote the clicked example's URL without the app's path: a broken picture."""
     for app, example in (("classification", "digit_3"), ("detection", "scene_0")):
