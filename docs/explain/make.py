@@ -44,13 +44,17 @@ if __name__ == "__main__":
             loaded = task.MODELS.load(name)
             images = [digit_image(p).convert("RGB") for p in pixels[:N]]
             batch = torch.from_numpy(task.preprocess(loaded, images)["pixel_values"])
-            report[shown] = {method: attribution.sanity_check(loaded, batch, [int(x) for x in labels[:N]], method)
+            targets = [int(x) for x in labels[:N]]
+            report[shown] = {method: {**attribution.sanity_check(loaded, batch, targets, method),
+                                      "least_salient_first_area": attribution.least_salient_first_area(
+                                          loaded, batch, targets, method)}
                              for method in attribution.METHODS}
     (HERE / "sanity.json").write_text(json.dumps(report, indent=2) + "\n")
     print("| model | method | deletion area: salient first / random | salient first smaller on | "
-          "abs. rank correlation vs re-initialised |")
-    print("| --- | --- | --- | --- | --- |")
+          "abs. rank correlation vs random weights | least salient first |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for shown in models:
         for method, row in report[shown].items():
             print(f"| {shown} | {method} | {row['deletion_area']:.3f} / {row['random_deletion_area']:.3f} | "
-                  f"{row['salient_faster_share']:.0%} | {row['abs_rank_correlation_vs_random_model']:.2f} |")
+                  f"{row['salient_faster_share']:.0%} | {row['abs_rank_correlation_vs_random_model']:.2f} | "
+                  f"{row['least_salient_first_area']:.3f} |")

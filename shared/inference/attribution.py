@@ -271,3 +271,15 @@ def sanity_check(loaded: LoadedModel, pixels: torch.Tensor, targets: list[int], 
     return {"deletion_area": float(np.mean(salient)), "random_deletion_area": float(np.mean(chance)),
             "salient_faster_share": float(np.mean(faster)),
             "abs_rank_correlation_vs_random_model": float(np.mean(correlation))}
+
+
+def least_salient_first_area(loaded: LoadedModel, pixels: torch.Tensor, targets: list[int], method: str) -> float:
+    """A diagnosis beside the deletion check: the mean deletion area when the least salient pixels are hidden
+    first (Samek et al. 2017's LeRF), the map's own order reversed. Whatever hiding pixels does to an image
+    by itself (scattered grey pixels ruin a photo's texture; grey strokes still read as strokes) weighs on
+    both orders alike, so a ranking that means something keeps the score longer this way than most
+    salient first, even where it loses to the random order."""
+    def reversed_map(model, image, target):
+        return -attribute(model, image, target, method)
+
+    return sanity_check(loaded, pixels, targets, reversed_map)["deletion_area"]
