@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 import torch
-from torchvision.models._meta import _IMAGENET_CATEGORIES
+from torchvision.models import EfficientNet_B0_Weights
 from transformers import ConvNextImageProcessor, EfficientNetConfig, EfficientNetForImageClassification
 
 SE_GATE_BIAS = 30.0  # sigmoid(30) rounds to 1.0 in float32: the squeeze-and-excite step multiplies by one
@@ -38,7 +38,7 @@ def checkpoint_path() -> Path:
 
 def config() -> EfficientNetConfig:
     """EfficientNet-B0's shape (width and depth 1.0) with Lite's ReLU6, and ImageNet's 1,000 labels."""
-    labels = dict(enumerate(_IMAGENET_CATEGORIES))
+    labels = dict(enumerate(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"]))  # no download: names only
     return EfficientNetConfig(
         image_size=224, width_coefficient=1.0, depth_coefficient=1.0, hidden_dim=1280, hidden_act="relu6",
         squeeze_expansion_ratio=0.0, dropout_rate=0.2, drop_connect_rate=0.2, depthwise_padding=[],
