@@ -98,7 +98,8 @@ def nearest(name, state):
 
 with gr.Blocks(title="Image classification") as demo:
     gr.Markdown("# Image classification\nUpload a photo, or draw a digit, to get its most likely labels. "
-                "The embedded model knows the ten digits; the Hub models know the 1,000 ImageNet classes.")
+                "The embedded digits models know the ten digits; efficientnet-lite0 (embedded too) and the Hub "
+                "models know the 1,000 ImageNet classes.")
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image", format="png")
@@ -114,8 +115,9 @@ with gr.Blocks(title="Image classification") as demo:
         with gr.Row():
             with gr.Column():
                 method = gr.Radio(list(CHOICES), value="integrated-gradients", label="Method",
-                                  info="integrated-gradients (the default) passes the deletion check on every "
-                                       "model measured; plain saliency fails it on digits-convnext. "
+                                  info="integrated-gradients (the default) passes the deletion check on average "
+                                       "on every model measured (not on every image); plain saliency fails it on "
+                                       "digits-convnext and on photos. "
                                        "Gradient methods and Grad-CAM run on torch; occlusion on either backend. "
                                        "class-visualisation needs no image: what the model thinks a label looks "
                                        "like.")
