@@ -10,6 +10,7 @@ from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescentPyTo
 from art.estimators.classification import PyTorchClassifier
 
 from apps.adversarial import attacks, task
+from shared.data.examples import PHOTOS
 from shared.errors import UserError
 from shared.models import registry
 from tests.conftest import DIGIT_EXAMPLES
@@ -139,3 +140,11 @@ def test_adversarial_finetune_measures_every_way_users_draw(tmp_path):
     assert metrics["after_clean_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
     card = (out / "README.md").read_text()
     assert "clean white on black" in card and f"{metrics['after_robust_accuracy_shifted']:.4f}" in card
+
+
+def test_the_onnx_check_reads_the_attacked_input_itself_on_a_model_that_crops():
+    """efficientnet-lite0's processor centre-crops: read through it again, the 224 px adversarial image
+    was cropped a second time, and with eps 0 the ONNX check named another cat than the attack's answer."""
+    result = task.attack(PHOTOS["cat"], model="efficientnet-lite0", attack="pgd", eps=0.0, steps=1)
+    assert not result["success"]
+    assert result["onnx_after"]["label"] == result["after"][0]["label"] == result["before"][0]["label"]
