@@ -29,8 +29,12 @@ class PixelSpaceClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels -> the model's input (what its processor's normalisation gives)."""
+        return (pixels - self.mean) / self.std
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(pixel_values=(pixels - self.mean) / self.std)
+        outputs = self.model(pixel_values=self.normalise(pixels))
         return outputs.logits if hasattr(outputs, "logits") else outputs
 
 

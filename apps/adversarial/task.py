@@ -82,16 +82,6 @@ def check_settings(loaded: LoadedModel, name: str, eps, steps, step_size, target
     return eps, steps, step_size, None if target in (None, "", "none") else target
 
 
-def as_model_input(loaded: LoadedModel, image: Image.Image) -> np.ndarray:
-    """An image already at the model's input size (the saved adversarial image, 8 bits) normalised as the
-    model reads it, without the processor's resize and crop: a processor that centre-crops (crop_pct
-    0.875) would crop the attacked input again and judge a zoomed copy."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)[None] / 255
-    mean, std = (np.asarray(v, dtype=np.float32).reshape(1, 3, 1, 1)
-                 for v in (loaded.processor.image_mean, loaded.processor.image_std))
-    return (pixels - mean) / std
-
-
 def as_image(pixels: torch.Tensor) -> Image.Image:
     array = (pixels[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(array)
@@ -132,7 +122,9 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
               "perturbation": as_image(0.5 + delta / (2 * max(float(delta.abs().max()), 1e-8)))}
     if loaded.entry.onnx:
         run = backends.runner(loaded, "onnx", onnx_form(loaded))
-        onnx_logits = run({"pixel_values": as_model_input(loaded, images["adversarial"])})["logits"]
+        # the saved 8-bit image at its own size: the processor's centre crop (crop_pct 0.875) would zoom it again
+        saved = torch.from_numpy(np.asarray(images["adversarial"], dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        onnx_logits = run({"pixel_values": classifier.normalise(saved.to(pixels.device)).cpu().numpy()})["logits"]
         answer["onnx_after"] = classification.top_k_labels(loaded, onnx_logits, 1)[0][0]
     if transfer_model:
         try:
