@@ -65,11 +65,20 @@ def test_unreachable_hub_fails_fast_without_the_offline_flag(monkeypatch):
         hub.fetch(VIT)
 
 
-def test_ui_falls_back_to_the_embedded_model_and_says_so(monkeypatch):
+def test_ui_falls_back_to_the_embedded_model_of_the_same_labels_and_says_so(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loaded = CLASSIFIERS.load(VIT.name, fallback=True)
-    assert loaded.entry.name == "digits-convnext"
+    assert loaded.entry.name == "efficientnet-lite0"  # ImageNet's labels, as the ViT asked for
+    assert len(loaded.model.config.id2label) == 1000
     assert VIT.name in loaded.fallback_note and "instead" in loaded.fallback_note
+
+
+def test_a_model_with_no_stand_in_of_its_labels_falls_back_to_the_default(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from apps.detection.task import MODELS as DETECTORS
+
+    loaded = DETECTORS.load("hustvl/yolos-tiny", fallback=True)
+    assert loaded.entry.name == registry.default("detection").name and "instead" in loaded.fallback_note
 
 
 def test_a_failed_download_is_one_clear_error(monkeypatch):

@@ -216,17 +216,18 @@ class TaskModels:
         """The model `name` (the task's default when None), cached and ready to run.
 
         With `fallback` (the UI's choice; the CLI fails instead), a model that cannot be loaded
-        here is replaced by the task's default where `accepts` it, and `fallback_note` says why.
+        here is replaced by its embedded stand-in (`registry.stand_in`: a model of the same labels, or the
+        task's default) where `accepts` it, and `fallback_note` says why.
         """
         entry = registry.get(self.task, name)
         try:
             return self._load(entry, device)
         except ModelUnavailable as err:
-            default = registry.default(self.task)
-            if not fallback or entry.name == default.name or not accepts(default):
+            stand_in = registry.stand_in(self.task, entry)
+            if not fallback or entry.name == stand_in.name or not accepts(stand_in):
                 raise
-            loaded = self._load(default, device)
-            return dataclasses.replace(loaded, fallback_note=f"{err} Answered with {default.name} instead.")
+            loaded = self._load(stand_in, device)
+            return dataclasses.replace(loaded, fallback_note=f"{err} Answered with {stand_in.name} instead.")
 
     def _load(self, entry: ModelEntry, device: torch.device | None) -> LoadedModel:
         device = device or best_device()

@@ -141,6 +141,16 @@ def setting(app: str, key: str):
     return _TABLE.get("settings", {}).get(app, {})[key]
 
 
+def stand_in(task: str, entry: ModelEntry) -> ModelEntry:
+    """The model that answers in the UI when `entry` cannot be loaded (offline): the task's
+    `[settings.<task>] offline_stand_in` where it knows the same kind of image (efficientnet-lite0 for a
+    Hub ImageNet classifier: the same 1,000 labels), else the task's default."""
+    name = _TABLE.get("settings", {}).get(task, {}).get("offline_stand_in")
+    if name and _ENTRIES[name].knows == entry.knows:
+        return _ENTRIES[name]
+    return default(task)
+
+
 def entries(task: str) -> list[ModelEntry]:
     return [e for e in _ENTRIES.values() if e.task == task]
 
