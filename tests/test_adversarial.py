@@ -148,3 +148,20 @@ def test_the_onnx_check_reads_the_attacked_input_itself_on_a_model_that_crops():
     result = task.attack(PHOTOS["cat"], model="efficientnet-lite0", attack="pgd", eps=0.0, steps=1)
     assert not result["success"]
     assert result["onnx_after"]["label"] == result["after"][0]["label"] == result["before"][0]["label"]
+
+
+def test_the_transfer_check_reads_the_attacked_input_without_cropping_it_again():
+    """The same for the second model: efficientnet-lite0 as its own second model, with eps 0, must answer
+    as the attack did (read through its processor again, the crop named another cat)."""
+    result = task.attack(PHOTOS["cat"], model="efficientnet-lite0", attack="pgd", eps=0.0, steps=1,
+                         transfer_model="efficientnet-lite0")
+    transfer = result["transfer"]
+    assert transfer["before"]["label"] == transfer["after"]["label"] == result["before"][0]["label"]
+    assert abs(transfer["before"]["score"] - result["before"][0]["score"]) < 0.01 and not transfer["fooled"]
+
+
+def test_the_second_model_offered_knows_the_same_kind_of_image():
+    assert task.transfer_model_for("digits-convnext") == "digits-convnext-robust"
+    assert task.transfer_model_for("digits-convnext-robust") == "digits-convnext"
+    photo_model = registry.get("classification", task.transfer_model_for("efficientnet-lite0"))
+    assert photo_model.name != "efficientnet-lite0" and not photo_model.knows  # a photo model, not a digits one

@@ -83,7 +83,9 @@ with gr.Blocks(title="Adversarial examples") as demo:
             steps = gr.Slider(1, task.MAX_STEPS, value=10, step=1, label="Steps")
             step_size = gr.Slider(0.0, 0.1, value=0.0, step=0.001, label="Step size (0: 2.5 x eps / steps)")
             target = gr.Textbox("none", label="Target label (none: untargeted)", max_lines=1, max_length=100)
-            transfer = gr.Dropdown(CLASSIFIERS, value=task.TRANSFER_MODEL, label="Second model (transfer)")
+            transfer = gr.Dropdown(CLASSIFIERS, value=task.transfer_model_for(model.value),
+                                   label="Second model (transfer)",
+                                   info="follows the model attacked: another that knows the same kind of image")
             run = gr.Button("Attack", variant="primary")
         with gr.Column():
             with gr.Row():  # captions below the pictures: a label on top would sit under their buttons
@@ -98,6 +100,7 @@ with gr.Blocks(title="Adversarial examples") as demo:
         curve_button = gr.Button("Compute for this model and attack (up to 2 x epsilon)")
         curve = gr.LinePlot(x="eps", y="accuracy", y_lim=[0, 1], label="Accuracy")
     ui.model_examples(SPEC, model, [image])
+    model.change(task.transfer_model_for, model, transfer, api_visibility="private")
 
     run.click(adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
               [original, perturbation, adversarial_image, before, after, summary], api_name="adversarial")

@@ -128,15 +128,32 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
         answer["onnx_after"] = classification.top_k_labels(loaded, onnx_logits, 1)[0][0]
     if transfer_model:
         try:
-            other = classification.classify(images["adversarial"], model=transfer_model, top_k=1)
-            clean = classification.classify(images["original"], model=transfer_model, top_k=1)
+            answer["transfer"] = transfer(images["original"], images["adversarial"], transfer_model)
         except ModelUnavailable as err:  # the attack itself stands; say why the transfer check is missing
             notes.append(f"transfer not checked: {err}")
-        else:
-            answer["transfer"] = {"model": other.entry.name, "before": clean["labels"][0],
-                                  "after": other["labels"][0],
-                                  "fooled": other["labels"][0]["label"] != clean["labels"][0]["label"]}
     return Result(loaded, "torch", seconds * 1e3, answer, images=images, notes=notes)
+
+
+def transfer(original: Image.Image, adversarial: Image.Image, model: str) -> dict:
+    """A second model's top label on the attacked model's input and on its adversarial copy. Both are
+    already that model's crop: each is only resized to the second model's input, never cropped again
+    (a centre crop would zoom the perturbation away from the first model's pixels)."""
+    loaded = MODELS.load(model)
+    side = classification.input_side(loaded)
+    resized = [image.resize((side, side), Image.Resampling.BICUBIC) for image in (original, adversarial)]
+    pixels = loaded.processor(images=resized, do_resize=False, return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        logits = loaded.model(pixel_values=pixels.to(loaded.device, loaded.model.dtype)).logits.float().cpu().numpy()
+    before, after = (labels[0] for labels in classification.top_k_labels(loaded, logits, 1))
+    return {"model": loaded.entry.name, "before": before, "after": after, "fooled": after["label"] != before["label"]}
+
+
+def transfer_model_for(model: str | None) -> str:
+    """The second model a page tries by default for `model`: the registry's choice where it knows the
+    same kind of image, else the first other classifier that does (a Hub photo model for efficientnet-lite0)."""
+    entry = registry.get(MODELS.task, model)
+    candidates = [registry.get(MODELS.task, TRANSFER_MODEL), *registry.entries(MODELS.task)]
+    return next((c.name for c in candidates if c.name != entry.name and c.knows == entry.knows), TRANSFER_MODEL)
 
 
 def digits_evaluation_set(loaded: LoadedModel, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,6 +54,11 @@ def preprocess(loaded: LoadedModel, images: list[Image.Image]) -> Feeds:
     return {"pixel_values": pixels.float().numpy()}
 
 
+def input_side(loaded: LoadedModel) -> int:
+    """The side in px of the square the model reads (its processor's output)."""
+    return int(preprocess(loaded, [Image.new("RGB", (64, 64), "white")])["pixel_values"].shape[-1])
+
+
 def sample_feeds(loaded: LoadedModel, batch_size: int) -> Feeds:
     """A batch of the real example photos, processed as the app processes uploads."""
     photos = [decode_image(path).image for path in PHOTOS.values()]
@@ -191,7 +196,7 @@ def visualise_class(loaded: LoadedModel, label: str | None) -> Result:
     the drawn image and the score at each step}."""
     if not label:
         raise UserError("class-visualisation draws one label: name it (e.g. 7 for the digits models).")
-    side = int(preprocess(loaded, [Image.new("RGB", (64, 64), "white")])["pixel_values"].shape[-1])
+    side = input_side(loaded)
     if side > MAX_VISUALISED_SIDE:
         raise UserError(f"class-visualisation is offered for models whose input is at most {MAX_VISUALISED_SIDE} px "
                         f"(the embedded digits models); {loaded.entry.name} reads {side} px, where its "
