@@ -56,3 +56,13 @@ def test_aborted_uploads_are_swept_and_every_app_deletes_its_old_files(tmp_path,
     assert fresh.exists()
     ui.remove_aborted_uploads(tmp_path, None)  # every aborted upload
     assert not fresh.exists() and (tmp_path / "0123abcd" / "tmpupload.png").exists()
+
+
+def test_the_backend_choice_offers_only_what_the_picked_model_runs():
+    assert ui.offered_backends("classification", "digits-convnext") == ["torch", "onnx", "int8"]
+    assert ui.offered_backends("captioning", None) == ["torch", "onnx"]  # the default: no int8 offered
+    assert ui.offered_backends("vqa", "dandelin/vilt-b32-finetuned-vqa") == ["torch"]  # does not export
+    with gr.Blocks():
+        model = ui.model_picker("vqa")
+        backend = ui.backend_radio("vqa", model)
+    assert [choice for _, choice in backend.choices] == ui.offered_backends("vqa", model.value)

@@ -38,7 +38,7 @@ with gr.Blocks(title="Image captioning") as demo:
             prompt = gr.Textbox("", label="Prompt (models that continue one, e.g. BLIP; empty: none)",
                                 max_length=task.MAX_PROMPT_CHARACTERS)
             model = ui.model_picker(task.TASK)
-            backend = ui.backend_radio()
+            backend = ui.backend_radio(task.TASK, model)
             with gr.Row():
                 num_beams = gr.Slider(1, task.MAX_BEAMS, value=4, step=1, label="Beam size")
                 num_captions = gr.Slider(1, task.MAX_BEAMS, value=3, step=1, label="Captions (best beams)")

@@ -105,7 +105,7 @@ with gr.Blocks(title="Image classification") as demo:
             image = ui.ImageInput(label="Image", format="png")
             sketch, use_drawing = ui.digit_sketchpad("Read the drawing")
             model = ui.model_picker(task.MODELS.task)
-            backend = ui.backend_radio()
+            backend = ui.backend_radio(task.MODELS.task, model)
             top_k = gr.Slider(1, task.MAX_TOP_K, value=5, step=1, label="Top k")
             submit = gr.Button("Classify", variant="primary")
         with gr.Column():

@@ -38,7 +38,7 @@ with gr.Blocks(title="Object detection") as demo:
         with gr.Column():
             image = ui.ImageInput(label="Image")
             model = ui.model_picker(task.MODELS.task)
-            backend = ui.backend_radio()
+            backend = ui.backend_radio(task.MODELS.task, model)
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Score threshold")
             classes = gr.Textbox("", label="Only these classes (comma-separated; empty: all)",
                                  max_length=MAX_CLASSES_CHARACTERS)

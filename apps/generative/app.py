@@ -44,7 +44,7 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
     with gr.Row():
         with gr.Column():
             model = ui.model_picker(task.TASK)
-        backend = ui.backend_radio()
+        backend = ui.backend_radio(task.TASK, model)
     with gr.Row():
         seed = gr.Number(0, precision=0, minimum=0, maximum=task.MAX_SEED, label="Seed")
         label = gr.Dropdown(LABELS, value="any", label="Class (GAN)")

@@ -41,7 +41,7 @@ with gr.Blocks(title="Semantic segmentation") as demo:
         with gr.Column():
             image = ui.ImageInput(label="Image")
             model = ui.model_picker(task.MODELS.task)
-            backend = ui.backend_radio()
+            backend = ui.backend_radio(task.MODELS.task, model)
             opacity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Overlay opacity")
             submit = gr.Button("Segment", variant="primary")
         with gr.Column():

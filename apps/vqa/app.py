@@ -36,7 +36,7 @@ with gr.Blocks(title="Visual question answering") as demo:
             questions = gr.Textbox("how many digits are there?", lines=3, label="Questions (one per line)",
                                    max_length=task.MAX_QUESTIONS * (task.MAX_QUESTION_CHARACTERS + 1))
             model = ui.model_picker(task.TASK)
-            backend = ui.backend_radio()
+            backend = ui.backend_radio(task.TASK, model)
             top_k = gr.Slider(1, task.MAX_TOP_K, value=5, step=1, label="Top k answers")
             submit = gr.Button("Answer", variant="primary")
         with gr.Column():

@@ -187,9 +187,30 @@ def model_examples(spec: AppSpec, model: gr.Dropdown, inputs: list) -> None:
     model.change(follow, model, [column for _, column in sets], api_visibility="private")
 
 
-def backend_radio() -> gr.Radio:
-    return gr.Radio(list(BACKENDS), value="torch", label="Backend",
-                    info="onnx: exported on first use, then run with onnxruntime")
+def offered_backends(task: str, name: str | None) -> list[str]:
+    """The backends the page offers for a model: onnx where it exports, int8 only where the registry
+    offers it (the task still refuses any other with a sentence, for API clients)."""
+    try:
+        entry = registry.get(task, name)
+    except UserError:
+        return list(BACKENDS)
+    return [b for b in BACKENDS if b == "torch" or entry.onnx and (b == "onnx" or entry.int8)]
+
+
+def backend_radio(task: str | None = None, model: gr.Dropdown | None = None) -> gr.Radio:
+    """The backend choice; given the task's model dropdown, it offers only that model's backends."""
+    if model is None:
+        return gr.Radio(list(BACKENDS), value="torch", label="Backend",
+                        info="onnx: exported on first use, then run with onnxruntime")
+    backend = gr.Radio(offered_backends(task, model.value), value="torch", label="Backend",
+                       info="onnx: exported on first use, then run with onnxruntime; int8 where the model offers it")
+
+    def follow(name, chosen):
+        offered = offered_backends(task, name)
+        return gr.Radio(choices=offered, value=chosen if chosen in offered else "torch")
+
+    model.change(follow, [model, backend], backend, api_visibility="private")
+    return backend
 
 
 def duration(ms: float) -> str:
