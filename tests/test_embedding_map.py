@@ -7,6 +7,7 @@ import torch
 
 from apps.classification import app, task
 from shared.data.digits import digit_image, split
+from shared.data.examples import IMAGENET_PHOTOS
 from shared.errors import UserError
 from shared.inference import embeddings
 
@@ -87,3 +88,12 @@ def test_uploads_are_kept_small_and_a_bad_one_is_named(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(UserError, match="^5: broken.png: "):
         task.embedding_map(paths + [str(tmp_path / "broken.png")], model="digits-convnext")
+
+
+def test_a_photo_model_with_no_uploads_maps_the_shipped_photos_not_the_digits():
+    result = task.embedding_map(None, model="efficientnet-lite0")
+    names = [point["name"] for point in result["points"]]
+    assert len(names) == len(IMAGENET_PHOTOS) and any("chelsea.png" in name for name in names)
+    predicted = {point["name"].split(": ")[1]: point["predicted"] for point in result["points"]}
+    assert predicted["chelsea.png"] in ("tiger cat", "tabby, tabby cat", "Egyptian cat")
+    assert result["colour"] == "predicted" and "knn_accuracy_in_map" not in result.to_json()

@@ -304,7 +304,7 @@ def tiny_vit_at(side: int, folder) -> str:
 
 @pytest.mark.parametrize("settings, words", [
     (dict(label="12"), "has no label '12'"),
-    (dict(label=None), "class-visualisation draws one label: name it"),
+    (dict(label=None), "class-visualisation draws one label: name one of digits-convnext.s labels .e.g. 0, 1, 2"),
     (dict(label="7", backend="onnx"), "class-visualisation needs the model's gradients"),
 ])
 def test_class_visualisation_refuses_in_one_sentence(settings, words):

@@ -72,7 +72,7 @@ def explain(image, model, backend, method, label, window, stride):
 
 @ui.user_errors
 def embedding_map(files, model):
-    """The t-SNE map of the model's penultimate layer for the uploads (none: the held-out digits)."""
+    """The t-SNE map of the model's penultimate layer for the uploads (none: the held-out digits, or photos)."""
     result = task.embedding_map(list(files) if files else None, model=model, fallback=True)
     colour = result["colour"]
     table = pd.DataFrame([{"x": p["x"], "y": p["y"], "name": p["name"], "predicted": p["predicted"],
@@ -135,7 +135,8 @@ with gr.Blocks(title="Image classification") as demo:
     with gr.Accordion("Embedding map: how the model arranges images", open=False):
         with gr.Row():
             with gr.Column():
-                files = gr.File(file_count="multiple", type="filepath", label="Images (none: the 360 held-out digits)")
+                files = gr.File(file_count="multiple", type="filepath",
+                                label="Images (none: the 360 held-out digits; for photo models, the 11 photos shipped)")
                 map_button = gr.Button("Map")
                 mapped = gr.Markdown()
                 chosen = gr.Dropdown(label="Nearest neighbours of", choices=[])

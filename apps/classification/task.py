@@ -25,7 +25,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
 from shared.data.digits import labels_are_digits
-from shared.data.examples import PHOTOS
+from shared.data.examples import IMAGENET_PHOTOS, PHOTOS
 from shared.errors import UserError, shown
 from shared.inference import attribution, backends, class_visualisation, export, gpu, heatmaps
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
@@ -194,13 +194,15 @@ def visualise_class(loaded: LoadedModel, label: str | None) -> Result:
     """What the model thinks `label` looks like (shared/inference/class_visualisation.py): answer {method,
     label, score (the label's softmax score reached), start_score, steps}, images {"heatmap": the start,
     the drawn image and the score at each step}."""
-    if not label:
-        raise UserError("class-visualisation draws one label: name it (e.g. 7 for the digits models).")
     side = input_side(loaded)
     if side > MAX_VISUALISED_SIDE:
         raise UserError(f"class-visualisation is offered for models whose input is at most {MAX_VISUALISED_SIDE} px "
                         f"(the embedded digits models); {loaded.entry.name} reads {side} px, where its "
                         f"{class_visualisation.DRAWN.steps} gradient steps would take minutes on a CPU.")
+    if not label:
+        examples = ", ".join(list(loaded.model.config.id2label.values())[:3])
+        raise UserError(f"class-visualisation draws one label: name one of {loaded.entry.name}'s labels "
+                        f"(e.g. {examples}).")
     target = label_index(loaded, label, None)
     style = class_visualisation.DRAWN if labels_are_digits(loaded.model.config.id2label) else class_visualisation.PHOTO
     started = time.perf_counter()
@@ -228,7 +230,8 @@ def _at_most(image: Image.Image, side: int) -> Image.Image:
 
 @timing.whole_request
 def embedding_map(images: list | None = None, model: str | None = None, fallback: bool = False) -> Result:
-    """Images (paths, bytes or PIL; None: the 360 held-out digits, with their true labels) -> Result with
+    """Images (paths, bytes or PIL; None: the 360 held-out digits with their true labels, or for a model that
+    does not classify digits the photos the packages ship, IMAGENET_PHOTOS) -> Result with
     answer {"points": [{name, x, y, label, predicted, neighbours: [{name, distance}]}]}: each image at its
     place in a t-SNE map of the model's penultimate-layer embeddings, and its nearest images there;
     images {"map": the map drawn with thumbnails}, thumbnails {name: the image} for a page to show."""
@@ -237,6 +240,8 @@ def embedding_map(images: list | None = None, model: str | None = None, fallback
 
     loaded = MODELS.load(model, fallback=fallback)
     deadline = time.monotonic() + TIME_LIMIT_S
+    if images is None and not labels_are_digits(loaded.model.config.id2label):
+        images = [str(path) for path in IMAGENET_PHOTOS.values()]  # a photo model maps photos, not digits
     if images is None:
         pictures, truth = held_out()
         names = [f"held-out {i} ({label})" for i, label in enumerate(truth)]

@@ -14,24 +14,14 @@ from pathlib import Path
 import torch
 
 from apps.classification import task
-from shared.data.examples import PHOTOS, package_file
+from shared.data.examples import IMAGENET_PHOTOS, PHOTOS
 from shared.inference import attribution
 from shared.inputs.images import decode_image
 from shared.serving import cli
 
 HERE = Path(__file__).resolve().parent
 MODEL = "efficientnet-lite0"
-# Every photo of a thing ImageNet has a label for that these packages ship (textures, microscopy,
-# astronomy and greyscale test charts left out).
-EVALUATED = {
-    **PHOTOS,
-    "motorcycle": package_file("skimage", "data/motorcycle_left.png"),
-    "clock": package_file("skimage", "data/clock_motion.png"),
-    "cameraman": package_file("skimage", "data/camera.png"),
-    "coins": package_file("skimage", "data/coins.png"),
-    "china": package_file("sklearn", "datasets/images/china.jpg"),
-    "flower": package_file("sklearn", "datasets/images/flower.jpg"),
-}
+EVALUATED = IMAGENET_PHOTOS
 
 
 

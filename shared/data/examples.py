@@ -22,3 +22,15 @@ PHOTOS = {
     "rocket": _skimage_photo("rocket.jpg"),
     "grace_hopper": package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
+
+# Every photo of a thing ImageNet has a label for that these packages ship (textures, microscopy,
+# astronomy and greyscale test charts left out): the photo models' evaluation and embedding-map set.
+IMAGENET_PHOTOS = {
+    **PHOTOS,
+    "motorcycle": _skimage_photo("motorcycle_left.png"),
+    "clock": _skimage_photo("clock_motion.png"),
+    "cameraman": _skimage_photo("camera.png"),
+    "coins": _skimage_photo("coins.png"),
+    "china": package_file("sklearn", "datasets/images/china.jpg"),
+    "flower": package_file("sklearn", "datasets/images/flower.jpg"),
+}
