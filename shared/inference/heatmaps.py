@@ -51,7 +51,8 @@ def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed:
             high = max(float(heat.max()), low + 1e-12)
         shown = axes.imshow(heat, cmap="inferno", vmin=low, vmax=high, alpha=0.55, interpolation="nearest")
     axes.set_axis_off()
-    axes.set_title(title, fontsize=10)
+    axes.set_title("the map over it", fontsize=10)
+    figure.suptitle(title, fontsize=11)  # across the figure: over one panel a long title ran past the picture
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04).set_label(scale, fontsize=8)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
