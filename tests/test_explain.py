@@ -384,3 +384,14 @@ def test_the_random_model_of_the_randomisation_check_is_alive(photos_on_the_imag
     for method in ("saliency", "gradcam", "occlusion"):
         assert np.ptp(attribution.attribute(random_model, pixels[:1], targets[0], method)) > 0, method
     assert next(loaded.model.parameters()).data_ptr() != next(random_model.model.parameters()).data_ptr()
+
+
+@pytest.mark.parametrize("salient, random, words", [
+    (0.05, 0.12, "clearly smaller"),
+    (0.016, 0.017, "within 10% of each other"),  # a draw is not a pass
+    (0.20, 0.12, "larger"),
+])
+def test_the_page_reads_the_deletion_areas_with_a_margin(salient, random, words):
+    from apps.classification.app import deletion_verdict
+
+    assert deletion_verdict(salient, random).startswith(words)
