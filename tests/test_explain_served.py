@@ -1,11 +1,15 @@
 """The Explain panel of the classification page, served by `demohub serve`: through gradio_client
 and in a real browser (Debian's chromium driven by playwright)."""
 
+import time
+
 import pytest
 from gradio_client import Client, handle_file
+from gradio_client.utils import Status
 from PIL import Image
 
 from shared.data.digits import digit_image, split
+from shared.data.examples import PHOTOS
 from tests.conftest import DIGIT_EXAMPLES
 from tests.test_browser import page  # noqa: F401 - the browser fixture
 
@@ -64,3 +68,21 @@ def test_the_embedding_map_panel_maps_uploads_and_lists_neighbours(page, hub_url
     assert neighbours.count() == 6
     assert f"0: {files[0].name}" in page.locator("body").inner_text()  # the dropdown names the first upload
     page.screenshot(path=str(tmp_path / "embedding-map.png"), full_page=True)
+
+
+def test_a_long_occlusion_does_not_hold_a_quick_map_behind_it(hub_url):
+    """Two occlusions of a photo model with a fine window run for seconds; a saliency map asked for
+    after them answers while they still run (one at a time, it waited for both)."""
+    client = Client(f"{hub_url}/classification/", verbose=False)
+    cat = handle_file(str(PHOTOS["cat"]))
+    slow = [client.submit(image=cat, model="efficientnet-lite0", backend="onnx", method="occlusion", label="",
+                          window=16, stride=8, api_name="/explain") for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while not all(job.status().code in (Status.IN_QUEUE, Status.PROCESSING) for job in slow):  # both sent first
+        assert time.monotonic() < deadline and not any(job.done() for job in slow)
+        time.sleep(0.05)
+    _, summary, _ = explain(client, method="saliency")
+    assert "**saliency** for **7**" in summary
+    assert not any(job.done() for job in slow), "the saliency map waited for the occlusions"
+    for job in slow:
+        assert "**occlusion**" in job.result()[1]

@@ -28,6 +28,9 @@ def classification(image, model, backend, top_k):
     return scores, ui.served_line(result)
 
 
+# Explain requests run at once: an occlusion may take its whole 20 s, and one at a time, two of them held a
+# quick saliency map behind them for 37 s. Hooked methods (Grad-CAM) still take turns (attribution.HOOKED).
+EXPLAIN_CONCURRENCY = 3
 MAX_OCCLUSION_PX = 224  # the sliders' end: the largest input of the offered models
 
 
@@ -164,7 +167,7 @@ with gr.Blocks(title="Image classification") as demo:
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
         classification, [image, model, backend, top_k], [labels, served], api_visibility="private")
     explain_button.click(explain, [image, model, backend, method, label, window, stride],
-                         [heatmap, explained, explained_by], api_name="explain")
+                         [heatmap, explained, explained_by], api_name="explain", concurrency_limit=EXPLAIN_CONCURRENCY)
     map_button.click(embedding_map, [files, model], [scatter, thumbnails, mapped, chosen, map_state],
                      api_visibility="private")
     chosen.change(nearest, [chosen, map_state], gallery, api_visibility="private")
