@@ -395,3 +395,10 @@ def test_the_page_reads_the_deletion_areas_with_a_margin(salient, random, words)
     from apps.classification.app import deletion_verdict
 
     assert deletion_verdict(salient, random).startswith(words)
+
+
+def test_the_verdict_does_not_advise_the_method_just_run():
+    from apps.classification.app import deletion_verdict
+
+    assert deletion_verdict(0.2, 0.12, "occlusion").endswith("(try integrated-gradients).")
+    assert deletion_verdict(0.2, 0.12, "saliency").endswith("(try integrated-gradients or occlusion).")

@@ -67,21 +67,23 @@ def explain(image, model, backend, method, label, window, stride):
                f"Deletion check: hiding the most salient pixels first leaves an area of "
                f"**{result['deletion_area']:.3f}** under the score's curve, random pixels "
                f"**{result['random_deletion_area']:.3f}**: "
-               + deletion_verdict(result["deletion_area"], result["random_deletion_area"]))
+               + deletion_verdict(result["deletion_area"], result["random_deletion_area"], result["method"]))
     return result["heatmap"], summary, ui.served_line(result)
 
 
 DELETION_MARGIN = 0.1  # the salient-first area must be this much (relative) below random's to count as found
 
 
-def deletion_verdict(salient_area: float, random_area: float) -> str:
-    """What the two deletion areas say, with a margin: 0.016 against 0.017 is a draw, not a pass."""
+def deletion_verdict(salient_area: float, random_area: float, method: str = "") -> str:
+    """What the two deletion areas say, with a margin: 0.016 against 0.017 is a draw, not a pass. The
+    advice names the methods that pass most often, other than the one just run."""
+    others = " or ".join(m for m in ("integrated-gradients", "occlusion") if m != method)
     if salient_area < (1 - DELETION_MARGIN) * random_area:
         return "clearly smaller, so the map found what the score depends on."
     if salient_area <= (1 + DELETION_MARGIN) * random_area:
         return (f"within {DELETION_MARGIN:.0%} of each other, so this map did no better than random pixels here "
-                "(try integrated-gradients or occlusion).")
-    return "larger, so this map did not find what the score depends on here (try integrated-gradients or occlusion)."
+                f"(try {others}).")
+    return f"larger, so this map did not find what the score depends on here (try {others})."
 
 
 @ui.user_errors

@@ -30,6 +30,7 @@ def _figure(size_inches: tuple[float, float]):
 # outlier_perc=2): pixel maps of a photo have a few pixels far above the rest (integrated gradients on
 # a cat's pupil), which would otherwise leave the rest of the map one colour.
 SATURATE_AT_PERCENTILE = 98
+PAD_INCHES = 0.4  # room above the title: a page's label badge covers the image's top-left corner
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed: bool = False) -> Image.Image:
@@ -55,7 +56,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, title: str, scale: str, signed:
     figure.suptitle(title, fontsize=11)  # across the figure: over one panel a long title ran past the picture
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04).set_label(scale, fontsize=8)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
+    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=PAD_INCHES)
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
@@ -76,7 +77,7 @@ def ascent(start: np.ndarray, reached: np.ndarray, scores: list[float], title: s
     curve.set_ylim(0, 1.02)
     figure.suptitle(title, fontsize=11)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
+    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=PAD_INCHES)
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
@@ -101,5 +102,5 @@ def thumbnail_map(points: np.ndarray, thumbnails: list[Image.Image], labels: lis
     axes.set_yticks([])
     axes.set_title(title, fontsize=11)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
+    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=PAD_INCHES)
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
