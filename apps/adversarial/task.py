@@ -82,6 +82,11 @@ def check_settings(loaded: LoadedModel, name: str, eps, steps, step_size, target
     return eps, steps, step_size, None if target in (None, "", "none") else target
 
 
+def read_back(image: Image.Image, device: torch.device) -> torch.Tensor:
+    """An 8-bit RGB image as pixels in [0, 1] (1, 3, H, W), at its own size: `as_image` undone."""
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None].to(device)
+
+
 def as_image(pixels: torch.Tensor) -> Image.Image:
     array = (pixels[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(array)
@@ -123,8 +128,8 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
     if loaded.entry.onnx:
         run = backends.runner(loaded, "onnx", onnx_form(loaded))
         # the saved 8-bit image at its own size: the processor's centre crop (crop_pct 0.875) would zoom it again
-        saved = torch.from_numpy(np.asarray(images["adversarial"], dtype=np.float32) / 255).permute(2, 0, 1)[None]
-        onnx_logits = run({"pixel_values": classifier.normalise(saved.to(pixels.device)).cpu().numpy()})["logits"]
+        saved = read_back(images["adversarial"], pixels.device)
+        onnx_logits = run({"pixel_values": classifier.normalise(saved).cpu().numpy()})["logits"]
         answer["onnx_after"] = classification.top_k_labels(loaded, onnx_logits, 1)[0][0]
     if transfer_model:
         try:
@@ -140,11 +145,9 @@ def transfer(original: Image.Image, adversarial: Image.Image, model: str) -> dic
     (a centre crop would zoom the perturbation away from the first model's pixels)."""
     loaded = MODELS.load(model)
     side = classification.input_side(loaded)
-    resized = [image.resize((side, side), Image.Resampling.BICUBIC) for image in (original, adversarial)]
-    pixels = loaded.processor(images=resized, do_resize=False, return_tensors="pt")["pixel_values"]
-    with torch.inference_mode():
-        logits = loaded.model(pixel_values=pixels.to(loaded.device, loaded.model.dtype)).logits.float().cpu().numpy()
-    before, after = (labels[0] for labels in classification.top_k_labels(loaded, logits, 1))
+    pixels = torch.cat([read_back(image.resize((side, side), Image.Resampling.BICUBIC), loaded.device)
+                        for image in (original, adversarial)])
+    before, after = (labels[0] for labels in gpu.on_gpu(predicted)(loaded, classifier_of(loaded), pixels, 1))
     return {"model": loaded.entry.name, "before": before, "after": after, "fooled": after["label"] != before["label"]}
 
 

@@ -104,7 +104,7 @@ with gr.Blocks(title="Translation") as demo:
             count = gr.Markdown(f"0 / {MAX_CHARACTERS:,} characters", elem_id="translation-count")
             model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model")
             card = gr.Markdown(model_line(model.value, "en", "de"))
-            backend = ui.backend_radio()
+            backend = ui.backend_radio(task.TASK, model)
             with gr.Row():
                 num_beams = gr.Slider(1, task.MAX_BEAMS, value=DEFAULTS.get("num_beams", 4), step=1,
                                       label="Beam size", info="1 is greedy: fastest. Starts at the model's own.")

@@ -189,7 +189,8 @@ def model_examples(spec: AppSpec, model: gr.Dropdown, inputs: list) -> None:
 
 def offered_backends(task: str, name: str | None) -> list[str]:
     """The backends the page offers for a model: onnx where it exports, int8 only where the registry
-    offers it (the task still refuses any other with a sentence, for API clients)."""
+    offers it (the task still refuses any other with a sentence, for API clients); every backend for a
+    name the registry does not know (translation's families, whose models the languages pick)."""
     try:
         entry = registry.get(task, name)
     except UserError:
@@ -197,11 +198,8 @@ def offered_backends(task: str, name: str | None) -> list[str]:
     return [b for b in BACKENDS if b == "torch" or entry.onnx and (b == "onnx" or entry.int8)]
 
 
-def backend_radio(task: str | None = None, model: gr.Dropdown | None = None) -> gr.Radio:
-    """The backend choice; given the task's model dropdown, it offers only that model's backends."""
-    if model is None:
-        return gr.Radio(list(BACKENDS), value="torch", label="Backend",
-                        info="onnx: exported on first use, then run with onnxruntime")
+def backend_radio(task: str, model: gr.Dropdown) -> gr.Radio:
+    """The backend choice; it offers only the backends of the model picked in `model`."""
     backend = gr.Radio(offered_backends(task, model.value), value="torch", label="Backend",
                        info="onnx: exported on first use, then run with onnxruntime; int8 where the model offers it")
 
