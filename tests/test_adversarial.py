@@ -106,6 +106,13 @@ def test_robustness_curve_starts_at_clean_accuracy_and_falls():
     curve = task.robustness_curve(attack="pgd", max_eps=0.1, points=3, n=50, steps=5)
     assert [p["eps"] for p in curve] == [0.0, 0.05, 0.1]
     assert curve[0]["accuracy"] >= 0.9 and curve[-1]["accuracy"] < curve[0]["accuracy"]
+    assert curve[0]["measured_on"] == "50 held-out digits"
+
+
+def test_a_photo_models_curve_is_on_the_shipped_photos_against_their_clean_labels():
+    curve = task.robustness_curve(model="efficientnet-lite0", attack="fgsm", max_eps=0.02, points=2)
+    assert curve[0]["measured_on"] == "11 shipped photos, against the model's clean top label"
+    assert curve[0]["accuracy"] == 1.0 and curve[-1]["accuracy"] < 1.0
 
 
 def test_robust_model_is_at_least_three_times_as_robust():

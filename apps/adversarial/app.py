@@ -96,7 +96,8 @@ with gr.Blocks(title="Adversarial examples") as demo:
                 before = gr.Label(label="Before", num_top_classes=5)
                 after = gr.Label(label="After", num_top_classes=5)
             summary = gr.Markdown()
-    with gr.Accordion("Robustness curve: accuracy against epsilon on 100 held-out digits", open=False):
+    with gr.Accordion("Robustness curve: accuracy against epsilon (a digits model: on 100 held-out digits; a photo "
+                      "model: the share of the shipped photos that keep their clean top label)", open=False):
         curve_button = gr.Button("Compute for this model and attack (up to 2 x epsilon)")
         curve = gr.LinePlot(x="eps", y="accuracy", y_lim=[0, 1], label="Accuracy")
     ui.model_examples(SPEC, model, [image])

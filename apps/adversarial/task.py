@@ -21,6 +21,7 @@ from apps.classification import task as classification
 from shared import timing
 from shared.contract import Result, beyond_what_it_knows
 from shared.data.digits import digit_image, labels_are_digits, split
+from shared.data.examples import IMAGENET_PHOTOS
 from shared.errors import ModelUnavailable, UserError, shown
 from shared.inference import backends, gpu
 from shared.inputs.checks import number_in, whole_number
@@ -161,13 +162,19 @@ def transfer_model_for(model: str | None) -> str:
 
 def digits_evaluation_set(loaded: LoadedModel, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` held-out digits as pixels and label ids, for models that know the digits."""
-    if not labels_are_digits(loaded.model.config.id2label):
-        raise UserError(f"{loaded.entry.name} does not classify digits; offline, the held-out digits are the "
-                        "only labelled evaluation set, so the robustness curve needs a digits model.")
     images, labels = split()["test"]
     label2id = {v: k for k, v in loaded.model.config.id2label.items()}
     pixels = pixels_of(loaded, [digit_image(p).convert("RGB") for p in images[:n]])
     return pixels, torch.tensor([label2id[str(lab)] for lab in labels[:n]], device=pixels.device)
+
+
+def photos_evaluation_set(loaded: LoadedModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photos the packages ship of things ImageNet names, labelled by the model's own clean answer:
+    no labelled photo set is reachable offline, so a photo model's curve is the share of photos
+    whose top label an attack of each size leaves alone."""
+    pixels = pixels_of(loaded, [decode_image(path).image for path in IMAGENET_PHOTOS.values()])
+    with torch.no_grad():  # not inference_mode: the attacks take gradients through a loss on these labels
+        return pixels, classifier_of(loaded)(pixels).argmax(1)
 
 
 def robust_accuracy(loaded: LoadedModel, pixels: torch.Tensor, labels: torch.Tensor, name: str, eps: float,
@@ -186,18 +193,26 @@ def robust_accuracy(loaded: LoadedModel, pixels: torch.Tensor, labels: torch.Ten
 
 def robustness_curve(model: str | None = None, attack: str = "pgd", max_eps: float = 0.1, points: int = 6,
                      n: int = 100, steps: int = 10) -> list[dict]:
-    """Accuracy against epsilon on `n` held-out digits; the points that fit in the time limit."""
+    """Accuracy against epsilon on `n` held-out digits (a photo model: the share of the shipped photos that
+    keep their clean top label, `photos_evaluation_set`); the points that fit in the time limit."""
     if attack == "deepfool":
         raise UserError("The robustness curve sweeps epsilon; DeepFool has none. Choose FGSM or PGD.")
     loaded = MODELS.load(model)
     max_eps, steps, _, _ = check_settings(loaded, attack, max_eps, steps, 0, None)
     points = whole_number("points", points, 2, 11)
-    pixels, labels = digits_evaluation_set(loaded, whole_number("n", n, 10, 360))
+    n = whole_number("n", n, 10, 360)
+    if labels_are_digits(loaded.model.config.id2label):
+        pixels, labels = digits_evaluation_set(loaded, n)
+        measured_on = f"{n} held-out digits"
+    else:
+        pixels, labels = photos_evaluation_set(loaded)
+        measured_on = f"{len(labels)} shipped photos, against the model's clean top label"
     deadline = time.monotonic() + TIME_LIMIT_S
     curve = []
     for eps in np.linspace(0, max_eps, points):
         accuracy = robust_accuracy(loaded, pixels, labels, attack, float(eps), steps, deadline)
         if accuracy is None:
             break
-        curve.append({"eps": round(float(eps), 4), "accuracy": accuracy, "model": loaded.entry.name})
+        curve.append({"eps": round(float(eps), 4), "accuracy": accuracy, "model": loaded.entry.name,
+                      "measured_on": measured_on})
     return curve

@@ -219,8 +219,7 @@ def visualise_class(loaded: LoadedModel, label: str | None) -> Result:
 
 
 MAX_MAP_IMAGES = 500
-MAP_IMAGE_SIDE = 256  # each upload is kept at most this big (the models read 224 px or less)
-THUMBNAIL_SIDE = 96  # what the page keeps per image to show the neighbours
+THUMBNAIL_SIDE = 96  # what the map keeps of each image to draw it and show its neighbours
 
 
 def _at_most(image: Image.Image, side: int) -> Image.Image:
@@ -246,28 +245,30 @@ def embedding_map(images: list | None = None, model: str | None = None, fallback
         pictures, truth = held_out()
         names = [f"held-out {i} ({label})" for i, label in enumerate(truth)]
         labels = [str(label) for label in truth]
-        notes = []
+        pixels, notes = preprocess(loaded, pictures)["pixel_values"], []
     else:
         if not embeddings.MIN_IMAGES <= len(images) <= MAX_MAP_IMAGES:
             raise UserError(f"{len(images)} images; the embedding map takes {embeddings.MIN_IMAGES} to "
                             f"{MAX_MAP_IMAGES}.")
         names = [f"{i}: {Path(image).name}" if isinstance(image, str | Path) else f"image {i}"  # unique names
                  for i, image in enumerate(images)]
-        pictures, notes = [], []
+        pictures, rows, notes = [], [], []
         for done, (name, image) in enumerate(zip(names, images, strict=True)):
             if time.monotonic() > deadline:  # 500 photos of 40 MP take minutes to decode
                 raise UserError(f"The embedding map stopped at its {TIME_LIMIT_S:.0f} s limit after reading {done} "
-                                f"of {len(images)} images: send fewer or smaller ones (each is used at "
-                                f"{MAP_IMAGE_SIDE} px at most).")
+                                f"of {len(images)} images: send fewer or smaller ones.")
             try:
                 decoded = decode_image(image)
             except UserError as err:
                 raise UserError(f"{name}: {err}") from None
-            pictures.append(_at_most(decoded.image, MAP_IMAGE_SIDE))  # at once: 500 full-size photos fill the RAM
+            # Read as Classify reads it (the whole upload through the processor), then keep only a
+            # thumbnail: 500 full-size photos would fill the RAM.
+            rows.append(preprocess(loaded, [decoded.image])["pixel_values"])
+            pictures.append(_at_most(decoded.image, THUMBNAIL_SIDE))
             notes += decoded.notes
-        labels = None
+        pixels, labels = np.concatenate(rows), None
     started = time.perf_counter()
-    pixels = torch.from_numpy(preprocess(loaded, [p.convert("RGB") for p in pictures])["pixel_values"])
+    pixels = torch.from_numpy(pixels)
     try:
         features = embeddings.penultimate(loaded, pixels, deadline)
     except TimeoutError as stopped:
