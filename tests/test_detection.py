@@ -64,6 +64,24 @@ def test_boxes_are_clipped_to_the_image(tiny_yolos):
     assert outside  # some boxes the models drew did cross the border
 
 
+def test_yolos_attention_is_fused_and_answers_as_torch_at_every_image_size(tiny_yolos):
+    import onnx
+
+    from shared.inference import export
+
+    loaded = task.MODELS.load(tiny_yolos)
+    path = export.ensure_exported(loaded, task.onnx_form(loaded))["model"]
+    fused = [n.op_type for n in onnx.load(str(path)).graph.node if n.domain == "com.microsoft"]
+    assert fused.count("MultiHeadAttention") == loaded.model.config.num_hidden_layers
+    images = [decode_image(image).image for image in [SCENES[0], PHOTOS["coffee"], PHOTOS["astronaut"]]]
+    assert len({task.preprocess(loaded, [image])["pixel_values"].shape for image in images}) >= 2  # sizes differ
+    for image in images:
+        ((on_torch,), _) = task.run(loaded, [image], "torch", 0.0, clip=False, nms=False)
+        ((on_onnx,), _) = task.run(loaded, [image], "onnx", 0.0, clip=False, nms=False)
+        assert [d["label"] for d in on_onnx] == [d["label"] for d in on_torch]
+        np.testing.assert_allclose([d["score"] for d in on_onnx], [d["score"] for d in on_torch], atol=1e-5)
+
+
 def test_onnx_detections_match_torch():
     for image in SCENES:
         on_torch = task.detect(image, threshold=0.3)["detections"]

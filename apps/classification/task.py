@@ -42,6 +42,7 @@ ONNX_SPEC = OnnxSpec(
     dynamic_axes={"pixel_values": {0: "batch"}},
     atol=1e-4,
     rtol=1e-3,
+    fuse_attention=True,  # ViT, DeiT: onnxruntime's fused attention (export.fuse_attention)
 )
 
 

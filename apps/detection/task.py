@@ -10,6 +10,7 @@ Post-processing is the model's own image processor's `post_process_object_detect
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable
@@ -45,12 +46,13 @@ NMS_IOU = float(registry.setting("detection", "nms_iou"))
 # whose registry entry fixes `onnx_batch` (RT-DETR: its query selection does not export with a
 # dynamic batch, and its inputs are a fixed size) is exported at that batch and run in slices.
 ONNX_SPEC = OnnxSpec(("pixel_values",), ("logits", "pred_boxes"),
-                     {"pixel_values": {0: "batch", 2: "height", 3: "width"}}, atol=1e-4, rtol=1e-3)
+                     {"pixel_values": {0: "batch", 2: "height", 3: "width"}}, atol=1e-4, rtol=1e-3,
+                     fuse_attention=True)  # YOLOS: 1,600+ tokens, where the fused attention pays most
 
 
 def onnx_spec(loaded: LoadedModel) -> OnnxSpec:
     batch = loaded.entry.onnx_batch
-    return OnnxSpec(ONNX_SPEC.input_names, ONNX_SPEC.output_names, example_batch=batch) if batch else ONNX_SPEC
+    return dataclasses.replace(ONNX_SPEC, dynamic_axes={}, example_batch=batch) if batch else ONNX_SPEC
 
 
 def onnx_form(loaded: LoadedModel) -> OnnxForm:

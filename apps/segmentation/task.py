@@ -30,7 +30,8 @@ from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
 TASK = "segmentation"
 MODELS = TaskModels(TASK, transformers_loader(AutoModelForSemanticSegmentation, AutoImageProcessor))
-ONNX_SPEC = OnnxSpec(("pixel_values",), ("logits",), {"pixel_values": {0: "batch"}}, atol=1e-4, rtol=1e-3)
+ONNX_SPEC = OnnxSpec(("pixel_values",), ("logits",), {"pixel_values": {0: "batch"}}, atol=1e-4, rtol=1e-3,
+                     fuse_attention=True)  # SegFormer: onnxruntime's fused attention (export.fuse_attention)
 
 
 def onnx_form(loaded: LoadedModel) -> OnnxForm:

@@ -246,6 +246,8 @@ def _write_onnx(module: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, pa
             dynamo=True, verbose=False,
         )
         program.save(str(scratch / path.name))
+        if spec.fuse_attention:
+            fuse_attention(scratch / path.name, spec, sample_feeds)
         _record_digests(scratch)
         scratch.rename(path.parent)  # atomic: a reader sees the whole folder or none of it
     except OSError:
@@ -254,6 +256,36 @@ def _write_onnx(module: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, pa
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log.info("exported %s", path)
+
+
+def fuse_attention(path: Path, spec: OnnxSpec, sample_feeds: Feeds) -> bool:
+    """Rewrite the graph at `path`, in place, with onnxruntime's fused attention (onnxscript's
+    `optimize_for_ort`: MultiHeadAttention, SkipLayerNormalization, BiasGelu), where it fuses some
+    attention and the fused graph answers `sample_feeds` as the plain one does (the spec's tolerance).
+
+    The dynamo exporter writes attention as MatMul, Softmax and MatMul, and onnxruntime's own graph
+    optimisations do not fuse that; its fused kernel (flash attention on the CPU) is what pays for
+    long sequences: YOLOS-tiny's 1,636 tokens ran 15-25% faster on 2 cores, ViT-B/16's 197 no faster
+    (README, Real-size architectures). Any failure of the optional rewrite keeps the plain graph."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    fused = path.with_name("fused.onnx")
+    try:
+        model, counts = optimize_for_ort(ir.load(path))
+        if not any(counts.get(name) for name in ("mha1", "mha2", "sdpa_via_mha")):
+            return False
+        ir.save(model, fused)
+        feeds = {n: sample_feeds[n] for n in spec.input_names}
+        plain = ort_session(path, torch.device("cpu")).run(list(spec.output_names), feeds)
+        compare(plain, ort_session(fused, torch.device("cpu")).run(list(spec.output_names), feeds), spec)
+    except Exception as err:  # noqa: BLE001 - an optional rewrite of a third-party graph: any failure keeps the plain one
+        log.warning("kept the plain attention of %s: the fused graph %s", path, f"failed ({err})")
+        fused.unlink(missing_ok=True)
+        return False
+    os.replace(fused, path)
+    log.info("fused the attention of %s (%s)", path, {k: v for k, v in counts.items() if v})
+    return True
 
 
 def _check_dynamic_axes(path: Path, spec: OnnxSpec) -> None:

@@ -31,6 +31,8 @@ class OnnxSpec:
     rtol: float = 1e-3
     module: str = ""  # export this submodule (a VAE's decoder, say) instead of the whole model
     example_batch: int = 2  # batch of the example inputs; with 1, the exporter fixes the batch axis
+    # rewrite the exported attention into onnxruntime's fused MultiHeadAttention (export.fuse_attention)
+    fuse_attention: bool = False
 
 
 class NamedOutputs(torch.nn.Module):
