@@ -101,3 +101,10 @@ def test_a_photo_model_with_no_uploads_maps_the_shipped_photos_not_the_digits():
         assert predicted[path.name] == task.classify(path, "efficientnet-lite0")["labels"][0]["label"]
     assert predicted["chelsea.png"] == "tiger cat"
     assert result["colour"] == "predicted" and "knn_accuracy_in_map" not in result.to_json()
+
+
+def test_an_image_is_never_its_own_neighbour_even_among_duplicates():
+    features = np.repeat(np.random.default_rng(0).normal(size=(3, 8)), 2, axis=0)  # each row twice
+    found, distances = embeddings.neighbours(features, k=3)
+    assert all(i not in row for i, row in enumerate(found))
+    assert [row[0] for row in found] == [1, 0, 3, 2, 5, 4] and (distances[:, 0] == 0).all()

@@ -246,7 +246,7 @@ def embedding_map(images: list | None = None, model: str | None = None, fallback
         pictures, truth = held_out()
         names = [f"held-out {i} ({label})" for i, label in enumerate(truth)]
         labels = [str(label) for label in truth]
-        pixels, notes = preprocess(loaded, pictures)["pixel_values"], []
+        pixels, notes = preprocess(loaded, [p.convert("RGB") for p in pictures])["pixel_values"], []  # greyscale
     else:
         if not embeddings.MIN_IMAGES <= len(images) <= MAX_MAP_IMAGES:
             raise UserError(f"{len(images)} images; the embedding map takes {embeddings.MIN_IMAGES} to "

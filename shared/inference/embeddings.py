@@ -60,9 +60,10 @@ def neighbours(features: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray
     Euclidean distances (N, k), nearest first."""
     from sklearn.neighbors import NearestNeighbors
 
-    k = min(k, len(features) - 1)
-    distances, found = NearestNeighbors(n_neighbors=k + 1).fit(features).kneighbors(features)
-    return found[:, 1:], distances[:, 1:]  # column 0: the image itself (distance 0)
+    # with no query, scikit-learn leaves each point itself out (not merely column 0: with duplicate
+    # images, column 0 may be the duplicate and the image itself come second)
+    distances, found = NearestNeighbors().fit(features).kneighbors(n_neighbors=min(k, len(features) - 1))
+    return found, distances
 
 
 def knn_accuracy(train: np.ndarray, train_labels, test: np.ndarray, test_labels, k: int = K) -> float:
