@@ -172,3 +172,15 @@ def test_the_second_model_offered_knows_the_same_kind_of_image():
     assert task.transfer_model_for("digits-convnext-robust") == "digits-convnext"
     photo_model = registry.get("classification", task.transfer_model_for("efficientnet-lite0"))
     assert photo_model.name != "efficientnet-lite0" and not photo_model.knows  # a photo model, not a digits one
+
+
+def test_the_pages_curve_says_what_it_measured_and_where_it_stopped(monkeypatch):
+    from apps.adversarial import app
+
+    frame, caption = app.robustness("digits-convnext", "fgsm", 0.05)
+    assert len(frame) == task.CURVE_POINTS
+    assert caption == "Accuracy of digits-convnext under fgsm on 100 held-out digits."
+    monkeypatch.setattr(task, "TIME_LIMIT_S", 0.0)  # nothing but the clean point fits
+    frame, caption = app.robustness("digits-convnext", "pgd", 0.05)
+    assert len(frame) == 1 and caption.endswith("The curve stopped at the 0 s limit after 1 of 6 epsilons, at 0.0: "
+                                                 "fgsm, or fewer steps, draws all of them.")

@@ -65,7 +65,12 @@ def robustness(model, attack, eps):
     eps = number_in("eps", eps, 0.0, task.MAX_EPS["linf"])
     if eps == 0:
         raise UserError("Set epsilon above 0: the curve sweeps epsilon from 0 to twice the value set.")
-    return pd.DataFrame(task.robustness_curve(model=model, attack=attack, max_eps=2 * eps))
+    curve = task.robustness_curve(model=model, attack=attack, max_eps=2 * eps)
+    caption = f"Accuracy of {curve[0]['model']} under {attack} on {curve[0]['measured_on']}."
+    if len(curve) < task.CURVE_POINTS:
+        caption += (f" The curve stopped at the {task.TIME_LIMIT_S:.0f} s limit after {len(curve)} of "
+                    f"{task.CURVE_POINTS} epsilons, at {curve[-1]['eps']}: fgsm, or fewer steps, draws all of them.")
+    return pd.DataFrame(curve), caption
 
 
 with gr.Blocks(title="Adversarial examples") as demo:
@@ -100,6 +105,7 @@ with gr.Blocks(title="Adversarial examples") as demo:
                       "model: the share of the shipped photos that keep their clean top label)", open=False):
         curve_button = gr.Button("Compute for this model and attack (up to 2 x epsilon)")
         curve = gr.LinePlot(x="eps", y="accuracy", y_lim=[0, 1], label="Accuracy")
+        curve_caption = gr.Markdown()
     ui.model_examples(SPEC, model, [image])
     model.change(task.transfer_model_for, model, transfer, api_visibility="private")
 
@@ -108,7 +114,8 @@ with gr.Blocks(title="Adversarial examples") as demo:
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
         adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
         [original, perturbation, adversarial_image, before, after, summary], api_visibility="private")
-    curve_button.click(robustness, [model, attack, eps], curve, api_name="robustness", api_visibility="undocumented")
+    curve_button.click(robustness, [model, attack, eps], [curve, curve_caption], api_name="robustness",
+                       api_visibility="undocumented")
 
 
 if __name__ == "__main__":

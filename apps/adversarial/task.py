@@ -191,7 +191,10 @@ def robust_accuracy(loaded: LoadedModel, pixels: torch.Tensor, labels: torch.Ten
         return float((classifier(pixels).argmax(1) == labels).float().mean())
 
 
-def robustness_curve(model: str | None = None, attack: str = "pgd", max_eps: float = 0.1, points: int = 6,
+CURVE_POINTS = 6
+
+
+def robustness_curve(model: str | None = None, attack: str = "pgd", max_eps: float = 0.1, points: int = CURVE_POINTS,
                      n: int = 100, steps: int = 10) -> list[dict]:
     """Accuracy against epsilon on `n` held-out digits (a photo model: the share of the shipped photos that
     keep their clean top label, `photos_evaluation_set`); the points that fit in the time limit."""
