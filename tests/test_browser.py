@@ -41,13 +41,20 @@ def test_upload_classify_and_read_the_answer(page, hub_url, tmp_path):
     page.screenshot(path=str(tmp_path / "classification.png"), full_page=True)
 
 
-def test_a_corrupt_upload_shows_the_reason(page, hub_url, tmp_path):
+def test_a_corrupt_upload_shows_the_reason_and_no_earlier_answer(page, hub_url, tmp_path):
     page.goto(f"{hub_url}/classification/")
+    page.locator("input[type=file]").first.set_input_files(str(DIGIT_EXAMPLES / "digit_7.png"))
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_text("Served by").wait_for(timeout=30_000)
     fake = tmp_path / "fake.png"
     fake.write_bytes((REPO / "pyproject.toml").read_bytes())
     page.locator("input[type=file]").first.set_input_files(str(fake))
     page.get_by_role("button", name="Classify").click()
     page.get_by_text("not an image this app can read").first.wait_for(timeout=30_000)
+    # the answer to the digit is gone: under the error badge there is nothing of an earlier input
+    assert page.get_by_text("Served by").count() == 0
+    assert not page.get_by_test_id("label-output-value").count() or \
+        not page.get_by_test_id("label-output-value").inner_text().strip()
 
 
 def test_generative_page_draws_a_grid(page, hub_url):

@@ -109,11 +109,13 @@ with gr.Blocks(title="Adversarial examples") as demo:
     ui.model_examples(SPEC, model, [image])
     model.change(task.transfer_model_for, model, transfer, api_visibility="private")
 
+    ui.clear_on(run.click, [original, perturbation, adversarial_image, before, after, summary])
     run.click(adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
               [original, perturbation, adversarial_image, before, after, summary], api_name="adversarial")
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
         adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
         [original, perturbation, adversarial_image, before, after, summary], api_visibility="private")
+    ui.clear_on(curve_button.click, [curve, curve_caption])
     curve_button.click(robustness, [model, attack, eps], [curve, curve_caption], api_name="robustness",
                        api_visibility="undocumented")
 

@@ -55,6 +55,7 @@ with gr.Blocks(title="Image captioning") as demo:
 
     settings = [lang, prompt, model, backend, num_beams, num_captions, max_new_tokens, repetition_penalty,
                 no_repeat_ngram_size]
+    ui.clear_on(submit.click, [best, captions, served])
     submit.click(captioning, [image, *settings], [best, captions, served], api_name="captioning")
 
 

@@ -164,12 +164,15 @@ with gr.Blocks(title="Image classification") as demo:
         map_state = gr.State()
     ui.model_examples(SPEC, model, [image])
 
+    ui.clear_on(submit.click, [labels, served])
     submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification",
                  concurrency_limit=ui.BATCHED_CONCURRENCY)
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
         classification, [image, model, backend, top_k], [labels, served], api_visibility="private")
+    ui.clear_on(explain_button.click, [heatmap, explained, explained_by])
     explain_button.click(explain, [image, model, backend, method, label, window, stride],
                          [heatmap, explained, explained_by], api_name="explain", concurrency_limit=EXPLAIN_CONCURRENCY)
+    ui.clear_on(map_button.click, [scatter, thumbnails, mapped, gallery])
     map_button.click(embedding_map, [files, model], [scatter, thumbnails, mapped, chosen, map_state],
                      api_visibility="private")
     chosen.change(nearest, [chosen, map_state], gallery, api_visibility="private")

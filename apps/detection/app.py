@@ -51,6 +51,7 @@ with gr.Blocks(title="Object detection") as demo:
             served = gr.Markdown()
     ui.model_examples(SPEC, model, [image])
 
+    ui.clear_on(submit.click, [annotated, table, served])
     submit.click(detection, [image, model, backend, threshold, classes, max_detections, nms],
                  [annotated, table, served], api_name="detection",
                  concurrency_limit=ui.BATCHED_CONCURRENCY)

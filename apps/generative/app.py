@@ -71,9 +71,12 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
             around = gr.Image(label="Samples around its code", type="pil", format="png")
     served = gr.Markdown()
 
+    ui.clear_on(sample.click, [samples, served])
     sample.click(generative, [seed, n, label, truncation, model, backend], [samples, served], api_name="generative")
+    ui.clear_on(walk.click, [strip, served])
     walk.click(interpolation, [seed, seed_b, steps, label, truncation, model, backend], [strip, served],
                api_name="interpolation", api_visibility="undocumented")
+    ui.clear_on(encode.click, [seen, rebuilt, around, served])
     encode.click(reconstruction, [image, vae, seed, truncation, backend], [seen, rebuilt, around, served],
                  api_name="reconstruction", api_visibility="undocumented")
 

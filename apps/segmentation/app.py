@@ -51,6 +51,7 @@ with gr.Blocks(title="Semantic segmentation") as demo:
             served = gr.Markdown()
     ui.model_examples(SPEC, model, [image])
 
+    ui.clear_on(submit.click, [picture, key, table, served])
     submit.click(segmentation, [image, model, backend, opacity], [picture, key, table, served], api_name="segmentation")
 
 

@@ -123,6 +123,7 @@ with gr.Blocks(title="Translation") as demo:
     for changed in (model.change, src_lang.change, tgt_lang.change):
         changed(model_line, [model, src_lang, tgt_lang], card, api_visibility="private")
     model.change(model_settings, model, [num_beams, max_new_tokens], api_visibility="private")
+    ui.clear_on(submit.click, [translated, served])
     submit.click(translation, [text, src_lang, tgt_lang, model, backend, num_beams, max_new_tokens],
                  [translated, served], api_name="translation")
 

@@ -44,6 +44,7 @@ with gr.Blocks(title="Visual question answering") as demo:
             served = gr.Markdown()
     ui.model_examples(SPEC, model, [image, questions])
 
+    ui.clear_on(submit.click, [answers, served])
     submit.click(vqa, [image, questions, model, backend, top_k], [answers, served], api_name="vqa")
 
 

@@ -268,6 +268,16 @@ def user_errors(fn):
     return wrapper
 
 
+def clear_on(event, outputs: list) -> None:
+    """Put `outputs` back as the page first showed them, in the browser, the moment `event` (a listener
+    such as `button.click`) fires, with no server round trip (as gradio's ClearButton does): a refused
+    request then leaves gradio's error badge over nothing, not over the answer to an earlier input.
+    Text is emptied with "": gradio's page applies no update whose values are all null."""
+    emptied = ["" if isinstance(c, gr.Markdown | gr.Textbox) else c.value for c in outputs]
+    event(None, None, outputs, js=f"() => {json.dumps(emptied)}", queue=False, show_progress="hidden",
+          api_visibility="private")
+
+
 def configure_queue(demo: gr.Blocks) -> gr.Blocks:
     # api_open=False: gradio's direct routes (/gradio_api/run/, /gradio_api/api/) skip the queue,
     # and so its limits, unless the app runs on a Space; here they answer 404 and every call queues.
