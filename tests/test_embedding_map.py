@@ -9,7 +9,7 @@ from apps.classification import app, task
 from shared.data.digits import digit_image, split
 from shared.data.examples import IMAGENET_PHOTOS
 from shared.errors import UserError
-from shared.inference import embeddings
+from shared.inference import embeddings, heatmaps
 
 TRAIN, TEST = 400, 150  # subsets of the digits' splits: seconds, not minutes (README: all 1,437 / 360)
 
@@ -54,7 +54,10 @@ def test_the_map_of_uploads_has_a_point_and_neighbours_for_each(tmp_path):
     for i, image in enumerate(images):
         paths.append(str(tmp_path / f"digit_{i}_{labels[i]}.png"))
         image.save(paths[-1])
-    table, picture, summary, chosen, state = app.embedding_map(paths, "digits-convnext")
+    scatter, picture, summary, chosen, state = app.embedding_map(paths, "digits-convnext")
+    table = scatter.constructor_args["value"]
+    # the scatter plot colours each label as the thumbnail map does
+    assert scatter.color_map == heatmaps.label_colours(list(table["label"])) and len(scatter.color_map) >= 9
     assert len(table) == 30 and set(table.columns) >= {"x", "y", "name", "label", "predicted"}
     assert "coloured by their predicted label" in summary and picture.size[0] > 500
     assert (table["predicted"] == [str(label) for label in labels]).mean() > 0.9

@@ -16,6 +16,7 @@ import pandas as pd
 
 from apps.classification import task
 from apps.classification.spec import SPEC
+from shared.inference import heatmaps
 from shared.inference.attribution import CHOICES, CLASS_VISUALISATION
 from shared.inputs.checks import whole_number
 from shared.serving import ui
@@ -99,7 +100,8 @@ def embedding_map(files, model):
                                                     f"**{found:.1%}** of the true labels." if found else ""))
     names = [p["name"] for p in result["points"]]
     state = (result["points"], result.images["thumbnails"])
-    return table, result["map"], summary, gr.Dropdown(choices=names, value=names[0]), state
+    scatter = gr.ScatterPlot(table, color_map=heatmaps.label_colours(list(table["label"])))  # as the thumbnail map
+    return scatter, result["map"], summary, gr.Dropdown(choices=names, value=names[0]), state
 
 
 def nearest(name, state):

@@ -81,22 +81,29 @@ def ascent(start: np.ndarray, reached: np.ndarray, scores: list[float], title: s
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
+def label_colours(labels: list[str]) -> dict[str, str]:
+    """A colour ("#rrggbb") for each distinct label, the same in every picture of one map."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    names = sorted(set(labels))
+    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: to_hex(palette(i % palette.N)) for i, name in enumerate(names)}
+
+
 def thumbnail_map(points: np.ndarray, thumbnails: list[Image.Image], labels: list[str], title: str) -> Image.Image:
     """A 2-D map (N, 2) drawn with each image's thumbnail at its point, framed in its label's colour."""
-    from matplotlib import colormaps
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
     figure = _figure((9.0, 9.0))
     axes = figure.subplots()
-    names = sorted(set(labels))
-    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    colours = label_colours(labels)
     for (x, y), thumbnail, label in zip(points, thumbnails, labels, strict=True):
-        colour = palette(names.index(label) % palette.N)
         picture = OffsetImage(np.asarray(thumbnail.convert("RGB").resize((24, 24))), zoom=0.8)
-        axes.add_artist(AnnotationBbox(picture, (x, y), frameon=True, pad=0.1, bboxprops={"edgecolor": colour}))
+        axes.add_artist(AnnotationBbox(picture, (x, y), frameon=True, pad=0.1, bboxprops={"edgecolor": colours[label]}))
     axes.scatter(points[:, 0], points[:, 1], s=0)  # sets the limits
-    for i, name in enumerate(names):
-        axes.scatter([], [], color=palette(i % palette.N), label=name)
+    for name, colour in colours.items():
+        axes.scatter([], [], color=colour, label=name)
     axes.legend(fontsize=8, loc="best", title="label", markerscale=1.5)
     axes.set_xticks([])
     axes.set_yticks([])
