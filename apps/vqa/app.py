@@ -40,7 +40,8 @@ with gr.Blocks(title="Visual question answering") as demo:
             top_k = gr.Slider(1, task.MAX_TOP_K, value=5, step=1, label="Top k answers")
             submit = gr.Button("Answer", variant="primary")
         with gr.Column():
-            answers = gr.Dataframe(headers=["question", "answer", "score", "top k"], label="Answers", wrap=True)
+            answers = gr.Dataframe(headers=["question", "answer", "score", "top k"], label="Answers", wrap=True,
+                                   column_widths=["32%", "16%", "12%", "40%"])
             served = gr.Markdown()
     ui.model_examples(SPEC, model, [image, questions])
 
