@@ -47,10 +47,21 @@ def sample_feeds(loaded: LoadedModel, batch_size: int) -> Feeds:
     return preprocess(loaded, list(itertools.islice(itertools.cycle(images), batch_size)))
 
 
+# The processor resizes all C class scores to the image before the argmax: for a 40 MP upload and
+# ADE's 150 classes that is 24 GB. Past this side the scores are resized to fit it, and the class map
+# is then enlarged to the image by nearest neighbour (the models read 512 px or less anyway).
+CLASS_MAP_SIDE = 1024
+
+
 def class_map(loaded: LoadedModel, logits: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
     """(B, C, h, w) logits -> one (H, W) array of class ids per image, at the image's size."""
+    shrink = [min(1.0, CLASS_MAP_SIDE / max(size)) for size in sizes]
+    scaled = [(max(1, round(h * k)), max(1, round(w * k))) for (h, w), k in zip(sizes, shrink, strict=True)]
     raw = ModelOutput(logits=torch.from_numpy(logits))
-    return [m.numpy() for m in loaded.processor.post_process_semantic_segmentation(raw, target_sizes=sizes)]
+    maps = loaded.processor.post_process_semantic_segmentation(raw, target_sizes=scaled)
+    return [m.numpy() if m.shape == size else
+            np.asarray(Image.fromarray(m.numpy().astype(np.int32)).resize(size[::-1], Image.NEAREST))
+            for m, size in zip(maps, sizes, strict=True)]
 
 
 def segments(loaded: LoadedModel, classes: np.ndarray) -> list[dict]:
