@@ -227,13 +227,15 @@ def cold_start(app: str, request: dict, timeout_s: float = 120) -> dict:
 class _ApiCaller:
     """One request through gradio's HTTP API as a client sends it: the image uploaded, the call
     queued (POST /call/APP), its answer read from the event stream. httpx, one connection pool
-    per client thread, so that 32 clients cost the machine little beside the server."""
+    per client thread, so that 32 clients cost the machine little beside the server. Each client
+    is a visitor of its own (`visitor`, an address the server trusts from a local proxy): the server
+    lets one address hold only half of an app's queue (ui.MAX_WAITING_PER_CLIENT)."""
 
-    def __init__(self, base: str, app: str, request: dict, parameters: list[dict]):
+    def __init__(self, base: str, app: str, request: dict, parameters: list[dict], visitor: int = 0):
         import httpx
 
         self.base, self.app, self.request, self.parameters = base, app, request, parameters
-        self.http = httpx.Client(timeout=300)
+        self.http = httpx.Client(timeout=300, headers={"X-Forwarded-For": f"10.0.{visitor // 256}.{visitor % 256}"})
 
     def __call__(self) -> str:
         """The answer's JSON text (raises on an error event)."""
@@ -315,7 +317,7 @@ def load(app: str, request: dict, clients: tuple[int, ...] = (1, 8, 32), request
             base = f"http://127.0.0.1:{port}/{app}/"
             info = Client(base, verbose=False).view_api(return_format="dict", print_info=False)
             parameters = info["named_endpoints"][f"/{app}"]["parameters"]  # the endpoint's arguments and defaults
-            callers[mode] = [_ApiCaller(base, app, request, parameters) for _ in range(max(clients))]
+            callers[mode] = [_ApiCaller(base, app, request, parameters, visitor) for visitor in range(max(clients))]
             for _ in range(3):  # warm-up: the first calls of a model pay for lazy set-up
                 callers[mode][0]()
         levels = []

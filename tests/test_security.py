@@ -34,7 +34,8 @@ def file_data(path) -> dict:
     return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
 
 
-def call(url: str, app: str, data: list, timeout: float = 60, api: str | None = None) -> tuple[str, object]:
+def call(url: str, app: str, data: list, timeout: float = 60, api: str | None = None,
+         headers: dict | None = None) -> tuple[str, object]:
     """POST the call API of `app` (its endpoint `api`, by default the one named after the app), then read
     its event stream: ("complete", outputs), ("error", message) or ("refused", HTTP detail) when the call
     is not even queued (a full queue); ("no answer", None) once `timeout` seconds have passed in all (gradio's
@@ -42,7 +43,7 @@ def call(url: str, app: str, data: list, timeout: float = 60, api: str | None = 
     JSON's NaN, Infinity (as Python's json writes them; httpx's json= refuses them)."""
     api, deadline = api or app, time.monotonic() + timeout
     body = json.dumps({"data": data})
-    with httpx.Client(timeout=timeout) as client:
+    with httpx.Client(timeout=timeout, headers=headers) as client:
         posted = client.post(f"{url}/{app}/gradio_api/call/{api}", content=body,
                              headers={"content-type": "application/json"})
         if posted.status_code != 200:
@@ -395,6 +396,31 @@ def test_sigterm_lets_the_running_request_finish_and_tells_the_waiting_ones(tmp_
     assert results[0][0] == "complete", results[0]
     for kind, payload in results[1:]:
         assert kind == "complete" or (kind, payload) == ("error", SHUTTING_DOWN), (kind, payload)
+
+
+def test_one_client_holds_at_most_its_share_of_an_apps_queue(tmp_path, monkeypatch):
+    """One address re-sending slow requests filled an app's whole queue and locked everyone out; now
+    it gets a sentence past its share (here 2 waiting), and another visitor is still queued."""
+    monkeypatch.setenv("DEMOHUB_MAX_WAITING_PER_CLIENT", "2")
+    process, url = start_hub(REPO, tmp_path / "serve.log", tmp_path / "uploads", extra_args=("--app", "adversarial"))
+    try:
+        digit = file_data(upload(url, "adversarial", DIGIT_EXAMPLES / "digit_7.png"))
+        ask = [digit, "digits-convnext", "pgd", 0.1, 100, 0, "none", "digits-convnext-robust"]
+        assert call(url, "adversarial", ask, 120)[0] == "complete"  # models loaded before the test
+        pushy, other = {"X-Forwarded-For": "10.9.9.1"}, {"X-Forwarded-For": "10.9.9.2"}
+        with ThreadPoolExecutor(5) as pool:
+            answers = []
+            for _ in range(4):  # one runs (one at a time per app), two wait, the fourth is one too many
+                answers.append(pool.submit(call, url, "adversarial", ask, 120, headers=pushy))
+                time.sleep(0.1)
+            theirs = pool.submit(call, url, "adversarial", ask, 120, headers=other)
+            results = [a.result() for a in answers]
+            assert theirs.result()[0] == "complete"
+    finally:
+        stop_hub(process)
+    assert [kind for kind, _ in results] == ["complete", "complete", "complete", "refused"], results
+    assert results[3][1] == ("You already have 2 requests waiting for this app; wait for their answers before "
+                             "sending more.")
 
 
 def test_sigterm_ends_open_page_sessions_at_once(tmp_path):

@@ -41,6 +41,9 @@ from shared.models import registry
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 32  # requests waiting per app; more are refused at once instead of piling up
+# One client may hold at most half of an app's waiting requests: one address re-sending 20-second
+# occlusions filled all 32 places and locked everyone out of the app's quick endpoints.
+MAX_WAITING_PER_CLIENT = int(os.environ.get("DEMOHUB_MAX_WAITING_PER_CLIENT", QUEUE_SIZE // 2))
 # How many requests an endpoint whose model calls are gathered (shared/inference/batching.py) runs
 # at once: each decodes its input in its own thread, and their model calls become one batch.
 BATCHED_CONCURRENCY = batching.MAX_BATCH
@@ -287,7 +290,29 @@ def configure_queue(demo: gr.Blocks) -> gr.Blocks:
     # monitoring dashboard, which SAFE_SETTINGS turn off: 2 ms of the GIL a request, 8 ms on a server
     # that has answered 10,000. The summary stays the empty one the dashboard would show.
     queue.compute_analytics_summary = lambda records: queue.cached_event_analytics_summary
+    push = queue.push
+
+    async def push_unless_the_client_holds_its_share(body, request, username):
+        client = client_address(request)
+        waiting = sum(client_address(event.request) == client
+                      for line in queue.event_queue_per_concurrency_id.values() for event in line.queue)
+        if waiting >= MAX_WAITING_PER_CLIENT:
+            return False, (f"You already have {waiting} requests waiting for this app; wait for their answers "
+                           "before sending more."), "queue_full"
+        return await push(body, request, username)
+
+    queue.push = push_unless_the_client_holds_its_share
     return demo
+
+
+def client_address(request) -> str:
+    """Who sent `request`. uvicorn has already put the address a local proxy forwards (X-Forwarded-For
+    from 127.0.0.1, as in the replicas' proxy) in `request.client`; on a Space, whose proxy is not
+    local, it is the last X-Forwarded-For entry, the one that proxy added (a client can write the others)."""
+    forwarded = request.headers.get("x-forwarded-for") if os.environ.get("SPACE_ID") else None
+    if forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()
+    return request.client.host if request.client else "unknown"
 
 
 def _count_files(value) -> int:
