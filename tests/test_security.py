@@ -423,6 +423,26 @@ def test_one_client_holds_at_most_its_share_of_an_apps_queue(tmp_path, monkeypat
                              "sending more.")
 
 
+def test_one_client_uploads_at_most_its_budget_a_minute(tmp_path, monkeypatch):
+    """gradio's upload route takes any file from anyone: one client filled the disk at 140 MB/s."""
+    monkeypatch.setenv("DEMOHUB_UPLOAD_MB_PER_MINUTE", "1")
+    process, url = start_hub(REPO, tmp_path / "serve.log", tmp_path / "uploads", extra_args=("--app", "vqa"))
+    blob = os.urandom(400_000)
+
+    def send(visitor: str) -> httpx.Response:
+        return httpx.post(f"{url}/vqa/gradio_api/upload", files={"files": ("blob.bin", blob)},
+                          headers={"X-Forwarded-For": visitor}, timeout=30)
+
+    try:
+        first, second, third = (send("10.9.9.1") for _ in range(3))
+        other = send("10.9.9.2")
+    finally:
+        stop_hub(process)
+    assert first.status_code == second.status_code == other.status_code == 200
+    assert third.status_code == 429 and third.json()["error"].startswith("You uploaded 0.8 MB in the last minute; "
+                                                                         "one client may upload 1 MB a minute.")
+
+
 def test_sigterm_ends_open_page_sessions_at_once(tmp_path):
     """An open browser tab (or a live gradio_client) holds a session heartbeat stream that never
     ends by itself; a mounted app's stream did not end on SIGTERM, so the server waited out its

@@ -33,6 +33,7 @@ from shared import apps
 from shared.errors import ModelUnavailable, UserError
 from shared.serving import landing as landing_page
 from shared.serving import mcp, ui
+from shared.serving.clients import UploadBudget
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def _status_banner(name: str) -> str:
 def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_server: bool = False) -> FastAPI:
     add_local_models(list(extra_models))
     hub = FastAPI(title="demohub")
-    hub.add_middleware(ui.BodySizeLimit)
+    hub.add_middleware(UploadBudget)
+    hub.add_middleware(ui.BodySizeLimit)  # the outermost: an oversized body is refused before it is counted
     status: dict[str, dict] = {}  # app -> {"ready": bool, "reason": str}, filled by the preload thread
     done = threading.Event()
     specs = {name: apps.get(name) for name in app_names}

@@ -37,6 +37,7 @@ from shared.inference import batching
 from shared.inference.backends import BACKENDS
 from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, decode_image, uploaded_file
 from shared.models import registry
+from shared.serving.clients import UploadBudget, client_address
 
 log = logging.getLogger(__name__)
 
@@ -292,9 +293,12 @@ def configure_queue(demo: gr.Blocks) -> gr.Blocks:
     queue.compute_analytics_summary = lambda records: queue.cached_event_analytics_summary
     push = queue.push
 
+    def client_of(request) -> str:
+        return client_address(request.headers, (request.client.host,) if request.client else None)
+
     async def push_unless_the_client_holds_its_share(body, request, username):
-        client = client_address(request)
-        waiting = sum(client_address(event.request) == client
+        client = client_of(request)
+        waiting = sum(client_of(event.request) == client
                       for line in queue.event_queue_per_concurrency_id.values() for event in line.queue)
         if waiting >= MAX_WAITING_PER_CLIENT:
             return False, (f"You already have {waiting} requests waiting for this app; wait for their answers "
@@ -303,16 +307,6 @@ def configure_queue(demo: gr.Blocks) -> gr.Blocks:
 
     queue.push = push_unless_the_client_holds_its_share
     return demo
-
-
-def client_address(request) -> str:
-    """Who sent `request`. uvicorn has already put the address a local proxy forwards (X-Forwarded-For
-    from 127.0.0.1, as in the replicas' proxy) in `request.client`; on a Space, whose proxy is not
-    local, it is the last X-Forwarded-For entry, the one that proxy added (a client can write the others)."""
-    forwarded = request.headers.get("x-forwarded-for") if os.environ.get("SPACE_ID") else None
-    if forwarded:
-        return forwarded.rsplit(",", 1)[-1].strip()
-    return request.client.host if request.client else "unknown"
 
 
 def _count_files(value) -> int:
@@ -518,7 +512,7 @@ def mount(hub, demo: gr.Blocks, path: str, **settings) -> None:
 
 def launch(demo: gr.Blocks, **overrides) -> None:
     """Run one app alone, as a Space does."""
-    app_kwargs = {"middleware": [Middleware(BodySizeLimit)]}
+    app_kwargs = {"middleware": [Middleware(BodySizeLimit), Middleware(UploadBudget)]}
     harden(demo).launch(share=False, strict_cors=True, app_kwargs=app_kwargs, **{**SAFE_SETTINGS, **overrides})
 
 

@@ -1,0 +1,68 @@
+"""Who a client is, and how much of the server's upload space one client may take.
+
+gradio's upload route takes any file from anyone and serves it back for an hour (the sweep deletes
+older ones), so one client could fill the disk at 140 MB/s. `UploadBudget` lets each client upload
+at most `DEMOHUB_UPLOAD_MB_PER_MINUTE` (512 MB: a 500-image embedding map of photos fits) and
+refuses every upload while the disk holding the upload folder has less than 2 GB free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from gradio.utils import get_upload_folder
+
+UPLOAD_BYTES_PER_MINUTE = int(os.environ.get("DEMOHUB_UPLOAD_MB_PER_MINUTE", 512)) * 2**20
+MIN_FREE_DISK_BYTES = 2 * 2**30
+
+
+def client_address(headers, client: tuple | None) -> str:
+    """Who sent a request, from its headers and socket address. uvicorn has already put the address a
+    local proxy forwards (X-Forwarded-For from 127.0.0.1, as in the replicas' proxy) in `client`; on a
+    Space, whose proxy is not local, it is the last X-Forwarded-For entry, the one that proxy added (a
+    client can write the others)."""
+    forwarded = headers.get("x-forwarded-for") if os.environ.get("SPACE_ID") else None
+    if forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()
+    return client[0] if client else "unknown"
+
+
+class UploadBudget:
+    """ASGI middleware on gradio's upload routes: a client's uploads in the current minute, counted by
+    their Content-Length, stop at UPLOAD_BYTES_PER_MINUTE (429), and all uploads stop while the disk
+    is nearly full (507); each refusal is one sentence."""
+
+    def __init__(self, app):
+        self.app = app
+        self.spent: dict[str, tuple[float, int]] = {}  # client -> (start of its minute, bytes uploaded in it)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/gradio_api/upload"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        size = int(headers["content-length"]) if headers.get("content-length", "").isdigit() else 16 * 2**20
+        if shutil.disk_usage(get_upload_folder()).free < MIN_FREE_DISK_BYTES:
+            return await _refuse(send, 507, "The server's disk is nearly full; uploads resume once older ones "
+                                            "are deleted (within the hour).")
+        now, client = time.monotonic(), client_address(headers, scope.get("client"))
+        started, spent = self.spent.get(client, (now, 0))
+        if now - started >= 60:
+            started, spent = now, 0
+        if spent + size > UPLOAD_BYTES_PER_MINUTE:
+            return await _refuse(send, 429, f"You uploaded {spent / 2**20:.1f} MB in the last minute; one client may "
+                                            f"upload {UPLOAD_BYTES_PER_MINUTE // 2**20} MB a minute. Try again "
+                                            f"in {60 - (now - started):.0f} s.")
+        if len(self.spent) > 10_000:  # forget the clients whose minute is over
+            self.spent = {c: v for c, v in self.spent.items() if now - v[0] < 60}
+        self.spent[client] = (started, spent + size)
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send, status: int, sentence: str) -> None:
+    body = json.dumps({"error": sentence}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
