@@ -212,3 +212,12 @@ def test_on_cuda_the_key_value_cache_stays_on_the_gpu():
     inputs = encoded(cpu, SENTENCES)
     for settings in ({"num_beams": 1}, {"num_beams": 4}):
         assert torch.equal(onnx.generate(**inputs, **settings), cpu.model.generate(**inputs, **settings))
+
+
+def test_the_pages_examples_are_in_the_default_models_vocabulary():
+    """A shipped example that trips "does not know these characters" (the F of "Farbe") reads as a bug."""
+    from apps.translation.spec import SPEC
+
+    for text, src, tgt in SPEC.examples:
+        result = task.translate(text, src_lang=src, tgt_lang=tgt)
+        assert not [note for note in result.notes if "does not know these characters" in note], (text, result.notes)

@@ -19,7 +19,7 @@ SPEC = AppSpec(
     onnx=task.onnx_form,
     example={"text": "A red 3 to the left of a blue 7.", "src_lang": "en", "tgt_lang": "de"},
     examples=[["A red 3 to the left of a blue 7.\nIs there an 8?", "en", "de"],
-              ["Eine grüne 6 über einer gelben 2. Welche Farbe hat die 6?", "de", "en"]],
+              ["Eine grüne 6 über einer gelben 2. Gibt es eine 8?", "de", "en"]],
     cli_arguments=cli.add_arguments,
     cli_predict=cli.predict,
     finetune=finetune,
