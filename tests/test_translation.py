@@ -221,3 +221,13 @@ def test_the_pages_examples_are_in_the_default_models_vocabulary():
     for text, src, tgt in SPEC.examples:
         result = task.translate(text, src_lang=src, tgt_lang=tgt)
         assert not [note for note in result.notes if "does not know these characters" in note], (text, result.notes)
+
+
+def test_the_pages_model_follows_the_languages():
+    """scenes-marian picked (by an example, say), then French asked for: the page picks a model that
+    translates the pair instead of refusing at the next press (found by a visitor)."""
+    from apps.translation import app
+
+    assert app.model_for_pair("scenes-marian", "en", "fr") == "opus-mt"
+    for unchanged in [("scenes-marian", "en", "de"), ("opus-mt", "en", "fr"), ("scenes-marian", "en", "en")]:
+        assert app.model_for_pair(*unchanged) == {"__type__": "update"}

@@ -42,6 +42,23 @@ def model_line(model: str, src_lang: str, tgt_lang: str) -> str:
     return ui.model_card_line(task.TASK, model)
 
 
+def model_for_pair(model: str, src_lang: str, tgt_lang: str):
+    """The picked model, or where it does not translate the pair the first choice that does (a family
+    such as opus-mt first): the model follows the languages, as the backends follow the model."""
+    try:
+        task.pick_model(model, src_lang, tgt_lang)
+        return gr.skip()
+    except UserError:
+        pass
+    for _, choice in model_choices():
+        try:
+            task.pick_model(choice, src_lang, tgt_lang)
+            return choice
+        except UserError:
+            continue
+    return gr.skip()  # no offered model translates the pair: the card line says so
+
+
 def model_settings(model: str):
     """The beam and length sliders at the model's own generation settings (unchanged if unknown here)."""
     defaults = task.generation_defaults(model) if model in {e.name for e in registry.entries(task.TASK)} else {}
@@ -120,6 +137,8 @@ with gr.Blocks(title="Translation") as demo:
                                       f"{MAX_CHARACTERS:,} characters`")
     swap.click(lambda a, b, text_in, text_out: (b, a, text_out or text_in, text_in if text_out else text_out),
                [src_lang, tgt_lang, text, translated], [src_lang, tgt_lang, text, translated], api_visibility="private")
+    for changed in (src_lang.change, tgt_lang.change):
+        changed(model_for_pair, [model, src_lang, tgt_lang], model, api_visibility="private")
     for changed in (model.change, src_lang.change, tgt_lang.change):
         changed(model_line, [model, src_lang, tgt_lang], card, api_visibility="private")
     model.change(model_settings, model, [num_beams, max_new_tokens], api_visibility="private")
