@@ -229,3 +229,12 @@ def test_taesd_offline_is_one_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(Exception, match="cannot be reached"):
         task.reconstruct(DIGIT_EXAMPLES / "digit_3.png", model="madebyollin/taesd")
+
+
+def test_the_pages_sampler_picker_offers_only_models_that_sample():
+    """taesd on the Samples tab could only fail ("cannot sample"); it is on the VAE tab, where it works."""
+    from apps.generative import app
+
+    offered = {value for _, value in app.model.choices}
+    assert offered == {e.name for e in registry.entries(task.TASK) if e.samples}
+    assert "madebyollin/taesd" not in offered and "madebyollin/taesd" in app.VAES

@@ -43,7 +43,8 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
                 "The same seed always gives the same grid.")
     with gr.Row():
         with gr.Column():
-            model = ui.model_picker(task.TASK)
+            # the samplers only: a photo autoencoder (taesd) is offered on the VAE tab, where it works
+            model = ui.model_picker(task.TASK, lambda entry: entry.samples, "Model (samples and interpolation)")
         backend = ui.backend_radio(task.TASK, model)
     with gr.Row():
         seed = gr.Number(0, precision=0, minimum=0, maximum=task.MAX_SEED, label="Seed")

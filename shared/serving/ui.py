@@ -138,9 +138,10 @@ class DrawingInput(gr.Sketchpad):
         return {"background": None, "layers": [], "composite": composite}
 
 
-def model_dropdown(task: str) -> gr.Dropdown:
-    choices = [(f"{e.name} ({e.source}, {e.license})", e.name) for e in registry.entries(task)]
-    return gr.Dropdown(choices, value=registry.default(task).name, label="Model")
+def model_dropdown(task: str, offers=lambda entry: True, label: str = "Model") -> gr.Dropdown:
+    """The task's models that `offers` accepts (each with its source and licence), the default first picked."""
+    choices = [(f"{e.name} ({e.source}, {e.license})", e.name) for e in registry.entries(task) if offers(e)]
+    return gr.Dropdown(choices, value=registry.default(task).name, label=label)
 
 
 def model_card_line(task: str, name: str | None) -> str:
@@ -152,9 +153,9 @@ def model_card_line(task: str, name: str | None) -> str:
     return f"**Licence:** {entry.licence_line} · {where} · {entry.description}"
 
 
-def model_picker(task: str) -> gr.Dropdown:
+def model_picker(task: str, offers=lambda entry: True, label: str = "Model") -> gr.Dropdown:
     """The model dropdown with its licence line below it, kept in step by a private event."""
-    model = model_dropdown(task)
+    model = model_dropdown(task, offers, label)
     card = gr.Markdown(model_card_line(task, model.value))
     model.change(lambda name: model_card_line(task, name), model, card, api_visibility="private")
     return model
