@@ -131,3 +131,15 @@ def test_a_tiff_of_many_pages_is_not_walked_to_the_end():
 def test_a_path_with_a_nul_byte_gets_the_not_an_upload_sentence(tmp_path, path):
     with pytest.raises(UserError, match="never as a path on the server"):
         uploaded_file(path, tmp_path)
+
+
+def test_a_png_with_metadata_over_pillows_limit_gets_a_sentence_without_pillows_words(tmp_path):
+    """A real image with a 5 MB ICC profile: Pillow's refusal named its own MAX_TEXT_CHUNK."""
+    from PIL import Image
+
+    path = tmp_path / "big-profile.png"
+    Image.new("RGB", (32, 32), "white").save(path, icc_profile=bytes(range(256)) * 20_000)
+    with pytest.raises(UserError) as refused:
+        decode_image(path)
+    assert str(refused.value) == ("The image carries metadata (text or an ICC colour profile) over the safe limit of "
+                                  "1 MB: re-save it without its metadata and upload it again.")

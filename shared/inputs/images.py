@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from shared.errors import UserError
 
@@ -159,6 +159,10 @@ def decode_image(source: str | Path | bytes | Image.Image | None) -> DecodedImag
         raise UserError(f"The image has too many pixels to open safely; the limit is "
                         f"{MAX_PIXELS / 1e6:.0f} megapixels.") from None
     except _DECODE_ERRORS as err:
+        if "MAX_TEXT_CHUNK" in str(err):  # Pillow's limit on a PNG's text and ICC chunks, decompressed
+            raise UserError("The image carries metadata (text or an ICC colour profile) over the safe limit of "
+                            f"{PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB: re-save it without its metadata and "
+                            "upload it again.") from None
         raise UserError(f"The image is damaged or truncated and cannot be decoded ({err}). "
                         "Re-save it and upload it again.") from None
 
