@@ -235,6 +235,6 @@ def test_the_pages_sampler_picker_offers_only_models_that_sample():
     """taesd on the Samples tab could only fail ("cannot sample"); it is on the VAE tab, where it works."""
     from apps.generative import app
 
-    offered = {value for _, value in app.model.choices}
-    assert offered == {e.name for e in registry.entries(task.TASK) if e.samples}
+    offered = {value for _, value in app.model.choices}  # (other tests may add samplers to the registry later)
+    assert {"digits-gan", "digits-vae"} <= offered and all(registry.get(task.TASK, name).samples for name in offered)
     assert "madebyollin/taesd" not in offered and "madebyollin/taesd" in app.VAES

@@ -144,10 +144,13 @@ def test_an_upload_is_answered_and_server_paths_are_refused_alike(hub_url, hub_u
         assert call(hub_url, app, [file_data(photo), *rest]) == ("error", NOT_AN_UPLOAD), app
 
 
-def test_urls_to_private_addresses_get_a_sentence(hub_url):
+def test_urls_get_a_sentence_and_are_never_fetched(hub_url):
+    """Private addresses (SSRF), and public ones too: gradio's download reads the whole response into
+    memory before any size check."""
     from shared.serving.ui import URL_REFUSED
 
-    for url in ("http://127.0.0.1:1/photo.jpg", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x.png"):
+    for url in ("http://127.0.0.1:1/photo.jpg", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x.png",
+                "https://upload.wikimedia.org/wikipedia/commons/huge.png", "https://example.com/a.png?n=1"):
         assert call(hub_url, "segmentation", [file_data(url), *SEGMENT]) == ("error", URL_REFUSED), url
 
 

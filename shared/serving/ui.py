@@ -50,8 +50,9 @@ MAX_WAITING_PER_CLIENT = int(os.environ.get("DEMOHUB_MAX_WAITING_PER_CLIENT", QU
 BATCHED_CONCURRENCY = batching.MAX_BATCH
 # An upload at the limit sent base64-encoded inside a JSON call (4/3 of its size), plus room.
 MAX_BODY_BYTES = 16 * 2**20
-URL_REFUSED = ("Images are taken as uploads, not as URLs to private or local addresses, and this URL "
-               "could not be fetched: download the image and upload the file instead.")
+# gradio would fetch a public URL (safehttpx reads the whole response into memory before any size check)
+URL_REFUSED = ("Images are taken as uploads, not as URLs: download the image and upload the file instead "
+               "(gradio_client's handle_file uploads a local file).")
 # Files one request may name (the embedding map takes up to 500): gradio checks and moves each one on
 # the event loop, so 8,000 references in one 1.2 MB body held every route for 3 s.
 MAX_FILES_PER_REQUEST = 500
@@ -328,23 +329,20 @@ def _short(message: str) -> str:
     return _cut(message, 300)
 
 
-def _check_files(value) -> bool:
-    """Refuse any file path in a request's input that is not a regular file inside gradio's
-    upload folder (one sentence, whether it exists or not). Returns whether it names a URL."""
-    urls = []
+def _check_files(value) -> None:
+    """Refuse any file a request's input names that is not a regular file inside gradio's upload
+    folder (one sentence, whether it exists or not), and any URL."""
 
     def check(file: dict) -> dict:
         if client_utils.is_http_url_like(file["path"]):
-            urls.append(file["path"])  # fetched by gradio with its SSRF protection
-        else:
-            try:
-                uploaded_file(file["path"], get_upload_folder())
-            except UserError as err:
-                raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(URL_REFUSED, print_exception=False)
+        try:
+            uploaded_file(file["path"], get_upload_folder())
+        except UserError as err:
+            raise gr.Error(str(err), print_exception=False) from None
         return file
 
     client_utils.traverse(value, check, client_utils.is_file_obj)
-    return bool(urls)
 
 
 def harden(demo: gr.Blocks) -> gr.Blocks:
@@ -362,7 +360,8 @@ def harden(demo: gr.Blocks) -> gr.Blocks:
         if files > MAX_FILES_PER_REQUEST:
             raise gr.Error(f"This request names {files:,} files; one request takes at most "
                            f"{MAX_FILES_PER_REQUEST}.", print_exception=False)
-        names_url = any([_check_files(value) for value in inputs])
+        for value in inputs:
+            _check_files(value)
         try:
             return await preprocess_data(block_fn, inputs, state, explicit_call)
         except gr.Error as err:
@@ -370,8 +369,6 @@ def harden(demo: gr.Blocks) -> gr.Blocks:
         except InvalidPathError:  # gradio's own check, should ours ever let a path through
             raise gr.Error(NOT_AN_UPLOAD, print_exception=False) from None
         except Exception:
-            if names_url:  # an SSRF refusal or a failed download: gradio says nothing of it
-                raise gr.Error(URL_REFUSED, print_exception=False) from None
             # a value a component cannot read (a word for a slider, text for an image): gradio
             # would answer a bare "Error"
             log.info("an input did not fit its field", exc_info=True)
