@@ -436,11 +436,22 @@ def test_one_client_uploads_at_most_its_budget_a_minute(tmp_path, monkeypatch):
         return httpx.post(f"{url}/vqa/gradio_api/upload", files={"files": ("blob.bin", blob)},
                           headers={"X-Forwarded-For": visitor}, timeout=30)
 
+    # a chunked body is charged the most a body may be, whatever Content-Length it also claims
+    start = (b'--b\r\nContent-Disposition: form-data; name="files"; filename="x.bin"\r\n'
+             b"Content-Type: application/octet-stream\r\n\r\n")
+    body = start + blob[:1000] + b"\r\n--b--\r\n"
+    head = (b"POST /vqa/gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 10.9.9.3\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n")
     try:
         first, second, third = (send("10.9.9.1") for _ in range(3))
         other = send("10.9.9.2")
+        chunked = raw_request(url, head, [b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)])
+        recording = httpx.post(f"{url}/vqa/gradio_api/process_recording", files={"video": ("v.mp4", blob)},
+                               headers={"X-Forwarded-For": "10.9.9.1"}, timeout=30)
     finally:
         stop_hub(process)
+    assert chunked.startswith(b"HTTP/1.1 429"), chunked[:200]
+    assert recording.status_code == 429  # gradio's screen-recording route writes bodies to disk too
     assert first.status_code == second.status_code == other.status_code == 200
     assert third.status_code == 429 and third.json()["error"].startswith("You uploaded 0.8 MB in the last minute; "
                                                                          "one client may upload 1 MB a minute.")

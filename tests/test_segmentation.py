@@ -41,6 +41,7 @@ def test_a_huge_upload_gets_its_class_map_from_scores_at_most_class_map_side():
                                                                target_sizes=[(2000, 3000)])[0].numpy()
     assert ours.shape == full.shape == (2000, 3000)
     assert (ours == full).mean() > 0.99  # the same classes; their edges a few pixels apart
+    assert task.overlay(big, ours, 0.5).size == (2048, 1365)  # the picture is drawn at most 2048 px a side
 
 
 def test_onnx_class_map_matches_torch():

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 from transformers.utils import ModelOutput
 
@@ -138,9 +138,16 @@ def clear_ids(model: str) -> list[int]:
     return [i for i, name in id2label.items() if name.lower() in ("background", "unlabeled")]
 
 
+OVERLAY_SIDE = 2048  # the picture is drawn at most this big: blending a 40 MP upload took 3 GB
+
+
 def overlay(image: Image.Image, classes: np.ndarray, opacity: float, clear: list[int] = ()) -> Image.Image:
-    """The image with each class's pixels tinted by its colour, `clear` classes left as they are."""
+    """The image with each class's pixels tinted by its colour, `clear` classes left as they are
+    (drawn at most OVERLAY_SIDE px a side; the class map itself stays at the image's size)."""
+    if max(image.size) > OVERLAY_SIDE:
+        image = ImageOps.contain(image, (OVERLAY_SIDE, OVERLAY_SIDE))
+        classes = np.asarray(Image.fromarray(classes.astype(np.int32)).resize(image.size, Image.NEAREST))
     colours = PALETTE[classes % len(PALETTE)].astype(np.float32)
-    alpha = np.where(np.isin(classes, list(clear)), 0.0, opacity)[..., None]
+    alpha = np.where(np.isin(classes, list(clear)), np.float32(0), np.float32(opacity))[..., None]
     pixels = np.asarray(image, dtype=np.float32) * (1 - alpha) + colours * alpha
     return Image.fromarray(pixels.round().astype(np.uint8))

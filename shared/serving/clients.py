@@ -17,6 +17,11 @@ from gradio.utils import get_upload_folder
 
 UPLOAD_BYTES_PER_MINUTE = int(os.environ.get("DEMOHUB_UPLOAD_MB_PER_MINUTE", 512)) * 2**20
 MIN_FREE_DISK_BYTES = 2 * 2**30
+# The largest request body (ui.BodySizeLimit): an upload at the limit sent base64-encoded inside a
+# JSON call (4/3 of its size), plus room.
+MAX_BODY_BYTES = 16 * 2**20
+# gradio's routes that write a client's body to disk: uploads, and its screen recordings
+UPLOAD_ROUTES = ("/gradio_api/upload", "/gradio_api/process_recording")
 
 
 def client_address(headers, client: tuple | None) -> str:
@@ -40,10 +45,13 @@ class UploadBudget:
         self.spent: dict[str, tuple[float, int]] = {}  # client -> (start of its minute, bytes uploaded in it)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/gradio_api/upload"):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith(UPLOAD_ROUTES):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        size = int(headers["content-length"]) if headers.get("content-length", "").isdigit() else 16 * 2**20
+        # a chunked body is charged the most a body may be: its Content-Length, if any, says nothing
+        # (a client sent "Content-Length: 0" with a chunked 9 MB file and was charged nothing)
+        declared = headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() and "transfer-encoding" not in headers else MAX_BODY_BYTES
         if shutil.disk_usage(get_upload_folder()).free < MIN_FREE_DISK_BYTES:
             return await _refuse(send, 507, "The server's disk is nearly full; uploads resume once older ones "
                                             "are deleted (within the hour).")

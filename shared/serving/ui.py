@@ -37,7 +37,7 @@ from shared.inference import batching
 from shared.inference.backends import BACKENDS
 from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, decode_image, uploaded_file
 from shared.models import registry
-from shared.serving.clients import UploadBudget, client_address
+from shared.serving.clients import MAX_BODY_BYTES, UploadBudget, client_address
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ MAX_WAITING_PER_CLIENT = int(os.environ.get("DEMOHUB_MAX_WAITING_PER_CLIENT", QU
 # How many requests an endpoint whose model calls are gathered (shared/inference/batching.py) runs
 # at once: each decodes its input in its own thread, and their model calls become one batch.
 BATCHED_CONCURRENCY = batching.MAX_BATCH
-# An upload at the limit sent base64-encoded inside a JSON call (4/3 of its size), plus room.
-MAX_BODY_BYTES = 16 * 2**20
 # gradio would fetch a public URL (safehttpx reads the whole response into memory before any size check)
 URL_REFUSED = ("Images are taken as uploads, not as URLs: download the image and upload the file instead "
                "(gradio_client's handle_file uploads a local file).")
