@@ -117,8 +117,9 @@ with gr.Blocks(title="Translation") as demo:
                 swap = gr.Button("⇄ Swap", scale=0, min_width=80)
                 tgt_lang = gr.Dropdown(LANGUAGE_CHOICES, value="de", label="To")
             # no max_length: the browser would cut a paste mid-word without a word; the count says the limit
-            text = gr.Textbox(lines=6, label="Text", placeholder="A red 3 to the left of a blue 7.")
-            count = gr.Markdown(f"0 / {MAX_CHARACTERS:,} characters", elem_id="translation-count")
+            # filled with the example: a placeholder looked like text, and Translate then said "empty"
+            text = gr.Textbox(SPEC.example["text"], lines=6, label="Text")
+            count = gr.Markdown(f"{len(text.value)} / {MAX_CHARACTERS:,} characters", elem_id="translation-count")
             model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model")
             card = gr.Markdown(model_line(model.value, "en", "de"))
             backend = ui.backend_radio(task.TASK, model)
