@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 from gradio.utils import get_upload_folder
 
@@ -52,7 +53,7 @@ class UploadBudget:
         # (a client sent "Content-Length: 0" with a chunked 9 MB file and was charged nothing)
         declared = headers.get("content-length", "")
         size = int(declared) if declared.isdigit() and "transfer-encoding" not in headers else MAX_BODY_BYTES
-        if shutil.disk_usage(get_upload_folder()).free < MIN_FREE_DISK_BYTES:
+        if _free_bytes(Path(get_upload_folder())) < MIN_FREE_DISK_BYTES:
             return await _refuse(send, 507, "The server's disk is nearly full; uploads resume once older ones "
                                             "are deleted (within the hour).")
         now, client = time.monotonic(), client_address(headers, scope.get("client"))
@@ -67,6 +68,13 @@ class UploadBudget:
             self.spent = {c: v for c, v in self.spent.items() if now - v[0] < 60}
         self.spent[client] = (started, spent + size)
         await self.app(scope, receive, send)
+
+
+def _free_bytes(folder: Path) -> int:
+    """Free bytes on the disk that holds `folder` (gradio makes its upload folder on first use)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
 
 
 async def _refuse(send, status: int, sentence: str) -> None:
