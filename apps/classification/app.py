@@ -94,6 +94,7 @@ def embedding_map(files, model):
     colour = result["colour"]
     table = pd.DataFrame([{"x": p["x"], "y": p["y"], "name": p["name"], "predicted": p["predicted"],
                            "label": p["label"] if colour == "true" else p["predicted"]} for p in result["points"]])
+    table = table.sort_values("label", kind="stable")  # the plot's legend lists labels in the rows' order
     found = result.to_json().get("knn_accuracy_in_map")
     summary = (f"{len(table)} images, coloured by their {colour} label; embeddings of {result['embedding_size']} "
                "numbers, mapped to 2-D by t-SNE." + (f" A 5-nearest-neighbour vote in the map gets "
@@ -110,8 +111,8 @@ def nearest(name, state):
         return []
     points, thumbnails = state
     point = next(p for p in points if p["name"] == name)
-    return [(thumbnails[name], f"{name}: predicted {point['predicted']}")] + [
-        (thumbnails[n["name"]], f"{n['name']} (distance {n['distance']:.2f})") for n in point["neighbours"]]
+    return [(thumbnails[name], f"{name}: predicted {point['predicted']}")] + [  # distances first: long names get cut
+        (thumbnails[n["name"]], f"distance {n['distance']:.2f}: {n['name']}") for n in point["neighbours"]]
 
 
 with gr.Blocks(title="Image classification") as demo:
