@@ -59,9 +59,14 @@ def class_map(loaded: LoadedModel, logits: np.ndarray, sizes: list[tuple[int, in
     scaled = [(max(1, round(h * k)), max(1, round(w * k))) for (h, w), k in zip(sizes, shrink, strict=True)]
     raw = ModelOutput(logits=torch.from_numpy(logits))
     maps = loaded.processor.post_process_semantic_segmentation(raw, target_sizes=scaled)
-    return [m.numpy() if m.shape == size else
-            np.asarray(Image.fromarray(m.numpy().astype(np.int32)).resize(size[::-1], Image.NEAREST))
-            for m, size in zip(maps, sizes, strict=True)]
+    return [resized(m.numpy(), size) for m, size in zip(maps, sizes, strict=True)]
+
+
+def resized(classes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A class map at (H, W) `size`, by nearest neighbour (unchanged if it is that size already)."""
+    if classes.shape == tuple(size):
+        return classes
+    return np.asarray(Image.fromarray(classes.astype(np.int32)).resize(size[::-1], Image.NEAREST))
 
 
 def segments(loaded: LoadedModel, classes: np.ndarray) -> list[dict]:
@@ -146,7 +151,7 @@ def overlay(image: Image.Image, classes: np.ndarray, opacity: float, clear: list
     (drawn at most OVERLAY_SIDE px a side; the class map itself stays at the image's size)."""
     if max(image.size) > OVERLAY_SIDE:
         image = ImageOps.contain(image, (OVERLAY_SIDE, OVERLAY_SIDE))
-        classes = np.asarray(Image.fromarray(classes.astype(np.int32)).resize(image.size, Image.NEAREST))
+        classes = resized(classes, (image.height, image.width))
     colours = PALETTE[classes % len(PALETTE)].astype(np.float32)
     alpha = np.where(np.isin(classes, list(clear)), np.float32(0), np.float32(opacity))[..., None]
     pixels = np.asarray(image, dtype=np.float32) * (1 - alpha) + colours * alpha

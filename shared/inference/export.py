@@ -258,7 +258,7 @@ def _write_onnx(module: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, pa
     log.info("exported %s", path)
 
 
-def fuse_attention(path: Path, spec: OnnxSpec, sample_feeds: Feeds) -> bool:
+def fuse_attention(path: Path, spec: OnnxSpec, sample_feeds: Feeds) -> None:
     """Rewrite the graph at `path`, in place, with onnxruntime's fused attention (onnxscript's
     `optimize_for_ort`: MultiHeadAttention, SkipLayerNormalization, BiasGelu), where it fuses some
     attention and the fused graph answers `sample_feeds` as the plain one does (the spec's tolerance).
@@ -274,18 +274,17 @@ def fuse_attention(path: Path, spec: OnnxSpec, sample_feeds: Feeds) -> bool:
     try:
         model, counts = optimize_for_ort(ir.load(path))
         if not any(counts.get(name) for name in ("mha1", "mha2", "sdpa_via_mha")):
-            return False
+            return
         ir.save(model, fused)
         feeds = {n: sample_feeds[n] for n in spec.input_names}
         plain = ort_session(path, torch.device("cpu")).run(list(spec.output_names), feeds)
         compare(plain, ort_session(fused, torch.device("cpu")).run(list(spec.output_names), feeds), spec)
     except Exception as err:  # noqa: BLE001 - an optional rewrite of a third-party graph: any failure keeps the plain one
-        log.warning("kept the plain attention of %s: the fused graph %s", path, f"failed ({err})")
+        log.warning("kept the plain attention of %s: the fused graph failed (%s)", path, err)
         fused.unlink(missing_ok=True)
-        return False
+        return
     os.replace(fused, path)
     log.info("fused the attention of %s (%s)", path, {k: v for k, v in counts.items() if v})
-    return True
 
 
 def _check_dynamic_axes(path: Path, spec: OnnxSpec) -> None:
