@@ -5,12 +5,14 @@
     /<app>/gradio_api/mcp/   with --mcp: the app's main function as an MCP tool (streamable HTTP)
     /healthz            the process is up
     /readyz             JSON per app: {"ready": true} or {"ready": false, "reason": "..."};
-                        503 while the default models load or if none loaded, 200 otherwise
+                        503 while the default models load and the pages are built, or if no
+                        model loaded; 200 otherwise
                         ("status": "degraded" when some app's default model failed)
 
 Apps are mounted on FastAPI with the hardening of `shared.serving.ui` (bounded queue, uploaded files
-only, atomic result files) and one request-body limit for every route. A failing app's model
-does not stop the others: its page and /readyz say what is missing.
+only, atomic result files) and one request-body limit for every route; each app's page is built
+when it is first asked for, and the rest once the default models are loaded (shared/serving/pages.py).
+A failing app's model does not stop the others: its page and /readyz say what is missing.
 
 On SIGTERM the server stops accepting connections, tells each request still waiting in a queue
 that it was not started (one sentence), ends the open pages' session streams, and lets the running
@@ -20,6 +22,9 @@ limit).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import logging
 import threading
@@ -34,6 +39,7 @@ from shared.errors import ModelUnavailable, UserError
 from shared.serving import landing as landing_page
 from shared.serving import mcp, ui
 from shared.serving.clients import UploadBudget
+from shared.serving.pages import AppOnFirstVisit, build_rest
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +70,27 @@ def _status_banner(name: str) -> str:
             "addEventListener('DOMContentLoaded', show); else show(); })();</script>")
 
 
+def _page(name: str, mcp_server: bool) -> gr.Blocks:
+    demo = apps.page(name)
+    return mcp.describe(demo, name) if mcp_server else demo
+
+
 def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_server: bool = False) -> FastAPI:
     add_local_models(list(extra_models))
-    hub = FastAPI(title="demohub")
+    pages = {name: AppOnFirstVisit(f"/{name}", functools.partial(_page, name, mcp_server),
+                                   head=_status_banner(name), mcp_server=mcp_server) for name in app_names}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(hub: FastAPI):
+        yield
+        await asyncio.gather(*(page.stop() for page in pages.values()))
+
+    hub = FastAPI(title="demohub", lifespan=lifespan)
     hub.add_middleware(UploadBudget)
     hub.add_middleware(ui.BodySizeLimit)  # the outermost: an oversized body is refused before it is counted
     status: dict[str, dict] = {}  # app -> {"ready": bool, "reason": str}, filled by the preload thread
     done = threading.Event()
     specs = {name: apps.get(name) for name in app_names}
-    demos = {name: apps.page(name) for name in specs}
 
     @hub.get("/healthz")
     async def healthz():  # on the event loop: no worker thread needed to answer
@@ -94,10 +112,8 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_serv
     async def favicon():
         return Response(landing_page.FAVICON_SVG, media_type="image/svg+xml")
 
-    for name, demo in demos.items():
-        if mcp_server:
-            mcp.describe(demo, name)
-        ui.mount(hub, demo, f"/{name}", head=_status_banner(name), mcp_server=mcp_server)
+    for name, page in pages.items():
+        hub.mount(f"/{name}", page)
 
     def preload():
         for name, spec in specs.items():
@@ -110,19 +126,20 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_serv
             except Exception:  # a bug: logged, and the other apps still load
                 log.exception("loading the model of %s failed", name)
                 status[name] = {"ready": False, "reason": "its model failed to load; the error was logged."}
+        build_rest(list(pages.values()))  # warm: a replica gets traffic once its pages are built too
         done.set()
 
     threading.Thread(target=preload, name="preload", daemon=True).start()
-    hub.state.demos = demos
+    hub.state.pages = pages
     return hub
 
 
-def _answer_waiting_requests(demos: dict[str, gr.Blocks]) -> None:
+def _answer_waiting_requests(demos: list[gr.Blocks]) -> None:
     """Answer every request still waiting in an app's queue with SHUTTING_DOWN, so that none is
     cut off without a word when the grace period ends (gradio has no public call for this)."""
     from gradio.server_messages import ProcessCompletedMessage
 
-    for demo in demos.values():
+    for demo in demos:
         queue = demo._queue
         queue.max_size = 0  # a request arriving now is told the queue is full
         for waiting in queue.event_queue_per_concurrency_id.values():
@@ -133,20 +150,20 @@ def _answer_waiting_requests(demos: dict[str, gr.Blocks]) -> None:
                     output={"error": SHUTTING_DOWN, "visible": True, "title": "Error"}, success=False))
 
 
-def _end_session_heartbeats(hub: FastAPI) -> None:
+def _end_session_heartbeats(pages: list[AppOnFirstVisit]) -> None:
     """End the session heartbeat stream that every open page and gradio_client holds: it never
     ends by itself, and gradio ends it (its app's `stop_event`) only for an app it launched, so a
     mounted app's streams kept the server waiting out SHUTDOWN_GRACE_S with nothing running."""
-    for route in hub.routes:
-        stop_event = getattr(getattr(route, "app", None), "stop_event", None)
-        if stop_event is not None:
-            stop_event.set()
+    for page in pages:
+        if page.gradio_app is not None:
+            page.gradio_app.stop_event.set()
 
 
 class _Server(uvicorn.Server):
     async def shutdown(self, sockets=None) -> None:
-        _answer_waiting_requests(self.config.app.state.demos)
-        _end_session_heartbeats(self.config.app)
+        pages = list(self.config.app.state.pages.values())
+        _answer_waiting_requests([page.demo for page in pages if page.demo is not None])
+        _end_session_heartbeats(pages)
         await super().shutdown(sockets)
 
 
