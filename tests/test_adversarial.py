@@ -64,6 +64,26 @@ def test_untargeted_pgd_fools_the_model_within_its_budget():
     assert result["transfer"]["model"] == "digits-convnext-robust" and result["transfer"]["before"]["label"] == "7"
 
 
+@pytest.mark.parametrize("attack, eps", [("pgd", 0.03), ("fgsm", 8 / 255), ("pgd-l2", 1.0)])
+def test_the_saved_images_keep_the_budget_and_the_answers_are_about_them(attack, eps):
+    """What the user gets is 8-bit files: the adversarial one differs from the original by at most eps
+    (rounding to nearest took an eps of 0.03, 7.65 levels, to 8), and `after` is the saved file's label."""
+    result = task.attack(SEVEN, attack=attack, eps=eps, steps=10)
+    original, adversarial = (np.asarray(result.images[name], dtype=np.float64) / 255
+                             for name in ("original", "adversarial"))
+    change = adversarial - original
+    if attack == "pgd-l2":
+        assert np.linalg.norm(change) <= eps + 1e-6
+    else:
+        assert np.abs(change).max() <= eps + 1e-9 and np.abs(change).max() > eps - 1 / 255
+    assert result["linf"] == pytest.approx(np.abs(change).max(), abs=1e-6)
+    assert result["l2"] == pytest.approx(np.linalg.norm(change), abs=1e-4)
+    loaded = task.MODELS.load(None)
+    saved = task.read_back(result.images["adversarial"], loaded.device)
+    assert task.predicted(loaded, task.classifier_of(loaded), saved, 1)[0][0]["label"] == result["after"][0]["label"]
+    assert result["onnx_after"]["label"] == result["after"][0]["label"]
+
+
 def test_targeted_pgd_reaches_its_target():
     result = task.attack(SEVEN, attack="pgd", eps=0.2, steps=20, target="1")
     assert result["success"] and result["after"][0]["label"] == "1"

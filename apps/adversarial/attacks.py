@@ -77,8 +77,9 @@ def pgd(classifier, x, labels, eps: float, steps: int, step_size: float, targete
 
 
 def deepfool(classifier, x, steps: int = 50, overshoot: float = 0.02, candidates: int = 10,
-             deadline: float | None = None) -> tuple[torch.Tensor, int]:
-    """Smallest-step L2 attack: linearise the classifier and cross the nearest decision boundary."""
+             deadline: float | None = None, project=None) -> tuple[torch.Tensor, int]:
+    """Smallest-step L2 attack: linearise the classifier and cross the nearest decision boundary.
+    `project` maps each step's image to what is kept (8-bit pixels), so the crossing is checked there."""
     adversarial = x.clone()
     with torch.no_grad():
         logits = classifier(x)
@@ -104,4 +105,6 @@ def deepfool(classifier, x, steps: int = 50, overshoot: float = 0.02, candidates
             r = (distance[nearest] + 1e-4) * w[nearest] / (w[nearest].norm() + 1e-8)
             total[i] = total[i] + r
         adversarial = (x + (1 + overshoot) * total).clamp(0, 1).detach()
+        if project is not None:
+            adversarial = project(adversarial)
     return adversarial, steps

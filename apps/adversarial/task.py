@@ -65,7 +65,8 @@ def run_attack(classifier, pixels, labels, name: str, eps: float, steps: int, st
         return attacks.fgsm(classifier, pixels, labels, eps, targeted), 1
     if name in ("pgd", "pgd-l2"):
         return attacks.pgd(classifier, pixels, labels, eps, steps, step_size, targeted, norm_of(name), deadline)
-    return attacks.deepfool(classifier, pixels, steps=steps, deadline=deadline)
+    return attacks.deepfool(classifier, pixels, steps=steps, deadline=deadline,
+                            project=lambda adversarial: saved_adversarial(pixels, adversarial, budget=False))
 
 
 def check_settings(loaded: LoadedModel, name: str, eps, steps, step_size, target) -> tuple:
@@ -93,6 +94,21 @@ def as_image(pixels: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
+def in_8_bits(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels rounded to the 256 levels an image file holds."""
+    return (pixels.clamp(0, 1) * 255).round() / 255
+
+
+def saved_adversarial(original: torch.Tensor, adversarial: torch.Tensor, budget: bool) -> torch.Tensor:
+    """The adversarial image as an 8-bit file holds it. Under an eps budget each pixel's change is
+    rounded toward the original (rounding to nearest took an eps of 0.03, 7.65 levels, to 8 levels),
+    so no pixel moves further than the attack moved it and both norms stay within eps. DeepFool has
+    no budget: its steps are rounded to nearest, and it steps on until the 8-bit image crosses."""
+    levels = (adversarial - original) * 255
+    levels = torch.trunc(levels + 1e-4 * torch.sign(levels)) if budget else levels.round()
+    return (original + levels / 255).clamp(0, 1)
+
+
 @timing.whole_request
 def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.03, steps: int = 10,
            step_size: float = 0.0, target: str | None = None, transfer_model: str | None = None,
@@ -105,7 +121,7 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
     loaded = MODELS.load(model, fallback=fallback)
     eps, steps, step_size, target = check_settings(loaded, attack, eps, steps, step_size, target)
     classifier = classifier_of(loaded)
-    pixels = pixels_of(loaded, [decoded.image])
+    pixels = in_8_bits(pixels_of(loaded, [decoded.image]))  # the original as it is shown and saved
     before = gpu.on_gpu(predicted)(loaded, classifier, pixels, top_k)[0]
     label2id = {v: k for k, v in loaded.model.config.id2label.items()}
     wanted = torch.tensor([label2id[target or before[0]["label"]]], device=pixels.device)
@@ -114,6 +130,8 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
     adversarial, steps_run = gpu.on_gpu(run_attack)(classifier, pixels, wanted, attack, eps, steps, step_size,
                                                     targeted=target is not None, deadline=started + TIME_LIMIT_S)
     seconds = time.monotonic() - started
+    # every answer is about the image the user gets
+    adversarial = saved_adversarial(pixels, adversarial, budget=attack != "deepfool")
     after = gpu.on_gpu(predicted)(loaded, classifier, adversarial, top_k)[0]
     delta = adversarial - pixels
     success = after[0]["label"] == target if target else after[0]["label"] != before[0]["label"]
