@@ -3,7 +3,7 @@
     python apps/generative/app.py              # this app alone, as a Space runs it
     demohub serve                              # with every other app, at /generative
 
-API: `Client(url).predict(seed=0, n=16, label="any", truncation=1.0, model="digits-gan",
+API: `Client(url).predict(seed=0, n=16, label="any", truncation=3.0, model="digits-gan",
 backend="torch", api_name="/generative")` returns the grid image and the "served by" line.
 """
 
@@ -49,8 +49,10 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
     with gr.Row():
         seed = gr.Number(0, precision=0, minimum=0, maximum=task.MAX_SEED, label="Seed")
         label = gr.Dropdown(LABELS, value="any", label="Class (GAN)")
-        truncation = gr.Slider(*task.TRUNCATION_RANGE, value=1.0, step=0.05,
-                               label="Truncation (GAN) / temperature (VAE)")
+        truncation = gr.Slider(*task.TRUNCATION_RANGE, value=task.default_truncation(model.value), step=0.05,
+                               label="Truncation (GAN) / temperature (VAE)",
+                               info="GAN: 3 keeps almost the whole normal, lower draws cleaner, less varied digits. "
+                                    "VAE: 1 samples its prior. Set to the model's default when you pick one.")
     with gr.Tab("Samples"):
         n = gr.Slider(1, task.MAX_SAMPLES, value=16, step=1, label="Samples")
         sample = gr.Button("Sample", variant="primary")
@@ -71,6 +73,7 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
             rebuilt = gr.Image(label="Reconstruction", type="pil", format="png")
             around = gr.Image(label="Samples around its code", type="pil", format="png")
     served = gr.Markdown()
+    model.change(task.default_truncation, model, truncation, api_visibility="private")
 
     ui.clear_on(sample.click, [samples, served])
     sample.click(generative, [seed, n, label, truncation, model, backend], [samples, served], api_name="generative")

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", required=True, help="Whole number; the same seed gives the same grid.")
     parser.add_argument("--n", default="16", help=f"Samples, 1 to {task.MAX_SAMPLES}.")
     parser.add_argument("--label", help="Class to draw (GAN only); default: every class in turn.")
-    parser.add_argument("--truncation", type=float, default=1.0, help="GAN truncation / VAE temperature.")
+    parser.add_argument("--truncation", type=float, default=None,
+                        help="GAN truncation (default 3: almost the whole normal) / VAE temperature (default 1).")
     parser.add_argument("--model", help="Registry name or local model folder.")
     parser.add_argument("--backend", choices=BACKENDS, default="torch")
     parser.add_argument("--out", required=True, help="PNG file for the grid.")
