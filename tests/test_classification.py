@@ -3,14 +3,16 @@ and the onnx backend against torch."""
 
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 from transformers import pipeline
 
 from apps.classification import task
-from shared.data.digits import SHIFTS, accuracy_as_users_draw, as_users_draw, digit_image, split
+from shared.data.digits import SHIFTS, accuracy_as_users_draw, as_users_draw, digit_image, held_out, split
 from shared.data.examples import PHOTOS
 from shared.errors import UserError
 from shared.inference import export
 from shared.inference.export import ExportMismatch
+from shared.inputs.framing import framed_digit
 from tests.conftest import DIGIT_EXAMPLES
 
 PHOTO_PATHS = [str(p) for p in PHOTOS.values()]
@@ -79,6 +81,44 @@ def test_embedded_model_reads_digits_as_users_draw_them():
         lambda images: [int(rows[0]["label"]) for rows in task.run(loaded, images, "onnx", top_k=1)[0]])
     assert seen["dark_on_white"] >= 0.97 and seen["white_on_black"] >= 0.97, seen
     assert seen["shifted"] >= 0.95 and seen["shifted_white_on_black"] >= 0.95, seen
+
+
+def shrunk(image, share: float, side: int):
+    """`image` scaled to `share` of a `side`-px canvas of its paper, in the middle."""
+    small = image.resize((round(side * share),) * 2)
+    canvas = Image.new("RGB", (side, side), image.getpixel((0, 0)))
+    canvas.paste(small, ((side - small.width) // 2, (side - small.height) // 2))
+    return canvas
+
+
+def test_a_digit_drawn_small_is_framed_and_read():
+    """scikit-learn's digits fill their box; a digit drawn small on a large canvas read as noise
+    (23% of the held-out digits at half the side) until it was framed to its ink."""
+    loaded = task.MODELS.load()
+    images, labels = held_out()
+    for share, side in ((0.5, 32), (0.3, 128)):
+        predicted, _ = task.run(loaded, [shrunk(im.convert("RGB"), share, side) for im in images], "onnx", top_k=1)
+        assert np.mean([rows[0]["label"] == str(y) for rows, y in zip(predicted, labels, strict=True)]) >= 0.97
+
+
+def test_framing_keeps_the_paper_and_leaves_photos_and_blank_images_alone():
+    digit = ImageOps.invert(digit_image(split()["test"][0][0]).convert("RGB"))  # white on black
+    framed = framed_digit(shrunk(digit, 0.4, 200))
+    assert framed.width == framed.height < 100 and framed.getpixel((0, 0)) == (0, 0, 0)
+    blank = Image.new("RGB", (64, 64), "white")
+    assert framed_digit(blank) is blank
+    photo = Image.open(PHOTO_PATHS[0]).convert("RGB")
+    assert task.as_the_model_reads(task.MODELS.load(), [photo])[0] is photo
+
+
+@pytest.mark.parametrize("digit", ["3", "7"])
+def test_the_app_equals_the_pipeline_given_the_framed_digit(digit):
+    loaded = task.MODELS.load()
+    peer = pipeline("image-classification", model=loaded.model, image_processor=loaded.processor)
+    image = shrunk(Image.open(DIGIT_EXAMPLES / f"digit_{digit}.png").convert("RGB"), 0.4, 256)
+    ours, theirs = task.classify(image, top_k=3)["labels"], peer(framed_digit(image), top_k=3)
+    assert [r["label"] for r in ours] == [r["label"] for r in theirs] and ours[0]["label"] == digit
+    np.testing.assert_allclose([r["score"] for r in ours], [r["score"] for r in theirs], atol=1e-6)
 
 
 @pytest.mark.parametrize("digit", ["3", "7"])

@@ -49,6 +49,7 @@ def classifier_of(loaded: LoadedModel) -> attacks.PixelSpaceClassifier:
 
 def pixels_of(loaded: LoadedModel, images: list[Image.Image]) -> torch.Tensor:
     """Images resized and cropped as the model expects, left in [0, 1] (not normalised)."""
+    images = classification.as_the_model_reads(loaded, images)  # a digit framed as Classify frames it
     pixels = loaded.processor(images=images, do_normalize=False, return_tensors="pt")["pixel_values"]
     return pixels.to(loaded.device, torch.float32)
 

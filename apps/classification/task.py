@@ -7,7 +7,8 @@
     # {"method": "gradcam", "label": "tabby, tabby cat", "score": 0.61, "deletion_area": 0.12, ...}
 
 The scores are the softmax of the logits, as `transformers.pipeline("image-classification")`
-gives them, on the same image processor; the onnx backend matches torch within ONNX_SPEC.
+gives them, on the same image processor (a digits model's pipeline is given the digit framed, as
+`as_the_model_reads` frames it); the onnx backend matches torch within ONNX_SPEC.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from shared.errors import UserError, shown
 from shared.inference import attribution, backends, class_visualisation, export, gpu, heatmaps
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
 from shared.inputs.checks import whole_number
-from shared.inputs.images import DecodedImage, decode_image
+from shared.inputs.framing import framed_digit
+from shared.inputs.images import DecodedImage, decode_image, is_plain
 from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 
 MODELS = TaskModels("classification", transformers_loader(AutoModelForImageClassification, AutoImageProcessor))
@@ -50,8 +52,16 @@ def onnx_form(loaded: LoadedModel) -> OnnxForm:
     return export.single_graph(ONNX_SPEC, lambda n: sample_feeds(loaded, n))
 
 
+def as_the_model_reads(loaded: LoadedModel, images: list[Image.Image]) -> list[Image.Image]:
+    """A digits model reads each plain image (a digit, a drawing) framed as its training digits were
+    (shared/inputs/framing.py); photos, and every image for other models, go in as they are."""
+    if not labels_are_digits(loaded.model.config.id2label):
+        return images
+    return [framed_digit(image) if is_plain(image) else image for image in images]
+
+
 def preprocess(loaded: LoadedModel, images: list[Image.Image]) -> Feeds:
-    pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
+    pixels = loaded.processor(images=as_the_model_reads(loaded, images), return_tensors="pt")["pixel_values"]
     return {"pixel_values": pixels.float().numpy()}
 
 
