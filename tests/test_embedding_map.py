@@ -1,6 +1,8 @@
 """The embedding map (shared/inference/embeddings.py): penultimate-layer vectors, their t-SNE map,
 nearest neighbours, and the k-NN accuracy that says the arrangement means something."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +20,35 @@ def digits(loaded, name, n):
     pixels, labels = split()[name]
     images = [digit_image(p).convert("RGB") for p in pixels[:n]]
     return torch.from_numpy(task.preprocess(loaded, images)["pixel_values"]), labels[:n], images
+
+
+def test_other_requests_forwards_do_not_reach_a_map_or_a_gradcam():
+    """The hooks sit on the model every request shares; forwards of other threads (another visitor's
+    classification) ran through them and broke the map (found by the hostile client)."""
+    from shared.inference import attribution
+
+    loaded = task.MODELS.load("digits-convnext")
+    pixels, _, _ = digits(loaded, "test", 200)
+    alone = embeddings.penultimate(loaded, pixels)
+    cam_alone = attribution.attribute(loaded, pixels[:1], 3, "gradcam")
+    stop = threading.Event()
+
+    def other_visitor():
+        while not stop.is_set():
+            with torch.no_grad():
+                loaded.model(pixel_values=pixels[:4])
+
+    others = [threading.Thread(target=other_visitor) for _ in range(2)]
+    for thread in others:
+        thread.start()
+    try:
+        np.testing.assert_allclose(embeddings.penultimate(loaded, pixels), alone, atol=1e-5)
+        for _ in range(5):
+            np.testing.assert_allclose(attribution.attribute(loaded, pixels[:1], 3, "gradcam"), cam_alone, atol=1e-5)
+    finally:
+        stop.set()
+        for thread in others:
+            thread.join()
 
 
 def test_the_penultimate_layer_is_what_the_classifier_reads():

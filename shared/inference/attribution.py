@@ -47,11 +47,23 @@ SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 10, 0.3
 IG_STEPS = 32
 BATCH = 8  # images per forward pass for occlusion and the deletion curves
 DELETION_STEPS = 10
-# Grad-CAM hooks the layer of a model that every request shares: a hook fires on every forward
-# through that layer, so two requests at once would each collect the other's activations and
-# gradients. One hooked computation at a time (milliseconds to a second each) is cheaper than a
-# copy of the model per request.
+# Grad-CAM hooks the layer of a model that every request shares: its backward leaves gradients on the
+# shared weights, which it clears. One Grad-CAM at a time (milliseconds to a second each) is cheaper
+# than a copy of the model per request.
 HOOKED = threading.Lock()
+
+
+def on_this_thread(hook):
+    """`hook` for a module every request shares, called only for the forward passes of the thread that
+    made it: another request's forward at the same moment (a classification, in the batching thread)
+    fires it too, and added its images to an embedding map (an IndexError) and its activations to a
+    Grad-CAM's (found by the hostile client)."""
+    owner = threading.get_ident()
+
+    def hook_of_owner(*args):
+        return hook(*args) if threading.get_ident() == owner else None
+
+    return hook_of_owner
 
 
 def _vit_tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
@@ -170,6 +182,11 @@ def _gradcam(loaded: LoadedModel, logits: Logits, pixels: torch.Tensor, target: 
 
     layer, reshape = CAM_LAYERS[loaded.model.config.model_type]
     with HOOKED, GradCAM(model=logits, target_layers=[layer(loaded.model)], reshape_transform=reshape) as cam:
+        hooks = cam.activations_and_grads
+        for handle in hooks.handles:  # the library's hooks again, for this thread's passes only
+            handle.remove()
+        hooks.handles = [hook_layer.register_forward_hook(on_this_thread(save)) for hook_layer in cam.target_layers
+                         for save in (hooks.save_activation, hooks.save_gradient)]
         heat = cam(input_tensor=pixels, targets=[ClassifierOutputTarget(target)])[0]
         loaded.model.zero_grad(set_to_none=True)  # its backward left gradients on every weight of the shared model
         return heat

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from shared.errors import UserError
-from shared.inference.attribution import HOOKED
+from shared.inference.attribution import on_this_thread
 from shared.models.loader import LoadedModel
 
 BATCH = 64
@@ -31,9 +31,10 @@ def penultimate(loaded: LoadedModel, pixels: torch.Tensor, deadline: float | Non
         raise UserError(f"{loaded.entry.name} has no `classifier` layer whose input is its embedding; "
                         "the embedding map needs one (ConvNeXt, ResNet, EfficientNet, ViT, Swin have it).")
     seen: list[torch.Tensor] = []
-    # a hook on the model every request shares: one hooked computation at a time (see attribution.HOOKED)
-    with HOOKED, torch.no_grad():
-        handle = head.register_forward_pre_hook(lambda module, args: seen.append(args[0].flatten(1).float().cpu()))
+    # a hook on the model every request shares: it collects this thread's forward passes only
+    with torch.no_grad():
+        handle = head.register_forward_pre_hook(
+            on_this_thread(lambda module, args: seen.append(args[0].flatten(1).float().cpu())))
         try:
             for start in range(0, len(pixels), BATCH):
                 if deadline is not None and time.monotonic() > deadline:
