@@ -197,6 +197,17 @@ def raw_request(url: str, head: bytes, body_parts: list[bytes], timeout: float =
     return answer
 
 
+def test_gradio_s_startup_route_run_history_and_fastapi_docs_are_closed(hub_url):
+    """A mounted app never said its startup events had run, so anyone's GET of /startup-events started
+    a second queue loop; the run history page offers to save runs with the server's HF token; the
+    hub's FastAPI docs listed its routes (all found by the hostile client)."""
+    for app in ("classification", "translation"):
+        assert httpx.get(f"{hub_url}/{app}/gradio_api/startup-events", timeout=30).json() is False
+        assert httpx.get(f"{hub_url}/{app}/gradio_api/runs", timeout=30).status_code in (403, 404)
+    for route in ("docs", "redoc", "openapi.json"):
+        assert httpx.get(f"{hub_url}/{route}", timeout=30).status_code == 404
+
+
 @pytest.mark.parametrize("route", ["/segmentation/gradio_api/call/segmentation",
                                    "/segmentation/gradio_api/queue/join", "/classification/gradio_api/upload",
                                    "/healthz"])

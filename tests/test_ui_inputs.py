@@ -66,3 +66,20 @@ def test_the_backend_choice_offers_only_what_the_picked_model_runs():
         model = ui.model_picker("vqa")
         backend = ui.backend_radio("vqa", model)
     assert [choice for _, choice in backend.choices] == ui.offered_backends("vqa", model.value)
+
+
+def test_a_refusal_stays_on_the_page_until_it_is_closed():
+    """gradio's toast faded after 10 s and left a bare "Error" badge over the outputs (found by a
+    visitor): every sentence of the apps is shown until the visitor closes it."""
+    from shared.errors import UserError
+
+    @ui.user_errors
+    def refuses():
+        raise UserError("No image was given.")
+
+    try:
+        refuses()
+    except gr.Error as err:
+        assert err.message == "No image was given." and err.duration is None and not err.print_exception
+    else:
+        raise AssertionError("no gr.Error")

@@ -57,6 +57,9 @@ class AppOnFirstVisit:
             async with gradio_app.router.lifespan_context(gradio_app):
                 self.demo.run_startup_events()
                 await self.demo.run_extra_startup_events()
+                # mounting never says so, and gradio's public /startup-events route would run them again
+                # (a second queue loop) for anyone who asks (found by the hostile client)
+                gradio_app.startup_events_triggered = True
                 started.set()
                 await self._stop.wait()
 

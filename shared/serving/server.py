@@ -85,7 +85,8 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_serv
         yield
         await asyncio.gather(*(page.stop() for page in pages.values()))
 
-    hub = FastAPI(title="demohub", lifespan=lifespan)
+    # no /docs, /redoc or /openapi.json: each app documents its API on its own page (gradio's "Use via API")
+    hub = FastAPI(title="demohub", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     hub.add_middleware(UploadBudget)
     hub.add_middleware(ui.BodySizeLimit)  # the outermost: an oversized body is refused before it is counted
     status: dict[str, dict] = {}  # app -> {"ready": bool, "reason": str}, filled by the preload thread

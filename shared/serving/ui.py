@@ -71,6 +71,7 @@ SAFE_SETTINGS = dict(
     enable_monitoring=False,
     footer_links=["api"],
     ssr_mode=False,
+    run_history=False,  # its page offers to save runs to a Hugging Face bucket with the server's own token
 )
 
 
@@ -91,7 +92,7 @@ class ImageInput(gr.Image):
         try:
             return str(uploaded_file(payload.path, get_upload_folder()))
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(str(err), print_exception=False, duration=None) from None
 
 
 class DrawingInput(gr.Sketchpad):
@@ -133,7 +134,7 @@ class DrawingInput(gr.Sketchpad):
                 drawing = uploaded_file(drawing, get_upload_folder())
             composite = decode_image(drawing).image if drawing else None
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(str(err), print_exception=False, duration=None) from None
         return {"background": None, "layers": [], "composite": composite}
 
 
@@ -244,13 +245,13 @@ def _as_sentences(name: str):
         yield
     except (UserError, ModelUnavailable) as err:
         # escape markup (gr.Error renders HTML); quotes are harmless in text and read better to API clients
-        raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+        raise gr.Error(html.escape(str(err), quote=False), print_exception=False, duration=None) from None
     except gr.Error:
         raise
     except Exception:
         log.exception("%s failed", name)
         raise gr.Error("The server failed to answer this request; the error was logged. "
-                       "Try another input or model.", print_exception=False) from None
+                       "Try another input or model.", print_exception=False, duration=None) from None
 
 
 def user_errors(fn):
@@ -333,11 +334,11 @@ def _check_files(value) -> None:
 
     def check(file: dict) -> dict:
         if client_utils.is_http_url_like(file["path"]):
-            raise gr.Error(URL_REFUSED, print_exception=False)
+            raise gr.Error(URL_REFUSED, print_exception=False, duration=None)
         try:
             uploaded_file(file["path"], get_upload_folder())
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(str(err), print_exception=False, duration=None) from None
         return file
 
     client_utils.traverse(value, check, client_utils.is_file_obj)
@@ -357,20 +358,20 @@ def harden(demo: gr.Blocks) -> gr.Blocks:
         files = sum(_count_files(value) for value in inputs)
         if files > MAX_FILES_PER_REQUEST:
             raise gr.Error(f"This request names {files:,} files; one request takes at most "
-                           f"{MAX_FILES_PER_REQUEST}.", print_exception=False)
+                           f"{MAX_FILES_PER_REQUEST}.", print_exception=False, duration=None)
         for value in inputs:
             _check_files(value)
         try:
             return await preprocess_data(block_fn, inputs, state, explicit_call)
         except gr.Error as err:
-            raise gr.Error(_short(err.message), print_exception=False) from None
+            raise gr.Error(_short(err.message), print_exception=False, duration=None) from None
         except InvalidPathError:  # gradio's own check, should ours ever let a path through
-            raise gr.Error(NOT_AN_UPLOAD, print_exception=False) from None
+            raise gr.Error(NOT_AN_UPLOAD, print_exception=False, duration=None) from None
         except Exception:
             # a value a component cannot read (a word for a slider, text for an image): gradio
             # would answer a bare "Error"
             log.info("an input did not fit its field", exc_info=True)
-            raise gr.Error(WRONG_KIND, print_exception=False) from None
+            raise gr.Error(WRONG_KIND, print_exception=False, duration=None) from None
 
     demo.preprocess_data = checked
     demo.delete_cache = demo.delete_cache or (CACHE_SWEEP_S, CACHE_MAX_AGE_S)
@@ -526,5 +527,5 @@ def drawing(sketch) -> Image.Image:
     drawn = (sketch or {}).get("composite")  # already on white, as `decode_image` lays transparency
     if drawn is None or drawn.convert("L").getextrema()[0] > 128:
         raise gr.Error("Draw a digit on the sketchpad first (dark strokes), then press the button.",
-                       print_exception=False)
+                       print_exception=False, duration=None)
     return drawn
