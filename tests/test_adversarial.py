@@ -116,6 +116,7 @@ def test_fgsm_is_one_step_and_never_said_to_be_stopped_by_the_time_limit():
     ({"target": "cat"}, "has no label 'cat'"),
     ({"attack": "cw"}, "Unknown attack"),
     ({"attack": "deepfool", "target": "3"}, "DeepFool is untargeted"),
+    ({"target": "7"}, "already reads this image as '7'; pick another target"),  # "fooled" while still a 7
 ])
 def test_bad_settings_are_refused(settings, words):
     with pytest.raises(UserError, match=words):
@@ -180,9 +181,8 @@ def test_the_onnx_check_reads_the_attacked_input_itself_on_a_model_that_crops():
 def test_the_transfer_check_reads_the_attacked_input_without_cropping_it_again():
     """The same for the second model: efficientnet-lite0 as its own second model, with eps 0, must answer
     as the attack did (read through its processor again, the crop named another cat)."""
-    result = task.attack(PHOTOS["cat"], model="efficientnet-lite0", attack="pgd", eps=0.0, steps=1,
-                         transfer_model="efficientnet-lite0")
-    transfer = result["transfer"]
+    result = task.attack(PHOTOS["cat"], model="efficientnet-lite0", attack="pgd", eps=0.0, steps=1)
+    transfer = task.transfer(result.images["original"], result.images["adversarial"], "efficientnet-lite0")
     assert transfer["before"]["label"] == transfer["after"]["label"] == result["before"][0]["label"]
     assert abs(transfer["before"]["score"] - result["before"][0]["score"]) < 0.01 and not transfer["fooled"]
 
@@ -204,3 +204,20 @@ def test_the_pages_curve_says_what_it_measured_and_where_it_stopped(monkeypatch)
     frame, caption = app.robustness("digits-convnext", "pgd", 0.05)
     assert len(frame) == 1 and caption.endswith("The curve stopped at the 0 s limit after 1 of 6 epsilons, at 0.0: "
                                                  "fgsm, or fewer steps, draws all of them.")
+
+
+def test_deepfool_says_it_uses_no_epsilon_and_the_attacked_model_is_not_its_own_transfer_check():
+    """Both seen by a visitor: DeepFool ignored the slider without a word, and an offline Hub model's
+    stand-in was checked for transfer against itself."""
+    deepfool = task.attack(SEVEN, attack="deepfool", eps=0.05, steps=50)
+    assert any("DeepFool has no budget" in note for note in deepfool["notes"])
+    same = task.attack(SEVEN, attack="fgsm", eps=0.05, transfer_model="digits-convnext")
+    assert "transfer" not in same.answer
+    assert "transfer not checked: the second model is digits-convnext, the model attacked here" in same["notes"]
+
+
+def test_the_epsilon_slider_follows_the_attack():
+    from apps.adversarial import app
+
+    assert app.eps_slider("pgd-l2").maximum == 5.0 and app.eps_slider("pgd").maximum == 0.3
+    assert "not used" in app.eps_slider("deepfool").label

@@ -53,16 +53,29 @@ def adversarial(image, model, attack, eps, steps, step_size, target, transfer_mo
         lines.append(f"ONNX backend on the adversarial image: **{answer['onnx_after']['label']}**")
     if "transfer" in answer:
         t = answer["transfer"]
+        fooled = ("transfers" if answer["success"] else "it is fooled, though the attacked model is not") \
+            if t["fooled"] else "not fooled"
         lines.append(f"{t['model']}: **{t['before']['label']}** on the original, **{t['after']['label']}** "
-                     f"on the adversarial image ({'transfers' if t['fooled'] else 'does not transfer'})")
+                     f"on the adversarial image ({fooled})")
     summary = "\n\n".join(lines) + "\n\n" + ui.served_line(result)
     return (*(_enlarged(images[k]) for k in ("original", "perturbation", "adversarial")), _labels(answer["before"]),
             _labels(answer["after"]), summary)
 
 
+# the slider for each attack's budget: L-inf in pixel units, PGD-L2's radius over the whole image
+EPS_SLIDERS = {"linf": dict(maximum=0.3, value=0.05, step=0.005, label="Epsilon: the L-inf budget"),
+               "l2": dict(maximum=5.0, value=1.0, step=0.05, label="Epsilon: the L2 radius")}
+
+
+def eps_slider(attack: str) -> gr.Slider:
+    if attack == "deepfool":
+        return gr.Slider(label="Epsilon (not used: DeepFool takes the smallest step it finds)")
+    return gr.Slider(**EPS_SLIDERS[task.norm_of(attack)])
+
+
 @ui.user_errors
 def robustness(model, attack, eps):
-    eps = number_in("eps", eps, 0.0, task.MAX_EPS["linf"])
+    eps = number_in("eps", eps, 0.0, task.MAX_EPS[task.norm_of(attack) if attack in task.ATTACKS else "linf"])
     if eps == 0:
         raise UserError("Set epsilon above 0: the curve sweeps epsilon from 0 to twice the value set.")
     curve = task.robustness_curve(model=model, attack=attack, max_eps=2 * eps)
@@ -84,7 +97,7 @@ with gr.Blocks(title="Adversarial examples") as demo:
             attack = gr.Radio(list(task.ATTACKS), value="pgd", label="Attack")
             # 0.05: enough for PGD to fool digits-convnext on both example digits (0.03 fooled only the 7),
             # and not the PGD-trained model (trained at 0.03), which the transfer check shows
-            eps = gr.Slider(0.0, 0.3, value=0.05, step=0.005, label="Epsilon (L-inf; for pgd-l2 the L2 radius)")
+            eps = gr.Slider(0.0, **EPS_SLIDERS["linf"])
             steps = gr.Slider(1, task.MAX_STEPS, value=10, step=1, label="Steps")
             step_size = gr.Slider(0.0, 0.1, value=0.0, step=0.001, label="Step size (0: 2.5 x eps / steps)")
             target = gr.Textbox("none", label="Target label (none: untargeted)", max_lines=1, max_length=100)
@@ -108,6 +121,7 @@ with gr.Blocks(title="Adversarial examples") as demo:
         curve_caption = gr.Markdown()
     ui.model_examples(SPEC, model, [image])
     model.change(task.transfer_model_for, model, transfer, api_visibility="private")
+    attack.change(eps_slider, attack, eps, api_visibility="private")
 
     ui.clear_on(run.click, [original, perturbation, adversarial_image, before, after, summary])
     run.click(adversarial, [image, model, attack, eps, steps, step_size, target, transfer],

@@ -124,6 +124,9 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
     classifier = classifier_of(loaded)
     pixels = in_8_bits(pixels_of(loaded, [decoded.image]))  # the original as it is shown and saved
     before = gpu.on_gpu(predicted)(loaded, classifier, pixels, top_k)[0]
+    if target == before[0]["label"]:
+        raise UserError(f"{loaded.entry.name} already reads this image as {shown(target)}; pick another target "
+                        "label, or none to make it read anything else.")
     label2id = {v: k for k, v in loaded.model.config.id2label.items()}
     wanted = torch.tensor([label2id[target or before[0]["label"]]], device=pixels.device)
 
@@ -139,6 +142,9 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
     notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
     if steps_run < steps and attack in ("pgd", "pgd-l2"):  # FGSM is one step; DeepFool stops once fooled
         notes.append(f"stopped after {steps_run} of {steps} steps at the {TIME_LIMIT_S:.0f} s time limit")
+    if attack == "deepfool":
+        notes.append("DeepFool has no budget: it takes the smallest step across the nearest boundary it finds, "
+                     "so epsilon and the step size were not used")
 
     answer = {"before": before, "after": after, "linf": float(delta.abs().max()),
               "l2": float(delta.flatten().norm()), "success": bool(success), "attack": attack,
@@ -151,7 +157,9 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
         saved = read_back(images["adversarial"], pixels.device)
         onnx_logits = run({"pixel_values": classifier.normalise(saved).cpu().numpy()})["logits"]
         answer["onnx_after"] = classification.top_k_labels(loaded, onnx_logits, 1)[0][0]
-    if transfer_model:
+    if transfer_model and MODELS.resolve(transfer_model).name == loaded.entry.name:
+        notes.append(f"transfer not checked: the second model is {loaded.entry.name}, the model attacked here")
+    elif transfer_model:
         try:
             answer["transfer"] = transfer(images["original"], images["adversarial"], transfer_model)
         except ModelUnavailable as err:  # the attack itself stands; say why the transfer check is missing
