@@ -95,6 +95,9 @@ def test_the_map_of_uploads_has_a_point_and_neighbours_for_each(tmp_path):
     assert (table.sort_index()["predicted"] == [str(label) for label in labels]).mean() > 0.9  # rows by label
     gallery = app.nearest(chosen.value, state)
     assert len(gallery) == 1 + embeddings.K and gallery[0][1].startswith(chosen.value)
+    assert max(gallery[0][0].size) <= app.task.THUMBNAIL_SIDE
+    # the page keeps thumbnails as JPEG, for a while: 500 as pictures were 14 MB a visitor, without end
+    assert sum(len(jpeg) for jpeg in state[1].values()) < 30 * 4000 and app.map_state.time_to_live == app.MAP_KEPT_S
     points = {p["name"]: p for p in state[0]}
     same = [n["name"] for n in points[chosen.value]["neighbours"]]
     label = points[chosen.value]["predicted"]

@@ -10,9 +10,11 @@ explains and the "served by" line.
 """
 
 import html
+import io
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from apps.classification import task
 from apps.classification.spec import SPEC
@@ -72,6 +74,9 @@ def explain(image, model, backend, method, label, window, stride):
     return result["heatmap"], summary, ui.served_line(result)
 
 
+# how long a page keeps its map's points and thumbnails (for its neighbours list) after the last map:
+# kept per visitor, and gradio keeps up to 10,000 visitors' state
+MAP_KEPT_S = 900
 DELETION_MARGIN = 0.1  # the salient-first area must be this much (relative) below random's to count as found
 
 
@@ -100,9 +105,16 @@ def embedding_map(files, model):
                "numbers, mapped to 2-D by t-SNE." + (f" A 5-nearest-neighbour vote in the map gets "
                                                     f"**{found:.1%}** of the true labels." if found else ""))
     names = [p["name"] for p in result["points"]]
-    state = (result["points"], result.images["thumbnails"])
+    state = (result["points"], {name: _packed(image) for name, image in result.images["thumbnails"].items()})
     scatter = gr.ScatterPlot(table, color_map=heatmaps.label_colours(list(table["label"])))  # as the thumbnail map
     return scatter, result["map"], summary, gr.Dropdown(choices=names, value=names[0]), state
+
+
+def _packed(thumbnail: Image.Image) -> bytes:
+    """A thumbnail as the page's state keeps it: 500 of them as pictures were 14 MB a visitor, as JPEG 2 MB."""
+    buffer = io.BytesIO()
+    thumbnail.convert("RGB").save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def nearest(name, state):
@@ -110,9 +122,15 @@ def nearest(name, state):
     if not state or name is None:
         return []
     points, thumbnails = state
-    point = next(p for p in points if p["name"] == name)
-    return [(thumbnails[name], f"{name}: predicted {point['predicted']}")] + [  # distances first: long names get cut
-        (thumbnails[n["name"]], f"distance {n['distance']:.2f}: {n['name']}") for n in point["neighbours"]]
+    point = next((p for p in points if p["name"] == name), None)
+    if point is None:
+        return []
+
+    def thumbnail(of: str) -> Image.Image:
+        return Image.open(io.BytesIO(thumbnails[of]))
+
+    return [(thumbnail(name), f"{name}: predicted {point['predicted']}")] + [  # distances first: long names get cut
+        (thumbnail(n["name"]), f"distance {n['distance']:.2f}: {n['name']}") for n in point["neighbours"]]
 
 
 with gr.Blocks(title="Image classification") as demo:
@@ -164,7 +182,7 @@ with gr.Blocks(title="Image classification") as demo:
                 scatter = gr.ScatterPlot(x="x", y="y", color="label", tooltip=["name", "label", "predicted"],
                                          label="t-SNE of the penultimate layer (hover: name and labels)")
                 thumbnails = gr.Image(label="The same map with thumbnails", type="pil", interactive=False)
-        map_state = gr.State()
+        map_state = gr.State(time_to_live=MAP_KEPT_S)
     ui.model_examples(SPEC, model, [image])
 
     ui.clear_on(submit.click, [labels, served])
