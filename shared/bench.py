@@ -229,7 +229,7 @@ class _ApiCaller:
     queued (POST /call/APP), its answer read from the event stream. httpx, one connection pool
     per client thread, so that 32 clients cost the machine little beside the server. Each client
     is a visitor of its own (`visitor`, an address the server trusts from a local proxy): the server
-    lets one address hold only half of an app's queue (ui.MAX_WAITING_PER_CLIENT)."""
+    lets one address hold only a quarter of an app's queue (ui.MAX_WAITING_PER_CLIENT)."""
 
     def __init__(self, base: str, app: str, request: dict, parameters: list[dict], visitor: int = 0):
         import httpx

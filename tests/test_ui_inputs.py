@@ -83,3 +83,15 @@ def test_a_refusal_stays_on_the_page_until_it_is_closed():
         assert err.message == "No image was given." and err.duration is None and not err.print_exception
     else:
         raise AssertionError("no gr.Error")
+
+
+def test_a_client_is_its_ipv4_address_or_its_ipv6_network():
+    """An IPv6 subscriber holds a /64: counted by address, one attacker would be millions of clients
+    for the per-client queue share and upload budget (found by the hostile client)."""
+    from shared.serving.clients import client_address
+
+    assert client_address({}, ("203.0.113.7", 5000)) == "203.0.113.7"
+    assert client_address({}, ("::ffff:203.0.113.7", 5000)) == "203.0.113.7"
+    assert client_address({}, ("2001:db8:1:2:aaaa::1", 5000)) == client_address({}, ("2001:db8:1:2::ffff", 1)) \
+        == "2001:db8:1:2::/64"
+    assert client_address({}, ("2001:db8:1:3::1", 5000)) != "2001:db8:1:2::/64"

@@ -8,6 +8,7 @@ refuses every upload while the disk holding the upload folder has less than 2 GB
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -32,8 +33,22 @@ def client_address(headers, client: tuple | None) -> str:
     client can write the others)."""
     forwarded = headers.get("x-forwarded-for") if os.environ.get("SPACE_ID") else None
     if forwarded:
-        return forwarded.rsplit(",", 1)[-1].strip()
-    return client[0] if client else "unknown"
+        return _network_of(forwarded.rsplit(",", 1)[-1].strip())
+    return _network_of(client[0]) if client else "unknown"
+
+
+def _network_of(address: str) -> str:
+    """An IPv4 address as it is; an IPv6 address as its /64, the network one subscriber is given (every
+    address in it is theirs to use, so counting addresses would let one client count as millions)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 4:
+        return str(parsed)
+    if parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
 
 
 class UploadBudget:

@@ -42,9 +42,10 @@ from shared.serving.clients import MAX_BODY_BYTES, UploadBudget, client_address
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 32  # requests waiting per app; more are refused at once instead of piling up
-# One client may hold at most half of an app's waiting requests: one address re-sending 20-second
-# occlusions filled all 32 places and locked everyone out of the app's quick endpoints.
-MAX_WAITING_PER_CLIENT = int(os.environ.get("DEMOHUB_MAX_WAITING_PER_CLIENT", QUEUE_SIZE // 2))
+# One client may hold at most a quarter of an app's waiting requests: one address re-sending 20-second
+# occlusions filled all 32 places and locked everyone out of the app's quick endpoints, and at half of
+# them two addresses still did. It takes five now (distributed floods: README, Security).
+MAX_WAITING_PER_CLIENT = int(os.environ.get("DEMOHUB_MAX_WAITING_PER_CLIENT", QUEUE_SIZE // 4))
 # How many requests an endpoint whose model calls are gathered (shared/inference/batching.py) runs
 # at once: each decodes its input in its own thread, and their model calls become one batch.
 BATCHED_CONCURRENCY = batching.MAX_BATCH
