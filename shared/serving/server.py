@@ -39,6 +39,7 @@ from shared.errors import ModelUnavailable, UserError
 from shared.serving import landing as landing_page
 from shared.serving import mcp, ui
 from shared.serving.clients import UploadBudget
+from shared.serving.connections import HeaderDeadline
 from shared.serving.pages import AppOnFirstVisit, build_rest
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,6 @@ def serve(app_names: tuple[str, ...], host: str = "127.0.0.1", port: int = 7860,
     print(f"demohub: serving {', '.join(app_names)} at http://{host}:{port}/", flush=True)
     # forwarded_allow_ips stays at uvicorn's default (127.0.0.1): X-Forwarded-* headers are trusted
     # only from a proxy on this machine (see README, Security).
-    config = uvicorn.Config(hub, host=host, port=port, log_level="warning",
+    config = uvicorn.Config(hub, host=host, port=port, log_level="warning", http=HeaderDeadline,
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     _Server(config).run()
