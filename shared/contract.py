@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.errors import UserError
 from shared.inference.graphs import OnnxForm
 from shared.inputs.images import DecodedImage, is_plain
 from shared.models import registry
@@ -74,12 +75,18 @@ class Result:
         return key in self.images or key in self.to_json()
 
 
-def beyond_what_it_knows(entry: ModelEntry, image) -> list[str]:
+def beyond_what_it_knows(loaded: LoadedModel, image) -> list[str]:
     """The note for an answer on a photo from a model that knows only plain images (registry `knows`),
-    naming the task's embedded photo model where it has one (it answers without the Hub)."""
+    naming the task's embedded photo model where it has one (it answers without the Hub). A photo sent
+    to a Hub model that is offline is refused rather than answered by a stand-in that knows only plain
+    images: its boxes and captions on a photo were confident nonsense (found by a visitor)."""
+    entry = loaded.entry
     if entry.knows and not is_plain(image):
         offline = [e.name for e in registry.entries(entry.task) if e.source == "embedded" and not e.knows]
         pick = f"Pick {offline[0]}, which knows photos, for it." if offline else "Pick a model that knows photos."
+        if loaded.unavailable:
+            raise UserError(f"{loaded.unavailable} Its offline stand-in, {entry.name}, knows only {entry.knows}, "
+                            f"and this image looks like a photo, so it would only guess. {pick}")
         return [f"{entry.name} knows only {entry.knows}; this image looks like a photo, so its answer is "
                 f"a guess among those. {pick}"]
     return []

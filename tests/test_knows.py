@@ -93,3 +93,20 @@ def test_each_page_shows_the_examples_of_its_default_model():
         shown = [[row[0]["orig_name"] for row in dataset.samples] for dataset in datasets if dataset.parent.visible]
         assert len(datasets) == 2 and len(shown) == 1, name
         assert shown[0] == [Path(row[0]).name for row in apps.get(name).plain_examples], name
+
+
+def test_a_photo_for_an_offline_hub_model_is_refused_not_answered_by_a_plain_image_stand_in():
+    """Offline, a Hub detector or captioner falls back to the embedded scenes model; on a photo that
+    answered boxes labelled 4 and captions of coloured digits (found by a visitor). A scene is still
+    answered by the stand-in, and says so."""
+    import pytest
+
+    from shared.errors import UserError
+
+    scene = make_scene(1, 0).image
+    blip = "Salesforce/blip-image-captioning-base"
+    for run, hub in ((lambda image, m: detect(image, model=m, fallback=True), "PekingU/rtdetr_r18vd"),
+                     (lambda image, m: caption(image, model=m, fallback=True), blip)):
+        with pytest.raises(UserError, match="Its offline stand-in, .* knows only .* looks like a photo"):
+            run(PHOTOS["coffee"], hub)
+        assert any("Answered with" in note for note in run(scene, hub).all_notes)

@@ -139,7 +139,7 @@ def attack(image, model: str | None = None, attack: str = "pgd", eps: float = 0.
     after = gpu.on_gpu(predicted)(loaded, classifier, adversarial, top_k)[0]
     delta = adversarial - pixels
     success = after[0]["label"] == target if target else after[0]["label"] != before[0]["label"]
-    notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
+    notes = [*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)]
     if steps_run < steps and attack in ("pgd", "pgd-l2"):  # FGSM is one step; DeepFool stops once fooled
         notes.append(f"stopped after {steps_run} of {steps} steps at the {TIME_LIMIT_S:.0f} s time limit")
     if attack == "deepfool":

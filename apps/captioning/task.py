@@ -159,4 +159,4 @@ def caption(image, model: str | None = None, backend: str = "torch", lang: str |
     captions = [{"text": a["generated_text"], "score": None if a["score"] is None else round(a["score"], 6)}
                 for a in answers]
     return Result(loaded, backend, latency_ms, {"caption": captions[0]["text"], "captions": captions},
-                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)])

@@ -122,7 +122,7 @@ def classify_batch(images: list[DecodedImage], model: str | None = None, backend
     num_labels = loaded.model.config.num_labels
     results = []
     for decoded, found in zip(images, labels, strict=True):
-        notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
+        notes = [*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)]
         if top_k > num_labels:
             notes.append(f"{loaded.entry.name} knows {num_labels} labels, fewer than the {top_k} asked for: "
                          "all of them are shown.")
@@ -194,7 +194,7 @@ def explain(image, model: str | None = None, backend: str = "torch", method: str
     side = f"{pixels.shape[-1]} x {pixels.shape[-2]} px"
     picture = heatmaps.overlay(attribution.as_seen(loaded, pixels), heat, f"{method} for {name!r} ({score:.2f}), "
                                f"{side}", attribution.METHODS[method], signed=method == "integrated-gradients")
-    notes = [*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]
+    notes = [*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)]
     return Result(loaded, backend, model_ms, answer, images={"heatmap": picture}, notes=notes)
 
 

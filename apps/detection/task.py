@@ -137,7 +137,7 @@ def detect_batch(images: list[DecodedImage], model: str | None = None, backend: 
             detections = [d for d in detections if d["label"] in classes]
         results.append(Result(loaded, backend, latency_ms / len(images), {"detections": detections[:max_detections]},
                               images={"image": decoded.image},
-                              notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)]))
+                              notes=[*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)]))
     return results
 
 

@@ -97,7 +97,7 @@ def segment_batch(images: list[DecodedImage], model: str | None = None, backend:
     latency_ms = (time.perf_counter() - started) * 1e3 / len(images)
     return [Result(loaded, backend, latency_ms, {"segments": segments(loaded, classes)},
                    images={"image": decoded.image, "mask": classes.astype(np.int32)},
-                   notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
+                   notes=[*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)])
             for decoded, classes in zip(images, maps, strict=True)]
 
 

@@ -26,7 +26,7 @@ from shared.inference import backends, seq2seq
 from shared.inference.graphs import OnnxForm
 from shared.inference.pipelines import TranslationPipeline, translation_inputs
 from shared.inputs.checks import whole_number
-from shared.inputs.text import clean_text, split_long, split_sentences
+from shared.inputs.text import clean_text, split_long, split_sentences, unknown_words_note
 from shared.models import registry
 from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 from shared.models.registry import ModelEntry
@@ -209,6 +209,7 @@ def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | Non
         translated += [answer["translation_text"] for answer in answers]
         on_progress(len(translated), len(pieces), in_lines(lines, translated))
     latency_ms = (time.perf_counter() - started) * 1e3
+    notes += unknown_words_note(loaded.entry.name, cleaned, loaded.entry.words)
     unknown = unknown_characters(loaded, pieces)
     if unknown:
         notes.append(f"{loaded.entry.name} does not know these characters and read them as unknown: "

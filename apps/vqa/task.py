@@ -145,11 +145,20 @@ def answer(image, questions, model: str | None = None, backend: str = "torch", t
     check_lengths(loaded, batch)
     ask = pipeline(loaded, backend)
     started = time.perf_counter()
-    answers = []
+    answers, notes = [], [*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)]
     for question in batch:
         ranked = ask(decoded.image, question, top_k=top_k, max_new_tokens=MAX_ANSWER_TOKENS)
+        # An empty output is no answer: shown, it was a blank cell scored 0.97 (found by a visitor). It is
+        # what the embedded model writes for a question unlike those it learnt; the other candidates keep
+        # their own probabilities.
+        if not ranked[0]["answer"].strip():
+            notes.append(f"{loaded.entry.name} found no answer to question {len(answers) + 1} (its likeliest "
+                         f"output, {ranked[0]['score']:.2f}, was empty): the question is unlike those it learnt, "
+                         "and the answers shown are its unlikely ones.")
+        ranked = [r for r in ranked if r["answer"].strip()] or [{"answer": "", "score": None}]
         answers.append({"question": question, "answer": ranked[0]["answer"], "score": _rounded(ranked[0]["score"]),
-                        "top_k": [{"answer": r["answer"], "score": _rounded(r["score"])} for r in ranked]})
+                        "top_k": [{"answer": r["answer"], "score": _rounded(r["score"])} for r in ranked
+                                  if r["answer"]]})
+        notes += text.unknown_words_note(loaded.entry.name, question, loaded.entry.words)
     latency_ms = (time.perf_counter() - started) * 1e3
-    return Result(loaded, backend, latency_ms, {"answers": answers},
-                  notes=[*decoded.notes, *beyond_what_it_knows(loaded.entry, decoded.image)])
+    return Result(loaded, backend, latency_ms, {"answers": answers}, notes=list(dict.fromkeys(notes)))

@@ -62,6 +62,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     fallback_note: str = ""  # why this is not the model that was asked for (offline fallback), if it is not
+    unavailable: str = ""  # why the model asked for could not be loaded, when this is its stand-in
 
     @property
     def precision(self) -> str:
@@ -227,7 +228,8 @@ class TaskModels:
             if not fallback or entry.name == stand_in.name or not accepts(stand_in):
                 raise
             loaded = self._load(stand_in, device)
-            return dataclasses.replace(loaded, fallback_note=f"{err} Answered with {stand_in.name} instead.")
+            return dataclasses.replace(loaded, fallback_note=f"{err} Answered with {stand_in.name} instead.",
+                                       unavailable=str(err))
 
     def _load(self, entry: ModelEntry, device: torch.device | None) -> LoadedModel:
         device = device or best_device()
