@@ -155,3 +155,15 @@ def test_finetune_from_the_embedded_detector(tmp_path):
     assert metrics["test_map_50"] >= 0.5  # starts from a trained detector
     entry = registry.add_local("detection", tmp_path / "det-out")
     assert task.detect(SCENES[0], model=entry.name, threshold=0.3)["detections"]
+
+
+def test_an_empty_answer_says_why():
+    """Threshold 1.0, or classes the scene lacks, drew an empty picture and table without a word
+    (found by a visitor)."""
+    from shared.data.scenes import make_scene
+
+    scene = make_scene(1, 0)
+    assert "no box scored 1.0 or more" in " ".join(task.detect(scene.image, threshold=1.0).all_notes)
+    absent = next(str(d) for d in range(10) if d not in {o.digit for o in scene.objects})
+    result = task.detect(scene.image, classes=[absent])
+    assert result["detections"] == [] and f"none of class {absent}" in " ".join(result.all_notes)

@@ -28,8 +28,8 @@ def captioning(image, lang, prompt, model, backend, num_beams, num_captions, max
 
 with gr.Blocks(title="Image captioning") as demo:
     gr.Markdown("# Image captioning\nA sentence that describes an image. The embedded model knows the synthetic "
-                "scenes (coloured digits on textures) in English and German, and so far gets their count and "
-                "colours right more often than the digits themselves (see its card); the Hub models describe photos.")
+                "scenes (coloured digits on textures) in English and German (its card gives its scores on held-out "
+                "scenes); the Hub models describe photos.")
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
@@ -41,7 +41,7 @@ with gr.Blocks(title="Image captioning") as demo:
             backend = ui.backend_radio(task.TASK, model)
             with gr.Row():
                 num_beams = gr.Slider(1, task.MAX_BEAMS, value=4, step=1, label="Beam size")
-                num_captions = gr.Slider(1, task.MAX_BEAMS, value=3, step=1, label="Captions (best beams)")
+                num_captions = gr.Slider(1, 4, value=3, step=1, label="Captions (best beams, up to the beam size)")
             with gr.Row():
                 max_new_tokens = gr.Slider(1, task.MAX_NEW_TOKENS, value=32, step=1, label="Maximum new tokens")
                 repetition_penalty = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty")
@@ -54,6 +54,9 @@ with gr.Blocks(title="Image captioning") as demo:
             served = gr.Markdown()
     ui.model_examples(SPEC, model, [image])
 
+    # the captions are the best beams: never more than the beam size (a beam of 1 and 3 captions was refused)
+    num_beams.change(lambda beams, wanted: gr.Slider(maximum=beams, value=min(wanted, beams)),
+                     [num_beams, num_captions], num_captions, api_visibility="private")
     settings = [lang, prompt, model, backend, num_beams, num_captions, max_new_tokens, repetition_penalty,
                 no_repeat_ngram_size]
     ui.clear_on(submit.click, [best, captions, served])

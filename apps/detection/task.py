@@ -133,11 +133,17 @@ def detect_batch(images: list[DecodedImage], model: str | None = None, backend: 
     found, latency_ms = run(loaded, [decoded.image for decoded in images], backend, threshold, nms=bool(nms))
     results = []
     for decoded, detections in zip(images, found, strict=True):
+        notes = [*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)]
         if classes:
-            detections = [d for d in detections if d["label"] in classes]
+            kept = [d for d in detections if d["label"] in classes]
+            if detections and not kept:
+                notes.append(f"{len(detections)} box(es) scored {threshold} or more, none of class "
+                             f"{', '.join(classes)}.")
+            detections = kept
+        elif not detections:  # an empty picture and table said nothing (found by a visitor)
+            notes.append(f"no box scored {threshold} or more: lower the threshold to see less likely ones.")
         results.append(Result(loaded, backend, latency_ms / len(images), {"detections": detections[:max_detections]},
-                              images={"image": decoded.image},
-                              notes=[*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)]))
+                              images={"image": decoded.image}, notes=notes))
     return results
 
 
