@@ -243,3 +243,11 @@ def test_words_the_embedded_model_never_learnt_are_named():
     noted = translation.translate("The cat sat on the mat.", model="scenes-marian").all_notes
     assert any("it never saw cat, sat, on, mat" in note for note in noted)
     assert not any("never saw" in note for note in translation.translate("Is there a red 3?").all_notes)
+
+
+def test_a_translation_stopped_by_max_new_tokens_says_so():
+    from apps.translation import task as translation
+
+    short = translation.translate("Is there an 8?", model="scenes-marian", max_new_tokens=2)
+    assert any("1 of the 1 sentences stopped at max_new_tokens (2)" in note for note in short.all_notes)
+    assert not any("max_new_tokens" in note for note in translation.translate("Is there an 8?").all_notes)
