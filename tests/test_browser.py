@@ -226,6 +226,18 @@ def test_examples_follow_the_model(page, hub_url):
     assert page.locator("img[src*='digit_3']").count() == 0
 
 
+def test_picking_another_model_clears_the_last_model_s_answer(page, hub_url):
+    page.goto(f"{hub_url}/classification/")
+    page.locator("input[type=file]").first.set_input_files(str(DIGIT_EXAMPLES / "digit_7.png"))
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_text("Served by").wait_for(timeout=30_000)
+    page.get_by_label("Model", exact=True).click()
+    page.get_by_role("option", name="efficientnet-lite0", exact=False).first.click()
+    page.wait_for_function("() => !document.body.innerText.includes('Served by')", timeout=10_000)
+    assert not page.get_by_test_id("label-output-value").count() or \
+        not page.get_by_test_id("label-output-value").inner_text().strip()
+
+
 def test_a_visitor_picks_the_photo_model_and_a_photo_example_is_read(page, hub_url):
     """Offline too: efficientnet-lite0 (ImageNet, embedded) reads the cat example as a cat."""
     page.goto(f"{hub_url}/classification/")

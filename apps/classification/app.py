@@ -186,6 +186,7 @@ with gr.Blocks(title="Image classification") as demo:
     ui.model_examples(SPEC, model, [image])
 
     ui.clear_on(submit.click, [labels, served])
+    ui.clear_on(model.change, [labels, served])  # the last model's labels stayed under the new one's name
     submit.click(classification, [image, model, backend, top_k], [labels, served], api_name="classification",
                  concurrency_limit=ui.BATCHED_CONCURRENCY)
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(
