@@ -244,4 +244,13 @@ def test_the_pages_sampler_picker_offers_only_models_that_sample():
 
     offered = {value for _, value in app.model.choices}  # (other tests may add samplers to the registry later)
     assert {"digits-gan", "digits-vae"} <= offered and all(registry.get(task.TASK, name).samples for name in offered)
-    assert "madebyollin/taesd" not in offered and "madebyollin/taesd" in app.VAES
+    encoders = {value for _, value in app.vae.choices}
+    assert "madebyollin/taesd" not in offered and {"madebyollin/taesd", "digits-vae"} <= encoders
+    assert app.vae.value == "digits-vae" and "digits-gan" not in encoders  # with its licence line, as a picker
+
+
+def test_a_photo_sent_to_the_digits_vae_is_noted():
+    from shared.data.examples import PHOTOS
+
+    result = task.reconstruct(PHOTOS["cat"], model="digits-vae")
+    assert any("digits-vae knows only handwritten digits" in note for note in result.all_notes)

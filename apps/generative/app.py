@@ -10,12 +10,9 @@ backend="torch", api_name="/generative")` returns the grid image and the "served
 import gradio as gr
 
 from apps.generative import task
-from shared.models import registry
 from shared.serving import ui
 
 LABELS = ["any", *[str(d) for d in range(10)]]
-# Models with an encoder (the registry says which): the VAEs and the photo autoencoder, not the GAN.
-VAES = [e.name for e in registry.entries(task.TASK) if e.encodes]
 
 
 @ui.user_errors
@@ -66,7 +63,7 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
     with gr.Tab("VAE: encode an image"):
         with gr.Row():
             image = ui.ImageInput(label="A digit, dark on light (or a photo, for the photo autoencoder)")
-            vae = gr.Dropdown(VAES, value=VAES[0], label="VAE")
+            vae = ui.model_picker(task.TASK, lambda entry: entry.encodes, "VAE")
         encode = gr.Button("Encode and decode", variant="primary")
         with gr.Row():
             seen = gr.Image(label="What the VAE sees (32x32 gray)", type="pil", format="png")

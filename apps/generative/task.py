@@ -22,7 +22,7 @@ from PIL import Image
 from apps.generative import models
 from apps.generative.models import ConditionalGenerator
 from shared import timing
-from shared.contract import Result
+from shared.contract import Result, beyond_what_it_knows
 from shared.errors import UserError, shown
 from shared.inference import backends, export
 from shared.inference.graphs import Feeds, OnnxForm, OnnxSpec
@@ -208,7 +208,8 @@ def reconstruct(image, model: str = "digits-vae", seed: int = 0, n: int = 8, tru
                                       np.zeros(n + 1, dtype=np.int64))
     images = {"input": grid(np.asarray(gray)[None]), "reconstruction": grid(decoded_pixels[:1]),
               "neighbours": grid(decoded_pixels[1:])}
-    return Result(loaded, backend, latency_ms, {}, images=images, notes=decoded.notes)
+    return Result(loaded, backend, latency_ms, {}, images=images,
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)])
 
 
 PHOTO_SIDE = 512  # TAESD works at any multiple of 8; this keeps a CPU request near a second

@@ -141,8 +141,10 @@ class DrawingInput(gr.Sketchpad):
 
 def model_dropdown(task: str, offers=lambda entry: True, label: str = "Model") -> gr.Dropdown:
     """The task's models that `offers` accepts (each with its source and licence), the default first picked."""
-    choices = [(f"{e.name} ({e.source}, {e.license})", e.name) for e in registry.entries(task) if offers(e)]
-    return gr.Dropdown(choices, value=registry.default(task).name, label=label)
+    offered = [e for e in registry.entries(task) if offers(e)]
+    default = registry.default(task)
+    choices = [(f"{e.name} ({e.source}, {e.license})", e.name) for e in offered]
+    return gr.Dropdown(choices, value=default.name if default in offered else offered[0].name, label=label)
 
 
 def model_card_line(task: str, name: str | None) -> str:
