@@ -15,11 +15,13 @@ predict returns a `Result`.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.data import scenes
 from shared.errors import UserError
 from shared.inference.graphs import OnnxForm
 from shared.inputs.images import DecodedImage, is_plain
@@ -90,6 +92,20 @@ def beyond_what_it_knows(loaded: LoadedModel, image) -> list[str]:
         return [f"{entry.name} knows only {entry.knows}; this image looks like a photo, so its answer is "
                 f"a guess among those. {pick}"]
     return []
+
+
+def beyond_its_words(entry: ModelEntry, text: str) -> list[str]:
+    """The note for a request with words a text model never learnt (registry `words`: "scenes", the
+    synthetic scenes' sentences): its answer to them is a guess. "The cat sat on the mat." came back as
+    "is the 1 to the right ofts" without a word (found by a visitor)."""
+    if entry.words != "scenes":
+        return []
+    unknown = list(dict.fromkeys(w for w in re.findall(r"\w+", text) if w.lower() not in scenes.words()))
+    if not unknown:
+        return []
+    listed = ", ".join(unknown[:12]) + (f" and {len(unknown) - 12} more" if len(unknown) > 12 else "")
+    return [f"{entry.name} learnt only the words of the synthetic scenes' sentences; it never saw {listed}, so "
+            "its answer to them is a guess."]
 
 
 @dataclass(frozen=True)

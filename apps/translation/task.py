@@ -20,13 +20,13 @@ from collections.abc import Callable
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
 from shared import timing
-from shared.contract import Result
+from shared.contract import Result, beyond_its_words
 from shared.errors import UserError, shown
 from shared.inference import backends, seq2seq
 from shared.inference.graphs import OnnxForm
 from shared.inference.pipelines import TranslationPipeline, translation_inputs
 from shared.inputs.checks import whole_number
-from shared.inputs.text import clean_text, split_long, split_sentences, unknown_words_note
+from shared.inputs.text import clean_text, split_long, split_sentences
 from shared.models import registry
 from shared.models.loader import LoadedModel, TaskModels, transformers_loader
 from shared.models.registry import ModelEntry
@@ -218,7 +218,7 @@ def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | Non
         translated += [answer["translation_text"] for answer in answers]
         on_progress(len(translated), len(pieces), in_lines(lines, translated))
     latency_ms = (time.perf_counter() - started) * 1e3
-    notes += unknown_words_note(loaded.entry.name, cleaned, loaded.entry.words)
+    notes += beyond_its_words(loaded.entry, cleaned)
     cut = cut_short(loaded, translated, settings.get("max_new_tokens"))
     if cut:  # " G" for "Is there an 8?" at 2 tokens read as a translation (found by a visitor)
         notes.append(f"{cut} of the {len(translated)} sentences stopped at max_new_tokens "

@@ -24,7 +24,7 @@ from transformers import AutoModelForImageTextToText, AutoModelForVisualQuestion
 
 from apps.captioning import task as captioning
 from shared import timing
-from shared.contract import Result, beyond_what_it_knows
+from shared.contract import Result, beyond_its_words, beyond_what_it_knows
 from shared.data import scenes
 from shared.errors import UserError
 from shared.inference import backends, families
@@ -159,6 +159,6 @@ def answer(image, questions, model: str | None = None, backend: str = "torch", t
         answers.append({"question": question, "answer": ranked[0]["answer"], "score": _rounded(ranked[0]["score"]),
                         "top_k": [{"answer": r["answer"], "score": _rounded(r["score"])} for r in ranked
                                   if r["answer"]]})
-        notes += text.unknown_words_note(loaded.entry.name, question, loaded.entry.words)
+        notes += beyond_its_words(loaded.entry, question)
     latency_ms = (time.perf_counter() - started) * 1e3
     return Result(loaded, backend, latency_ms, {"answers": answers}, notes=list(dict.fromkeys(notes)))

@@ -24,6 +24,7 @@ the formats users bring to the fine-tuning scripts.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
@@ -257,6 +258,13 @@ def translation_pairs(n: int, seed: int, digits: int | None = None) -> Counter[t
             counts[pair["en"], pair["de"]] += 1
             counts[sentence_case(pair["en"]), sentence_case(pair["de"])] += 1
     return counts
+
+
+@cache
+def words() -> frozenset[str]:
+    """Every word of the scenes' English and German sentences, lower case (100 scenes use them all)."""
+    return frozenset(word.lower() for pair in translation_pairs(100, seed=0) for text in pair
+                     for word in re.findall(r"\w+", text))
 
 
 def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int = 1,

@@ -9,7 +9,6 @@ Control characters (except line breaks and tabs) and invisible format characters
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 
@@ -66,34 +65,3 @@ def _split_word(word: str, count_tokens, max_tokens: int) -> list[str]:
         word = word[low:]
     return pieces
 
-
-_WORD = re.compile(r"\w+")
-
-
-@functools.cache
-def _known_words(words: str) -> frozenset[str]:
-    """The words of a closed vocabulary (registry `words`), lower case, both languages."""
-    if words != "scenes":
-        raise ValueError(f"unknown vocabulary {words!r}")
-    from shared.data.scenes import translation_pairs  # 100 scenes say every word the sentences use
-
-    return frozenset(word.lower() for pair in translation_pairs(100, seed=0) for text in pair
-                     for word in _WORD.findall(text))
-
-
-def unknown_words(text: str, words: str) -> list[str]:
-    """The words of `text` outside the closed vocabulary `words`, in order, once each ([] for "": none)."""
-    if not words:
-        return []
-    known = _known_words(words)
-    return list(dict.fromkeys(w for w in _WORD.findall(text) if w.lower() not in known))
-
-
-def unknown_words_note(model: str, text: str, words: str) -> list[str]:
-    """The note for a request with words the model never learnt: its answer to them is a guess."""
-    unknown = unknown_words(text, words)
-    if not unknown:
-        return []
-    shown = ", ".join(unknown[:12]) + (f" and {len(unknown) - 12} more" if len(unknown) > 12 else "")
-    return [f"{model} learnt only the words of the synthetic scenes' sentences; it never saw {shown}, so "
-            "its answer to them is a guess."]

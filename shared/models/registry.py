@@ -56,7 +56,7 @@ class ModelEntry:
     int8: str = ""
     knows: str = ""  # a model of plain images only (digits, synthetic scenes): what it knows (noted on a photo)
     # a text model that learnt a closed set of words, "scenes" (the synthetic scenes' sentences): words
-    # outside it are noted (shared/inputs/text.py, unknown_words), as their translation is a guess
+    # outside it are noted (contract.beyond_its_words), as the answer to them is a guess
     words: str = ""
     # "safetensors", or "pytorch_model.bin" for a registry row pinned at a Hub revision that has no
     # safetensors: read by torch's weights-only unpickler (tensors and plain containers, never code)
