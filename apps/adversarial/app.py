@@ -75,7 +75,7 @@ def eps_slider(attack: str) -> gr.Slider:
 
 @ui.user_errors
 def robustness(model, attack, eps):
-    eps = number_in("eps", eps, 0.0, task.MAX_EPS[task.norm_of(attack) if attack in task.ATTACKS else "linf"])
+    eps = number_in("eps", eps, 0.0, task.MAX_EPS[task.norm_of(attack)])
     if eps == 0:
         raise UserError("Set epsilon above 0: the curve sweeps epsilon from 0 to twice the value set.")
     curve = task.robustness_curve(model=model, attack=attack, max_eps=2 * eps)

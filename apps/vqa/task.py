@@ -152,9 +152,10 @@ def answer(image, questions, model: str | None = None, backend: str = "torch", t
         # what the embedded model writes for a question unlike those it learnt; the other candidates keep
         # their own probabilities.
         if not ranked[0]["answer"].strip():
+            likeliest = "" if ranked[0]["score"] is None else f", {ranked[0]['score']:.2f}"
             notes.append(f"{loaded.entry.name} found no answer to question {len(answers) + 1} (its likeliest "
-                         f"output, {ranked[0]['score']:.2f}, was empty): the question is unlike those it learnt, "
-                         "and the answers shown are its unlikely ones.")
+                         f"output{likeliest}, was empty): the question is unlike those it learnt, and the "
+                         "answers shown are its unlikely ones.")
         ranked = [r for r in ranked if r["answer"].strip()] or [{"answer": "", "score": None}]
         answers.append({"question": question, "answer": ranked[0]["answer"], "score": _rounded(ranked[0]["score"]),
                         "top_k": [{"answer": r["answer"], "score": _rounded(r["score"])} for r in ranked

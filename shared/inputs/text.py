@@ -64,4 +64,3 @@ def _split_word(word: str, count_tokens, max_tokens: int) -> list[str]:
         pieces.append(word[:low])
         word = word[low:]
     return pieces
-

@@ -61,8 +61,12 @@ class LoadedModel:
     folder: Path
     device: torch.device
     dtype: torch.dtype
-    fallback_note: str = ""  # why this is not the model that was asked for (offline fallback), if it is not
     unavailable: str = ""  # why the model asked for could not be loaded, when this is its stand-in
+
+    @property
+    def fallback_note(self) -> str:
+        """Why this is not the model that was asked for (an offline fallback), if it is not."""
+        return f"{self.unavailable} Answered with {self.entry.name} instead." if self.unavailable else ""
 
     @property
     def precision(self) -> str:
@@ -228,8 +232,7 @@ class TaskModels:
             if not fallback or entry.name == stand_in.name or not accepts(stand_in):
                 raise
             loaded = self._load(stand_in, device)
-            return dataclasses.replace(loaded, fallback_note=f"{err} Answered with {stand_in.name} instead.",
-                                       unavailable=str(err))
+            return dataclasses.replace(loaded, unavailable=str(err))
 
     def _load(self, entry: ModelEntry, device: torch.device | None) -> LoadedModel:
         device = device or best_device()

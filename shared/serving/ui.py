@@ -93,7 +93,7 @@ class ImageInput(gr.Image):
         try:
             return str(uploaded_file(payload.path, get_upload_folder()))
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False, duration=None) from None
+            raise refusal(str(err)) from None
 
 
 class DrawingInput(gr.Sketchpad):
@@ -135,7 +135,7 @@ class DrawingInput(gr.Sketchpad):
                 drawing = uploaded_file(drawing, get_upload_folder())
             composite = decode_image(drawing).image if drawing else None
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False, duration=None) from None
+            raise refusal(str(err)) from None
         return {"background": None, "layers": [], "composite": composite}
 
 
@@ -242,19 +242,25 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
+def refusal(message: str) -> gr.Error:
+    """The error a page shows as one sentence, kept on screen until closed (gradio's toast faded after
+    10 s and left a bare "Error" badge; found by a visitor), with no traceback in the log."""
+    return gr.Error(message, print_exception=False, duration=None)
+
+
 @contextlib.contextmanager
 def _as_sentences(name: str):
     try:
         yield
     except (UserError, ModelUnavailable) as err:
         # escape markup (gr.Error renders HTML); quotes are harmless in text and read better to API clients
-        raise gr.Error(html.escape(str(err), quote=False), print_exception=False, duration=None) from None
+        raise refusal(html.escape(str(err), quote=False)) from None
     except gr.Error:
         raise
     except Exception:
         log.exception("%s failed", name)
-        raise gr.Error("The server failed to answer this request; the error was logged. "
-                       "Try another input or model.", print_exception=False, duration=None) from None
+        raise refusal("The server failed to answer this request; the error was logged. "
+                       "Try another input or model.") from None
 
 
 def user_errors(fn):
@@ -337,11 +343,11 @@ def _check_files(value) -> None:
 
     def check(file: dict) -> dict:
         if client_utils.is_http_url_like(file["path"]):
-            raise gr.Error(URL_REFUSED, print_exception=False, duration=None)
+            raise refusal(URL_REFUSED)
         try:
             uploaded_file(file["path"], get_upload_folder())
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False, duration=None) from None
+            raise refusal(str(err)) from None
         return file
 
     client_utils.traverse(value, check, client_utils.is_file_obj)
@@ -360,21 +366,21 @@ def harden(demo: gr.Blocks) -> gr.Blocks:
     async def checked(block_fn, inputs, state, explicit_call=False):
         files = sum(_count_files(value) for value in inputs)
         if files > MAX_FILES_PER_REQUEST:
-            raise gr.Error(f"This request names {files:,} files; one request takes at most "
-                           f"{MAX_FILES_PER_REQUEST}.", print_exception=False, duration=None)
+            raise refusal(f"This request names {files:,} files; one request takes at most "
+                           f"{MAX_FILES_PER_REQUEST}.")
         for value in inputs:
             _check_files(value)
         try:
             return await preprocess_data(block_fn, inputs, state, explicit_call)
         except gr.Error as err:
-            raise gr.Error(_short(err.message), print_exception=False, duration=None) from None
+            raise refusal(_short(err.message)) from None
         except InvalidPathError:  # gradio's own check, should ours ever let a path through
-            raise gr.Error(NOT_AN_UPLOAD, print_exception=False, duration=None) from None
+            raise refusal(NOT_AN_UPLOAD) from None
         except Exception:
             # a value a component cannot read (a word for a slider, text for an image): gradio
             # would answer a bare "Error"
             log.info("an input did not fit its field", exc_info=True)
-            raise gr.Error(WRONG_KIND, print_exception=False, duration=None) from None
+            raise refusal(WRONG_KIND) from None
 
     demo.preprocess_data = checked
     demo.delete_cache = demo.delete_cache or (CACHE_SWEEP_S, CACHE_MAX_AGE_S)
@@ -529,6 +535,5 @@ def drawing(sketch) -> Image.Image:
     """The sketchpad's drawing as the input image, so it takes the upload's path (decode, checks)."""
     drawn = (sketch or {}).get("composite")  # already on white, as `decode_image` lays transparency
     if drawn is None or drawn.convert("L").getextrema()[0] > 128:
-        raise gr.Error("Draw a digit on the sketchpad first (dark strokes), then press the button.",
-                       print_exception=False, duration=None)
+        raise refusal("Draw a digit on the sketchpad first (dark strokes), then press the button.")
     return drawn
