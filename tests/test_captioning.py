@@ -2,7 +2,9 @@
 adapter equal to processor + generate + decode, caption scores equal on both backends, the
 recipe's checks, the embedded captioner on held-out scenes, and a fine-tuning smoke run."""
 
+import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,6 +139,17 @@ def test_embedded_captioner_onnx_equals_generate_and_reads_scenes():
         assert metrics[f"test_{lang}_relation_correct"] >= 0.85 and metrics[f"test_{lang}_relation_captions"] >= 70
     answer = task.caption(scenes.make_scene(1, 2).image, lang="de", backend="onnx")
     assert answer["caption"].startswith("eine ") and answer["model"] == "scenes-captioner"
+
+
+def test_captions_out_of_the_scores_order_say_why():
+    """Beam search ranks with the repetition penalty; the score shown leaves it out (found by a visitor)."""
+    example = Path(task.__file__).parent / "examples" / "scene_3.png"
+    for penalty in (1.0, 2.0):
+        answer = task.caption(example, num_beams=8, num_captions=8, repetition_penalty=penalty)
+        scores = [c["score"] for c in answer["captions"]]
+        in_order = all(a >= b for a, b in itertools.pairwise(scores))
+        assert any("beam search's order" in note for note in answer.notes) == (not in_order)
+    assert not in_order  # at a penalty of 2 the embedded captioner's 8 beams are out of the scores' order
 
 
 @pytest.mark.slow

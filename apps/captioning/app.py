@@ -49,7 +49,8 @@ with gr.Blocks(title="Image captioning") as demo:
             submit = gr.Button("Caption", variant="primary")
         with gr.Column():
             best = gr.Textbox(label="Caption", interactive=False)
-            captions = gr.Dataframe(headers=["caption", "score"], label="Best beams", wrap=True,
+            captions = gr.Dataframe(headers=["caption", "mean token probability"], wrap=True,
+                                    label="Best beams, in beam search's order",
                                     column_widths=["82%", "18%"])
             served = gr.Markdown()
     ui.model_examples(SPEC, model, [image])

@@ -12,6 +12,7 @@ the model's own generation config. Each caption's score is the mean probability 
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -159,4 +160,16 @@ def caption(image, model: str | None = None, backend: str = "torch", lang: str |
     captions = [{"text": a["generated_text"], "score": None if a["score"] is None else round(a["score"], 6)}
                 for a in answers]
     return Result(loaded, backend, latency_ms, {"caption": captions[0]["text"], "captions": captions},
-                  notes=[*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)])
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded, decoded.image), *ranked_otherwise(captions)])
+
+
+def ranked_otherwise(captions: list[dict]) -> list[str]:
+    """A note where beam search's order and the scores shown disagree: it ranks with the repetition
+    penalty and no-repeat rule applied and its length penalty; the score is the model's own mean
+    token probability, without them (a visitor saw a lower caption scored higher, unexplained)."""
+    scores = [c["score"] for c in captions if c["score"] is not None]
+    if all(a >= b for a, b in itertools.pairwise(scores)):
+        return []
+    return ["The captions are in beam search's order, which applies the repetition settings and the length "
+            "penalty; each score is the model's own mean token probability without them, so a lower caption "
+            "can score higher."]

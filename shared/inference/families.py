@@ -22,6 +22,7 @@ Two families, each as transformers' own `generate()` runs it:
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 from transformers import GenerationConfig
@@ -49,9 +50,8 @@ class EncoderDecoder:
         return _ones_like_positions(hidden)
 
     def decode(self, ids, hidden, mask, cache=None):
-        out = self.model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=ids,
-                         past_key_values=cache, use_cache=True)
-        return out.logits, out.past_key_values
+        return _step_with_cache(self.model, cache, encoder_outputs=(hidden,), attention_mask=mask,
+                                decoder_input_ids=ids)
 
     def prompt(self, inputs: dict, rows: int) -> torch.Tensor:
         """`decoder_input_ids` with the start token in front where it is missing (as generate()),
@@ -91,9 +91,8 @@ class Blip:
         return _ones_like_positions(hidden)
 
     def decode(self, ids, hidden, mask, cache=None):
-        out = self.model.text_decoder(input_ids=ids, encoder_hidden_states=hidden, encoder_attention_mask=mask,
-                                      past_key_values=cache, use_cache=True)
-        return out.logits, out.past_key_values
+        return _step_with_cache(self.model.text_decoder, cache, input_ids=ids, encoder_hidden_states=hidden,
+                                encoder_attention_mask=mask)
 
     def prompt(self, inputs: dict, rows: int) -> torch.Tensor:
         given = None if self.answers_questions else inputs.get("input_ids")
@@ -128,3 +127,11 @@ def takes_prompt(model) -> bool:
     """Whether a captioner reads a text prompt: a BLIP captioner continues one (conditional
     captioning); a vision encoder-decoder starts from its start token (or a language token) alone."""
     return model.config.model_type == "blip" and not hasattr(model, "text_encoder")
+
+
+def _step_with_cache(decoder, cache, **inputs) -> tuple:
+    """(logits, cache) of one decoder call. transformers 5 renames `past_key_values` to `cache`
+    (the old name warns until 5.40): pass and read the name this version's model takes."""
+    name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    out = decoder(**inputs, **{name: cache}, use_cache=True)
+    return out.logits, out[name]
