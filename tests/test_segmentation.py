@@ -125,3 +125,15 @@ def test_freeze_backbone_leaves_the_head_trainable():
     training.freeze_backbone(model)  # UperNet: no base-model prefix, a `backbone` attribute
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.requires_grad for p in model.decode_head.parameters())
+
+
+def test_the_legend_sums_classes_under_one_percent_in_one_line():
+    """Edge pixels of a digit read as another digit made legend lines of 0.4% (found by a visitor)."""
+    from apps.segmentation.app import legend
+
+    rows = [{"label": "background", "id": 0, "area_fraction": 0.95}, {"label": "9", "id": 10, "area_fraction": 0.04},
+            {"label": "1", "id": 2, "area_fraction": 0.006}, {"label": "8", "id": 9, "area_fraction": 0.004}]
+    shown = legend(rows)
+    assert "9: 4.0%" in shown and "1: 0.6%" not in shown and "8: 0.4%" not in shown
+    assert "and 2 classes under 1% each (1.0% in all; the table lists them)" in shown
+    assert "under 1%" not in legend(rows[:2])

@@ -167,7 +167,7 @@ def test_segmentation_endpoint_overlays_classes(hub_url):
     scene = REPO / "apps" / "detection" / "examples" / "scene_0.png"
     picture, legend, table, served = segmentation.predict(image=handle_file(str(scene)), model="digits-upernet",
                                                           backend="torch", opacity=0.6, api_name="/segmentation")
-    assert Image.open(picture).size == (128, 128) and "background" in legend
+    assert Image.open(picture).size == (512, 512) and "background" in legend  # the 128-px scene, shown 4x
     assert table["data"][0][0] == "background" and "digits-upernet" in served
 
 

@@ -10,7 +10,6 @@ step_size=0, target="none", transfer_model=..., api_name="/adversarial")`.
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
 
 from apps.adversarial import task
 from apps.adversarial.spec import SPEC
@@ -24,12 +23,6 @@ CLASSIFIERS = [e.name for e in registry.entries(task.MODELS.task)]
 
 def _labels(rows: list[dict]) -> dict:
     return {row["label"]: row["score"] for row in rows}
-
-
-def _enlarged(image: Image.Image, side: int = 224) -> Image.Image:
-    """Model inputs can be 32 px: show them at `side` px, pixels kept sharp."""
-    scale = max(1, side // max(image.size))
-    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
 def result_image(caption: str) -> gr.Image:
@@ -58,8 +51,8 @@ def adversarial(image, model, attack, eps, steps, step_size, target, transfer_mo
         lines.append(f"{t['model']}: **{t['before']['label']}** on the original, **{t['after']['label']}** "
                      f"on the adversarial image ({fooled})")
     summary = "\n\n".join(lines) + "\n\n" + ui.served_line(result)
-    return (*(_enlarged(images[k]) for k in ("original", "perturbation", "adversarial")), _labels(answer["before"]),
-            _labels(answer["after"]), summary)
+    shown = (ui.enlarged(images[k], 224) for k in ("original", "perturbation", "adversarial"))
+    return (*shown, _labels(answer["before"]), _labels(answer["after"]), summary)
 
 
 # the slider for each attack's budget: L-inf in pixel units, PGD-L2's radius over the whole image

@@ -4,7 +4,8 @@
     demohub serve                              # with every other app, at /segmentation
 
 API: `Client(url).predict(image=handle_file(path), model=..., backend="torch", opacity=0.5,
-api_name="/segmentation")` returns the overlay, the table of classes and the "served by" line.
+api_name="/segmentation")` returns the overlay (a small image's enlarged to about 512 px, pixels kept sharp),
+the legend, the table of classes and the "served by" line.
 """
 
 import html
@@ -17,11 +18,19 @@ from shared.inputs.checks import number_in
 from shared.serving import ui
 
 SWATCH = '<span style="display:inline-block;width:1em;height:1em;background:rgb{}"></span>'
+LEGEND_MIN_SHARE = 0.01  # smaller classes (edge pixels of a larger one, mostly) are summed in one line
+SHOWN_SIDE = 512  # a 128-px scene's overlay is shown 4x, pixels kept sharp
 
 
 def legend(rows: list[dict]) -> str:
+    shown = [r for r in rows if r["area_fraction"] >= LEGEND_MIN_SHARE]
     items = "".join(f"<li>{SWATCH.format(task.colour_of(r['id']))} {html.escape(r['label'])}: "
-                    f"{100 * r['area_fraction']:.1f}%</li>" for r in rows)
+                    f"{100 * r['area_fraction']:.1f}%</li>" for r in shown)
+    small = rows[len(shown):]
+    if small:
+        share = 100 * sum(r["area_fraction"] for r in small)
+        items += (f"<li>and {len(small)} class{'es' * (len(small) != 1)} under {100 * LEGEND_MIN_SHARE:.0f}% each "
+                  f"({share:.1f}% in all; the table lists them)</li>")
     return f'<ul style="list-style:none;padding:0">{items}</ul>'
 
 
@@ -30,6 +39,7 @@ def segmentation(image, model, backend, opacity):
     opacity = number_in("opacity", opacity, 0.0, 1.0)
     result = task.segment(image, model=model, backend=backend, fallback=True)
     picture = task.overlay(result["image"], result["mask"], opacity, task.clear_ids(result["model"]))
+    picture = ui.enlarged(picture, SHOWN_SIDE)
     table = [[r["label"], round(100 * r["area_fraction"], 2)] for r in result["segments"]]
     return picture, legend(result["segments"]), table, ui.served_line(result)
 

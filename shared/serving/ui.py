@@ -232,6 +232,12 @@ def served_line(result: Result) -> str:
     return line + "".join(f"\n\nNote: {html.escape(note)}" for note in result.all_notes)
 
 
+def enlarged(image: Image.Image, side: int) -> Image.Image:
+    """A small picture (a 32-px digit, a 128-px scene) shown about `side` px wide, pixels kept sharp."""
+    scale = max(1, side // max(image.size))
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
 def score(value: float | None) -> float | None:
     """A score as the pages' tables show it: three places."""
     return None if value is None else round(value, 3)
