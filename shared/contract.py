@@ -25,7 +25,7 @@ from shared.data import scenes
 from shared.errors import UserError
 from shared.inference.graphs import OnnxForm
 from shared.inputs.images import DecodedImage, is_plain
-from shared.models import registry
+from shared.models import hub, registry
 from shared.models.loader import LoadedModel, TaskModels
 from shared.models.registry import ModelEntry
 
@@ -84,8 +84,7 @@ def beyond_what_it_knows(loaded: LoadedModel, image) -> list[str]:
     images: its boxes and captions on a photo were confident nonsense (found by a visitor)."""
     entry = loaded.entry
     if entry.knows and not is_plain(image):
-        offline = [e.name for e in registry.entries(entry.task) if e.source == "embedded" and not e.knows]
-        pick = f"Pick {offline[0]}, which knows photos, for it." if offline else "Pick a model that knows photos."
+        pick = photo_model_advice(entry)
         if loaded.unavailable:
             raise UserError(f"{loaded.unavailable} Its offline stand-in, {entry.name}, knows only {entry.knows}, "
                             f"and this image looks like a photo, so it would only guess. {pick}")
@@ -94,13 +93,30 @@ def beyond_what_it_knows(loaded: LoadedModel, image) -> list[str]:
     return []
 
 
+def photo_model_advice(entry: ModelEntry) -> str:
+    """Which model of `entry`'s task to pick for a photo: one that knows photos, does what `entry` does
+    (a VAE's advice is another encoder, not a GAN) and loads here, embedded first; or why there is none
+    (a visitor was sent to a Hub model this machine cannot load, and to a GAN for encoding a photo)."""
+    knowing = sorted((e for e in registry.entries(entry.task) if not e.knows and e.encodes == entry.encodes),
+                     key=lambda e: e.source != "embedded")
+    loadable = [e.name for e in knowing if hub.obtainable(e)]
+    if loadable:
+        return f"Pick {loadable[0]}, which knows photos, for it."
+    if knowing:
+        names = ", ".join(e.name for e in knowing)
+        return (f"The models that know photos ({names}) need the Hugging Face Hub, which this machine cannot "
+                "reach: none can answer it here.")
+    return "No model of this app knows photos."
+
+
 def beyond_its_words(entry: ModelEntry, text: str) -> list[str]:
     """The note for a request with words a text model never learnt (registry `words`: "scenes", the
     synthetic scenes' sentences): its answer to them is a guess. "The cat sat on the mat." came back as
     "is the 1 to the right ofts" without a word (found by a visitor)."""
-    if entry.words != "scenes":
+    if entry.words not in ("scenes", "scene questions"):
         return []
-    unknown = list(dict.fromkeys(w for w in re.findall(r"\w+", text) if w.lower() not in scenes.words()))
+    known = scenes.words(where_questions=entry.words == "scene questions")
+    unknown = list(dict.fromkeys(w for w in re.findall(r"\w+", text) if w.lower() not in known))
     if not unknown:
         return []
     listed = ", ".join(unknown[:12]) + (f" and {len(unknown) - 12} more" if len(unknown) > 12 else "")

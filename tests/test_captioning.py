@@ -141,6 +141,15 @@ def test_embedded_captioner_onnx_equals_generate_and_reads_scenes():
     assert answer["caption"].startswith("eine ") and answer["model"] == "scenes-captioner"
 
 
+def test_the_captions_slider_follows_the_beam_size_down_to_one():
+    """At a beam of 1 gradio refused the slider update (its maximum was its minimum) and it stayed at 3."""
+    from apps.captioning.app import captions_slider
+
+    assert captions_slider(8, 3).maximum == 8 and captions_slider(2, 3).value == 2
+    one = captions_slider(1, 3)
+    assert one.value == 1 and one.minimum < one.maximum and one.interactive is False
+
+
 def test_captions_out_of_the_scores_order_say_why():
     """Beam search ranks with the repetition penalty; the score shown leaves it out (found by a visitor)."""
     example = Path(task.__file__).parent / "examples" / "scene_3.png"

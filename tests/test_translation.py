@@ -245,6 +245,31 @@ def test_words_the_embedded_model_never_learnt_are_named():
     assert not any("never saw" in note for note in translation.translate("Is there a red 3?").all_notes)
 
 
+def test_a_translation_that_loses_or_makes_up_a_number_or_a_colour_says_so():
+    """"is there a red 3?" came back as "gibt es eine 3?" and "Ein roter Hund." as "A red 6, above a red
+    0." without a word (an evaluator, a visitor); the held-out sentences get no such note."""
+    from apps.translation import task as translation
+
+    def flagged(text, src, tgt):
+        notes = translation.translate(text, src_lang=src, tgt_lang=tgt, model="scenes-marian").all_notes
+        return [note for note in notes if "differ between the source and its translation" in note]
+
+    assert flagged("is there a red 3?", "en", "de") and flagged("Ein roter Hund.", "de", "en")
+    (note,) = flagged("A red 3. The 5 is green. Is there an 8?", "en", "de")
+    assert "sentence 2 differ" in note
+    assert not flagged("eine grüne 4 über einer gelben 2.", "de", "en")  # German colours inflect: grüne, gelben
+    pairs = list(scenes.translation_pairs(20, seed=1))
+    assert not flagged("\n".join(en for en, _ in pairs), "en", "de")
+    german = "\n".join(de for _, de in pairs)
+    english = translation.translate(german, src_lang="de", tgt_lang="en", model="scenes-marian")
+    wrong = [i for i, (ours, (en, _)) in enumerate(zip(english["translation"].split("\n"), pairs, strict=True), 1)
+             if ours != en]
+    assert {42, 54} <= set(wrong)  # "Blau." and "Grün." left in German; the note names those two, not more
+    assert flagged(german, "de", "en") == ["The numbers and colours of sentences 42, 54 differ between the "
+                                           "source and its translation: a word was left out or made up; check "
+                                           "those sentences."]
+
+
 def test_a_translation_stopped_by_max_new_tokens_says_so():
     from apps.translation import task as translation
 

@@ -301,3 +301,19 @@ def test_an_empty_output_is_no_answer_and_unknown_words_are_named():
     assert found["answer"] and all(candidate["answer"] for candidate in found["top_k"])
     assert any("found no answer to question 1" in note for note in result.all_notes)
     assert any("it never saw in, cup" in note for note in result.all_notes)
+
+
+def test_an_answer_it_never_learnt_is_noted_and_its_own_questions_are_not_unknown_words():
+    """"how many blue digits are there?" got "b" at 0.99 unremarked (an evaluator), and the page's own
+    where-question was said to hold words the model never saw (a visitor)."""
+    questions = ["how many blue digits are there?", "how many digits are there?"]
+    result = task.answer(scenes.make_scene(1, 0).image, questions)
+    first, second = result["answers"]
+    assert first["answer"] not in task.candidate_answers(task.MODELS.load("scenes-vqa"))
+    assert any(f"answer to question 1, {first['answer']!r}" in note and "none of the 24 answers it learnt" in note
+               for note in result.all_notes)
+    assert not any("question 2" in note for note in result.all_notes) and second["answer"].isdigit()
+    scene = scenes.make_scene(1, 0)
+    (where,) = scene.where_qa
+    result = task.answer(scene.image, where["question"]["en"])
+    assert not any("never saw" in note for note in result.all_notes)

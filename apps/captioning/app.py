@@ -26,6 +26,13 @@ def captioning(image, lang, prompt, model, backend, num_beams, num_captions, max
     return result["caption"], table, ui.served_line(result)
 
 
+def captions_slider(beams: int, wanted: int) -> gr.Slider:
+    """The captions are the best beams: never more than the beam size. At a beam of 1 the slider is
+    fixed at 1 (gradio refuses a slider whose maximum is its minimum, and the slider stayed at 3)."""
+    beams = int(beams)
+    return gr.Slider(maximum=max(beams, 2), value=min(wanted, beams), interactive=beams > 1)
+
+
 with gr.Blocks(title="Image captioning") as demo:
     gr.Markdown("# Image captioning\nA sentence that describes an image. The embedded model knows the synthetic "
                 "scenes (coloured digits on textures) in English and German (its card gives its scores on held-out "
@@ -49,18 +56,16 @@ with gr.Blocks(title="Image captioning") as demo:
             submit = gr.Button("Caption", variant="primary")
         with gr.Column():
             best = gr.Textbox(label="Caption", interactive=False)
-            captions = gr.Dataframe(headers=["caption", "mean token probability"], wrap=True,
-                                    label="Best beams, in beam search's order",
-                                    column_widths=["82%", "18%"])
+            captions = gr.Dataframe(headers=["caption", "score"], wrap=True, column_widths=["82%", "18%"],
+                                    label="Best beams, in beam search's order; score: mean token probability")
             served = gr.Markdown()
     ui.model_examples(SPEC, model, [image])
 
-    # the captions are the best beams: never more than the beam size (a beam of 1 and 3 captions was refused)
-    num_beams.change(lambda beams, wanted: gr.Slider(maximum=beams, value=min(wanted, beams)),
-                     [num_beams, num_captions], num_captions, api_visibility="private")
+    num_beams.change(captions_slider, [num_beams, num_captions], num_captions, api_visibility="private")
     settings = [lang, prompt, model, backend, num_beams, num_captions, max_new_tokens, repetition_penalty,
                 no_repeat_ngram_size]
     ui.clear_on(submit.click, [best, captions, served])
+    ui.clear_on(model.change, [best, captions, served])  # the last model's answer stayed under the new one's name
     submit.click(captioning, [image, *settings], [best, captions, served], api_name="captioning")
 
 

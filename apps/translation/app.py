@@ -101,7 +101,7 @@ def translation(text, src_lang, tgt_lang, model, backend, num_beams, max_new_tok
         # the translation to finish (as `with ThreadPoolExecutor` does) froze the whole hub until it did
         abandoned.set()
         pool.shutdown(wait=False)
-    yield result["translation"], ui.served_line(result) + f" ({ui.counted(result['sentences'], 'sentence')})"
+    yield result["translation"], f"{ui.counted(result['sentences'], 'sentence')}. " + ui.served_line(result)
 
 
 DEFAULTS = task.generation_defaults(DEFAULT_MODEL)

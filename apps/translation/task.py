@@ -14,13 +14,16 @@ by line. Generation settings left unset are the model's own (its generation conf
 from __future__ import annotations
 
 import itertools
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
 from shared import timing
 from shared.contract import Result, beyond_its_words
+from shared.data import scenes
 from shared.errors import UserError, shown
 from shared.inference import backends, seq2seq
 from shared.inference.graphs import OnnxForm
@@ -124,6 +127,32 @@ def sentences_of(loaded: LoadedModel, cleaned: str) -> list[list[str]]:
             for line in cleaned.splitlines() if line.strip()]
 
 
+def terms(text: str, lang: str, entry: ModelEntry) -> Counter:
+    """The words a translation must carry over: its numbers, and for the scenes' translator the colours
+    (each as its English name, so that both sides of a pair compare)."""
+    found = Counter(re.findall(r"\d+", text))
+    if entry.words == "scenes":
+        names = {(en if lang == "en" else de): en for en, (_, de) in scenes.COLOURS.items()}
+        endings = "" if lang == "en" else "(?:e|er|en|es|em)?"  # German adjectives: rote, roter, blauen...
+        pattern = rf"\b({'|'.join(names)}){endings}\b"
+        found.update(names[stem] for stem in re.findall(pattern, text.lower()))
+    return found
+
+
+def unfaithful(entry: ModelEntry, src_lang: str, tgt_lang: str, sources: list[str], translations: list[str]) -> str:
+    """The note for translations that lost or gained a number (or a scene's colour): "is there a red 3?"
+    came back as "gibt es eine 3?", "the 5 is green." as "ist." (an outside evaluator), "Ein roter Hund."
+    as "A red 6, above a red 0." (a visitor), each without a word."""
+    changed = [i for i, (source, target) in enumerate(zip(sources, translations, strict=True), start=1)
+               if terms(source, src_lang, entry) != terms(target, tgt_lang, entry)]
+    if not changed:
+        return ""
+    kept = "numbers and colours" if entry.words == "scenes" else "numbers"
+    which = ", ".join(map(str, changed[:10])) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+    return (f"The {kept} of sentence{'s' * (len(changed) > 1)} {which} differ between the source and its "
+            "translation: a word was left out or made up; check those sentences.")
+
+
 def cut_short(loaded: LoadedModel, translations: list[str], max_new_tokens: int | None) -> int:
     """How many translations used (about) every token `max_new_tokens` allowed, so their end may be
     missing: re-tokenised, a translation can count one token fewer than were generated."""
@@ -219,6 +248,7 @@ def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | Non
         on_progress(len(translated), len(pieces), in_lines(lines, translated))
     latency_ms = (time.perf_counter() - started) * 1e3
     notes += beyond_its_words(loaded.entry, cleaned)
+    notes += [note for note in [unfaithful(loaded.entry, src_lang, tgt_lang, pieces, translated)] if note]
     cut = cut_short(loaded, translated, settings.get("max_new_tokens"))
     if cut:  # " G" for "Is there an 8?" at 2 tokens read as a translation (found by a visitor)
         notes.append(f"{cut} of the {len(translated)} sentences stopped at max_new_tokens "

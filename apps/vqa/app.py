@@ -27,9 +27,10 @@ def vqa(image, questions, model, backend, top_k):
 
 with gr.Blocks(title="Visual question answering") as demo:
     gr.Markdown("# Visual question answering\nAsk questions about an image, one per line. The embedded model "
-                "knows the synthetic scenes (how many digits, which colours, is there a digit, what is left of "
-                "what, where one digit is from another) in English and German; see its card for how often "
-                "it is right.")
+                "knows the synthetic scenes and the questions it learnt, in English and German: \"how many "
+                "digits are there?\", \"is there a 3?\", \"what colour is the 3?\", \"is the 3 to the left "
+                "of the 7?\", \"where is the 3, seen from the 7?\" (its card says how often it is right). "
+                "Other questions get a guess; a note says so where the words or the answer show it.")
     with gr.Row():
         with gr.Column():
             image = ui.ImageInput(label="Image")
@@ -46,6 +47,7 @@ with gr.Blocks(title="Visual question answering") as demo:
     ui.model_examples(SPEC, model, [image, questions])
 
     ui.clear_on(submit.click, [answers, served])
+    ui.clear_on(model.change, [answers, served])  # the last model's answer stayed under the new one's name
     submit.click(vqa, [image, questions, model, backend, top_k], [answers, served], api_name="vqa")
 
 

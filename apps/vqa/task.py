@@ -132,6 +132,23 @@ def _rounded(score: float | None) -> float | None:
     return None if score is None else round(score, 6)
 
 
+def not_an_answer(model: str, number: int, likeliest: dict, learnt: list[str]) -> list[str]:
+    """The note for a generated answer that is none: an empty output (shown, a blank cell scored 0.97)
+    or, for a model with an answer list, one outside it ("b" at 0.99 to "how many blue digits are
+    there?"; found by a visitor and an evaluator). Either is what the embedded model writes for a
+    question unlike those it learnt; an empty one is dropped and the other candidates keep their
+    own probabilities."""
+    text, score = likeliest["answer"].strip(), likeliest["score"]
+    if text and (not learnt or text in learnt):
+        return []
+    scored = "" if score is None else f", {score:.2f}"
+    if not text:
+        return [f"{model} found no answer to question {number} (its likeliest output{scored}, was empty): "
+                "the question is unlike those it learnt, and the answers shown are its unlikely ones."]
+    return [f"{model}'s answer to question {number}, {text!r}{scored}, is none of the {len(learnt)} answers it "
+            "learnt: the question is unlike those it learnt, so the answer is a guess."]
+
+
 @timing.whole_request
 def answer(image, questions, model: str | None = None, backend: str = "torch", top_k=5,
            fallback: bool = False) -> Result:
@@ -146,16 +163,10 @@ def answer(image, questions, model: str | None = None, backend: str = "torch", t
     ask = pipeline(loaded, backend)
     started = time.perf_counter()
     answers, notes = [], [*decoded.notes, *beyond_what_it_knows(loaded, decoded.image)]
-    for question in batch:
+    learnt = candidate_answers(loaded)
+    for number, question in enumerate(batch, start=1):
         ranked = ask(decoded.image, question, top_k=top_k, max_new_tokens=MAX_ANSWER_TOKENS)
-        # An empty output is no answer: shown, it was a blank cell scored 0.97 (found by a visitor). It is
-        # what the embedded model writes for a question unlike those it learnt; the other candidates keep
-        # their own probabilities.
-        if not ranked[0]["answer"].strip():
-            likeliest = "" if ranked[0]["score"] is None else f", {ranked[0]['score']:.2f}"
-            notes.append(f"{loaded.entry.name} found no answer to question {len(answers) + 1} (its likeliest "
-                         f"output{likeliest}, was empty): the question is unlike those it learnt, and the "
-                         "answers shown are its unlikely ones.")
+        notes += not_an_answer(loaded.entry.name, number, ranked[0], learnt)
         ranked = [r for r in ranked if r["answer"].strip()] or [{"answer": "", "score": None}]
         answers.append({"question": question, "answer": ranked[0]["answer"], "score": _rounded(ranked[0]["score"]),
                         "top_k": [{"answer": r["answer"], "score": _rounded(r["score"])} for r in ranked

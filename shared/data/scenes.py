@@ -261,10 +261,15 @@ def translation_pairs(n: int, seed: int, digits: int | None = None) -> Counter[t
 
 
 @cache
-def words() -> frozenset[str]:
-    """Every word of the scenes' English and German sentences, lower case (100 scenes use them all)."""
-    return frozenset(word.lower() for pair in translation_pairs(100, seed=0) for text in pair
-                     for word in re.findall(r"\w+", text))
+def words(where_questions: bool = False) -> frozenset[str]:
+    """Every word of the scenes' English and German sentences, lower case (100 scenes use them all);
+    with `where_questions`, also the words of "where is the 3, seen from the 7?" and its answers,
+    which the VQA model learnt and the translator did not."""
+    texts = [text for pair in translation_pairs(100, seed=0) for text in pair]
+    if where_questions:
+        texts += [qa[part][lang] for index in range(100) for qa in make_scene(0, index).where_qa
+                  for part in ("question", "answer") for lang in ("en", "de")]
+    return frozenset(word.lower() for text in texts for word in re.findall(r"\w+", text))
 
 
 def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int = 1,

@@ -43,6 +43,18 @@ def hub_reachable(ttl_s: float = 60.0) -> bool:
     return ok
 
 
+def obtainable(entry: ModelEntry) -> bool:
+    """Whether `entry` can be loaded here: embedded or local, in the Hub cache, or the Hub answers."""
+    if entry.source != "hub":
+        return True
+    try:
+        snapshot_download(repo_id=entry.repo_id, revision=entry.revision, local_files_only=True,
+                          allow_patterns=list(entry.files) or None)
+        return True
+    except LocalEntryNotFoundError:
+        return hub_reachable()
+
+
 def fetch(entry: ModelEntry) -> Path:
     """The local folder holding `entry.files` at `entry.revision`, downloading them if needed."""
     args = dict(repo_id=entry.repo_id, revision=entry.revision, allow_patterns=list(entry.files) or None)

@@ -55,7 +55,8 @@ class ModelEntry:
     # held-out metrics by under 1 point (`demohub export APP --model M --quantize` measures it); "": none
     int8: str = ""
     knows: str = ""  # a model of plain images only (digits, synthetic scenes): what it knows (noted on a photo)
-    # a text model that learnt a closed set of words, "scenes" (the synthetic scenes' sentences): words
+    # a text model that learnt a closed set of words, "scenes" (the synthetic scenes' sentences) or "scene
+    # questions" (those and the where-is questions the VQA model learnt): words
     # outside it are noted (contract.beyond_its_words), as the answer to them is a guess
     words: str = ""
     # "safetensors", or "pytorch_model.bin" for a registry row pinned at a Hub revision that has no
