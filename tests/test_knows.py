@@ -110,3 +110,26 @@ def test_a_photo_for_an_offline_hub_model_is_refused_not_answered_by_a_plain_ima
         with pytest.raises(UserError, match="Its offline stand-in, .* knows only .* looks like a photo"):
             run(PHOTOS["coffee"], hub)
         assert any("Answered with" in note for note in run(scene, hub).all_notes)
+
+
+def test_the_advice_for_a_photo_names_a_model_that_does_the_same_and_loads_here(monkeypatch):
+    """A VAE was told to pick the digits GAN "which knows photos", and offline apps to pick Hub models
+    this machine cannot load (found by a visitor)."""
+    from apps.generative.task import reconstruct
+    from shared.contract import photo_model_advice
+    from shared.models import hub
+
+    (note,) = knows_note(reconstruct(PHOTOS["cat"], model="digits-vae"))
+    assert "digits-gan" not in note and "madebyollin/taesd" in note and "cannot reach" in note
+    assert photo_model_advice(registry.get("detection", "digits-rtdetr")).startswith(
+        "The models that know photos (hustvl/yolos-tiny, PekingU/rtdetr_r18vd) need the Hugging Face Hub")
+    offline = "hustvl/yolos-tiny (hub, Apache-2.0; offline: not downloaded)"
+    assert picker_label("detection", "hustvl/yolos-tiny") == offline
+    monkeypatch.setattr(hub, "hub_reachable", lambda ttl_s=60.0: True)
+    assert photo_model_advice(registry.get("detection", "digits-rtdetr")) == (
+        "Pick hustvl/yolos-tiny, which knows photos, for it.")
+    assert picker_label("detection", "hustvl/yolos-tiny") == "hustvl/yolos-tiny (hub, Apache-2.0)"
+
+
+def picker_label(task: str, name: str) -> str:
+    return next(label for label, value in ui.model_dropdown(task).choices if value == name)

@@ -31,6 +31,7 @@ def test_health_routes_and_landing_page(hub_url):
     assert ready["ready"] is True and ready["status"] == "ok" and all(app["ready"] for app in ready["apps"].values())
     landing = urllib.request.urlopen(f"{hub_url}/").read().decode()
     assert all(f'href="/{app}/"' in landing for app in ("classification", "generative", "adversarial"))
+    assert "backends: torch, onnx or int8" in landing and "backends: torch or onnx" in landing  # as each offers
     icon = httpx.get(f"{hub_url}/favicon.ico", timeout=10)  # what the apps' pages ask for
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert b"<svg" in icon.content

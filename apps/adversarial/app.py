@@ -15,10 +15,7 @@ from apps.adversarial import task
 from apps.adversarial.spec import SPEC
 from shared.errors import UserError
 from shared.inputs.checks import number_in
-from shared.models import registry
 from shared.serving import ui
-
-CLASSIFIERS = [e.name for e in registry.entries(task.MODELS.task)]
 
 
 def _labels(rows: list[dict]) -> dict:
@@ -86,7 +83,7 @@ with gr.Blocks(title="Adversarial examples") as demo:
         with gr.Column():
             image = ui.ImageInput(label="Image", format="png")
             sketch, use_drawing = ui.digit_sketchpad("Use the drawing")
-            model = gr.Dropdown(CLASSIFIERS, value=CLASSIFIERS[0], label="Classifier to attack")
+            model = ui.model_picker(task.MODELS.task, label="Classifier to attack")
             attack = gr.Radio(list(task.ATTACKS), value="pgd", label="Attack")
             # 0.05: enough for PGD to fool digits-convnext on both example digits (0.03 fooled only the 7),
             # and not the PGD-trained model (trained at 0.03), which the transfer check shows
@@ -94,9 +91,9 @@ with gr.Blocks(title="Adversarial examples") as demo:
             steps = gr.Slider(1, task.MAX_STEPS, value=10, step=1, label="Steps")
             step_size = gr.Slider(0.0, 0.1, value=0.0, step=0.001, label="Step size (0: 2.5 x eps / steps)")
             target = gr.Textbox("none", label="Target label (none: untargeted)", max_lines=1, max_length=100)
-            transfer = gr.Dropdown(CLASSIFIERS, value=task.transfer_model_for(model.value),
-                                   label="Second model (transfer)",
-                                   info="follows the model attacked: another that knows the same kind of image")
+            transfer = ui.model_dropdown(task.MODELS.task, label="Second model (transfer)",
+                                         value=task.transfer_model_for(model.value),
+                                         info="follows the model attacked: another that knows the same kind of image")
             run = gr.Button("Attack", variant="primary")
         with gr.Column():
             with gr.Row():  # captions below the pictures: a label on top would sit under their buttons
@@ -116,7 +113,9 @@ with gr.Blocks(title="Adversarial examples") as demo:
     model.change(task.transfer_model_for, model, transfer, api_visibility="private")
     attack.change(eps_slider, attack, eps, api_visibility="private")
 
-    ui.clear_on(run.click, [original, perturbation, adversarial_image, before, after, summary])
+    results = [original, perturbation, adversarial_image, before, after, summary]
+    ui.clear_on(run.click, results)
+    ui.clear_on(model.change, results)  # the last model's answer stayed under the new one's name
     run.click(adversarial, [image, model, attack, eps, steps, step_size, target, transfer],
               [original, perturbation, adversarial_image, before, after, summary], api_name="adversarial")
     use_drawing.click(ui.drawing, sketch, image, api_visibility="private").success(

@@ -52,6 +52,7 @@ with gr.Blocks(title="Object detection") as demo:
     ui.model_examples(SPEC, model, [image])
 
     ui.clear_on(submit.click, [annotated, table, served])
+    ui.clear_on(model.change, [annotated, table, served])  # the last model's answer stayed under the new one's name
     submit.click(detection, [image, model, backend, threshold, classes, max_detections, nms],
                  [annotated, table, served], api_name="detection",
                  concurrency_limit=ui.BATCHED_CONCURRENCY)

@@ -78,6 +78,8 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
     walk.click(interpolation, [seed, seed_b, steps, label, truncation, model, backend], [strip, served],
                api_name="interpolation", api_visibility="undocumented")
     ui.clear_on(encode.click, [seen, rebuilt, around, served])
+    ui.clear_on(model.change, [samples, strip, served])  # the last model's answer stayed under the new name
+    ui.clear_on(vae.change, [seen, rebuilt, around, served])
     encode.click(reconstruction, [image, vae, seed, truncation, backend], [seen, rebuilt, around, served],
                  api_name="reconstruction", api_visibility="undocumented")
 

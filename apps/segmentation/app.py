@@ -62,6 +62,7 @@ with gr.Blocks(title="Semantic segmentation") as demo:
     ui.model_examples(SPEC, model, [image])
 
     ui.clear_on(submit.click, [picture, key, table, served])
+    ui.clear_on(model.change, [picture, key, table, served])  # the last model's answer stayed under the new one's name
     submit.click(segmentation, [image, model, backend, opacity], [picture, key, table, served], api_name="segmentation")
 
 

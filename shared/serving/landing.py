@@ -80,7 +80,8 @@ def status_line(state: dict | None) -> str:
 
 def card(spec: AppSpec, state: dict | None) -> str:
     model = registry.default(spec.models.task)
-    backends = "torch or onnx" if model.onnx else "torch"
+    offered = ["torch", *(["onnx"] if model.onnx else []), *(["int8"] if model.onnx and model.int8 else [])]
+    backends = " or ".join(offered) if len(offered) < 3 else ", ".join(offered[:-1]) + " or " + offered[-1]
     return (f'<section class="card" id="app-{spec.name}"><h2><a href="/{spec.name}/">{html.escape(spec.title)}</a></h2>'
             f"{example(spec)}<p>{html.escape(spec.summary)}</p>"
             f'<p class="facts">Default model <b>{html.escape(model.name)}</b> ({html.escape(model.licence_line)}); '

@@ -36,7 +36,7 @@ from shared.errors import ModelUnavailable, UserError
 from shared.inference import batching
 from shared.inference.backends import BACKENDS
 from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, decode_image, uploaded_file
-from shared.models import registry
+from shared.models import hub, registry
 from shared.serving.clients import MAX_BODY_BYTES, UploadBudget, client_address
 
 log = logging.getLogger(__name__)
@@ -139,12 +139,16 @@ class DrawingInput(gr.Sketchpad):
         return {"background": None, "layers": [], "composite": composite}
 
 
-def model_dropdown(task: str, offers=lambda entry: True, label: str = "Model") -> gr.Dropdown:
-    """The task's models that `offers` accepts (each with its source and licence), the default first picked."""
+def model_dropdown(task: str, offers=lambda entry: True, label: str = "Model", value: str | None = None,
+                   **dropdown) -> gr.Dropdown:
+    """The task's models that `offers` accepts (each with its source and licence, and a Hub model that
+    cannot be loaded here says so), `value` or the default picked."""
     offered = [e for e in registry.entries(task) if offers(e)]
     default = registry.default(task)
-    choices = [(f"{e.name} ({e.source}, {e.license})", e.name) for e in offered]
-    return gr.Dropdown(choices, value=default.name if default in offered else offered[0].name, label=label)
+    choices = [(f"{e.name} ({e.source}, {e.license}{'' if hub.obtainable(e) else '; offline: not downloaded'})",
+                e.name) for e in offered]
+    picked = value or (default.name if default in offered else offered[0].name)
+    return gr.Dropdown(choices, value=picked, label=label, **dropdown)
 
 
 def model_card_line(task: str, name: str | None) -> str:
