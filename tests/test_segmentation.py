@@ -137,3 +137,4 @@ def test_the_legend_sums_classes_under_one_percent_in_one_line():
     assert "9: 4.0%" in shown and "1: 0.6%" not in shown and "8: 0.4%" not in shown
     assert "and 2 classes under 1% each (1.0% in all; the table lists them)" in shown
     assert "under 1%" not in legend(rows[:2])
+    assert "<li>background: 95.0% (not tinted)</li>" in legend(rows, clear=[0])  # no swatch of a colour not drawn

@@ -136,8 +136,9 @@ def label_index(loaded: LoadedModel, label: str | None, logits: np.ndarray) -> i
         return int(logits[0].argmax())
     ids = {name: int(i) for i, name in loaded.model.config.id2label.items()}
     if not isinstance(label, str) or label not in ids:
+        empty = ", or leave it empty for the predicted one" if logits is not None else ""  # visualising needs one
         raise UserError(f"{loaded.entry.name} has no label {shown(label)}; pick one of its labels, e.g. "
-                        f"{', '.join(list(ids)[:10])}, or leave it empty for the predicted one.")
+                        f"{', '.join(list(ids)[:10])}{empty}.")
     return ids[label]
 
 

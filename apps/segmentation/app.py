@@ -22,10 +22,12 @@ LEGEND_MIN_SHARE = 0.01  # smaller classes (edge pixels of a larger one, mostly)
 SHOWN_SIDE = 512  # a 128-px scene's overlay is shown 4x, pixels kept sharp
 
 
-def legend(rows: list[dict]) -> str:
+def legend(rows: list[dict], clear: list[int] = ()) -> str:
+    """Each class's swatch and area; a class left untinted (background) says so instead of a swatch."""
     shown = [r for r in rows if r["area_fraction"] >= LEGEND_MIN_SHARE]
-    items = "".join(f"<li>{SWATCH.format(task.colour_of(r['id']))} {html.escape(r['label'])}: "
-                    f"{100 * r['area_fraction']:.1f}%</li>" for r in shown)
+    items = "".join(f"<li>{'' if r['id'] in clear else SWATCH.format(task.colour_of(r['id'])) + ' '}"
+                    f"{html.escape(r['label'])}: {100 * r['area_fraction']:.1f}%{' (not tinted)' * (r['id'] in clear)}"
+                    "</li>" for r in shown)
     small = rows[len(shown):]
     if small:
         share = 100 * sum(r["area_fraction"] for r in small)
@@ -38,10 +40,10 @@ def legend(rows: list[dict]) -> str:
 def segmentation(image, model, backend, opacity):
     opacity = number_in("opacity", opacity, 0.0, 1.0)
     result = task.segment(image, model=model, backend=backend, fallback=True)
-    picture = task.overlay(result["image"], result["mask"], opacity, task.clear_ids(result["model"]))
-    picture = ui.enlarged(picture, SHOWN_SIDE)
+    clear = task.clear_ids(result["model"])
+    picture = ui.enlarged(task.overlay(result["image"], result["mask"], opacity, clear), SHOWN_SIDE)
     table = [[r["label"], round(100 * r["area_fraction"], 2)] for r in result["segments"]]
-    return picture, legend(result["segments"]), table, ui.served_line(result)
+    return picture, legend(result["segments"], clear), table, ui.served_line(result)
 
 
 with gr.Blocks(title="Semantic segmentation") as demo:
