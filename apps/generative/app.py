@@ -54,33 +54,40 @@ with gr.Blocks(title="GAN/VAE sampling") as demo:
         n = gr.Slider(1, task.MAX_SAMPLES, value=16, step=1, label="Samples")
         sample = gr.Button("Sample", variant="primary")
         samples = gr.Image(label="Samples", type="pil", format="png")
+        sampled_by = gr.Markdown()
     with gr.Tab("Interpolation"):
         with gr.Row():
             seed_b = gr.Number(1, precision=0, minimum=0, maximum=task.MAX_SEED, label="Second seed")
             steps = gr.Slider(2, task.MAX_INTERPOLATION_STEPS, value=8, step=1, label="Steps")
         walk = gr.Button("Interpolate", variant="primary")
         strip = gr.Image(label="From the first seed to the second", type="pil", format="png")
+        walked_by = gr.Markdown()
     with gr.Tab("VAE: encode an image"):
         with gr.Row():
             image = ui.ImageInput(label="A digit, dark on light (or a photo, for the photo autoencoder)")
-            vae = ui.model_picker(task.TASK, lambda entry: entry.encodes, "VAE")
+            with gr.Column():
+                vae = ui.model_picker(task.TASK, lambda entry: entry.encodes, "VAE")
+                vae_backend = ui.backend_radio(task.TASK, vae)
         encode = gr.Button("Encode and decode", variant="primary")
         with gr.Row():
-            seen = gr.Image(label="What the VAE sees (32x32 gray)", type="pil", format="png")
+            seen = gr.Image(label="What the VAE reads (its input size)", type="pil", format="png")
             rebuilt = gr.Image(label="Reconstruction", type="pil", format="png")
             around = gr.Image(label="Samples around its code", type="pil", format="png")
-    served = gr.Markdown()
+        encoded_by = gr.Markdown()
     model.change(task.default_truncation, model, truncation, api_visibility="private")
 
-    ui.clear_on(sample.click, [samples, served])
-    sample.click(generative, [seed, n, label, truncation, model, backend], [samples, served], api_name="generative")
-    ui.clear_on(walk.click, [strip, served])
-    walk.click(interpolation, [seed, seed_b, steps, label, truncation, model, backend], [strip, served],
+    # each tab has its own served line and the VAE tab its own backend: one line under all three said
+    # what another tab had done, and the VAE ran on the sampler's backend (found by a visitor)
+    ui.clear_on(sample.click, [samples, sampled_by])
+    sample.click(generative, [seed, n, label, truncation, model, backend], [samples, sampled_by],
+                 api_name="generative")
+    ui.clear_on(walk.click, [strip, walked_by])
+    walk.click(interpolation, [seed, seed_b, steps, label, truncation, model, backend], [strip, walked_by],
                api_name="interpolation", api_visibility="undocumented")
-    ui.clear_on(encode.click, [seen, rebuilt, around, served])
-    ui.clear_on(model.change, [samples, strip, served])  # the last model's answer stayed under the new name
-    ui.clear_on(vae.change, [seen, rebuilt, around, served])
-    encode.click(reconstruction, [image, vae, seed, truncation, backend], [seen, rebuilt, around, served],
+    ui.clear_on(encode.click, [seen, rebuilt, around, encoded_by])
+    ui.clear_on(model.change, [samples, sampled_by, strip, walked_by])  # the last model's answers stayed
+    ui.clear_on(vae.change, [seen, rebuilt, around, encoded_by])
+    encode.click(reconstruction, [image, vae, seed, truncation, vae_backend], [seen, rebuilt, around, encoded_by],
                  api_name="reconstruction", api_visibility="undocumented")
 
 
