@@ -109,6 +109,15 @@ def photo_model_advice(entry: ModelEntry) -> str:
     return "No model of this app knows photos."
 
 
+def cut_at_the_token_limit(cut: int, total: int, noun: str, max_new_tokens: int) -> list[str]:
+    """The note for generated texts that stopped at `max_new_tokens` rather than at their end
+    (" G" for "Is there an 8?" at 2 tokens read as a whole translation; found by a visitor)."""
+    if not cut:
+        return []
+    return [f"{cut} of the {total} {noun}{'s' * (total != 1)} stopped at max_new_tokens ({max_new_tokens}) and "
+            f"may be cut short: raise it for the whole {noun}."]
+
+
 def beyond_its_words(entry: ModelEntry, text: str) -> list[str]:
     """The note for a request with words a text model never learnt (registry `words`: "scenes", the
     synthetic scenes' sentences): its answer to them is a guess. "The cat sat on the mat." came back as

@@ -150,6 +150,14 @@ def test_the_captions_slider_follows_the_beam_size_down_to_one():
     assert one.value == 1 and one.minimum < one.maximum and one.interactive is False
 
 
+def test_captions_cut_by_the_token_limit_say_so():
+    """Translation said so; captioning showed "eine grüne" as a whole caption (found by a visitor)."""
+    scene = scenes.make_scene(1, 0).image
+    short = task.caption(scene, lang="de", num_beams=4, num_captions=2, max_new_tokens=3)
+    assert "2 of the 2 captions stopped at max_new_tokens (3) and may be cut short" in " ".join(short.notes)
+    assert not any("max_new_tokens" in note for note in task.caption(scene, lang="de", num_beams=4).notes)
+
+
 def test_captions_out_of_the_scores_order_say_why():
     """Beam search ranks with the repetition penalty; the score shown leaves it out (found by a visitor)."""
     example = Path(task.__file__).parent / "examples" / "scene_3.png"

@@ -18,7 +18,7 @@ import time
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from shared import timing
-from shared.contract import Result, beyond_what_it_knows
+from shared.contract import Result, beyond_what_it_knows, cut_at_the_token_limit
 from shared.data import scenes
 from shared.errors import UserError
 from shared.inference import backends, export, families, seq2seq
@@ -159,8 +159,11 @@ def caption(image, model: str | None = None, backend: str = "torch", lang: str |
     latency_ms = (time.perf_counter() - started) * 1e3
     captions = [{"text": a["generated_text"], "score": None if a["score"] is None else round(a["score"], 6)}
                 for a in answers]
+    limit = settings.get("max_new_tokens", loaded.model.generation_config.max_new_tokens)
+    cut = cut_at_the_token_limit(sum(not a["finished"] for a in answers), len(answers), "caption", limit)
     return Result(loaded, backend, latency_ms, {"caption": captions[0]["text"], "captions": captions},
-                  notes=[*decoded.notes, *beyond_what_it_knows(loaded, decoded.image), *ranked_otherwise(captions)])
+                  notes=[*decoded.notes, *beyond_what_it_knows(loaded, decoded.image), *ranked_otherwise(captions),
+                         *cut])
 
 
 def ranked_otherwise(captions: list[dict]) -> list[str]:

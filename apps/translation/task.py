@@ -22,7 +22,7 @@ from collections.abc import Callable
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
 from shared import timing
-from shared.contract import Result, beyond_its_words
+from shared.contract import Result, beyond_its_words, cut_at_the_token_limit
 from shared.data import scenes
 from shared.errors import UserError, shown
 from shared.inference import backends, seq2seq
@@ -250,9 +250,7 @@ def translate(text, src_lang: str = "en", tgt_lang: str = "de", model: str | Non
     notes += beyond_its_words(loaded.entry, cleaned)
     notes += [note for note in [unfaithful(loaded.entry, src_lang, tgt_lang, pieces, translated)] if note]
     cut = cut_short(loaded, translated, settings.get("max_new_tokens"))
-    if cut:  # " G" for "Is there an 8?" at 2 tokens read as a translation (found by a visitor)
-        notes.append(f"{cut} of the {len(translated)} sentences stopped at max_new_tokens "
-                     f"({settings['max_new_tokens']}) and may be cut short: raise it for the whole translation.")
+    notes += cut_at_the_token_limit(cut, len(translated), "sentence", settings.get("max_new_tokens"))
     unknown = unknown_characters(loaded, pieces)
     if unknown:
         notes.append(f"{loaded.entry.name} does not know these characters and read them as unknown: "

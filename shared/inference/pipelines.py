@@ -102,7 +102,8 @@ class ImageToTextPipeline:
 
     `caption(image, max_new_tokens=20, num_beams=4, num_return_sequences=3)` gives the 3 best beams;
     with `return_scores=True` each also has "score": the mean log-probability of its new tokens
-    (end token included) as a probability, computed with the decoder the same way on both backends.
+    (end token included) as a probability, computed with the decoder the same way on both backends,
+    and "finished": whether it reached its end token (else the token limit cut it).
     A prompt (BLIP) is one text for every image.
     """
 
@@ -131,8 +132,10 @@ class ImageToTextPipeline:
             prefix = families.of(self.model).prompt(inputs, len(batch)).shape[1]
             prefix += "forced_bos_token_id" in generate_kwargs
             scores = self.scores(inputs, token_ids, per_image, prefix)
-            for answer, score in zip(answers, scores, strict=True):
+            eos = end_token(self.model)
+            for answer, score, row in zip(answers, scores, token_ids[:, prefix:].tolist(), strict=True):
                 answer["score"] = score
+                answer["finished"] = eos in row  # it reached its end token, not the token limit
         grouped = [answers[i * per_image:(i + 1) * per_image] for i in range(len(batch))]
         return grouped[0] if single else grouped
 
