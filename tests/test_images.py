@@ -153,3 +153,13 @@ def test_a_png_with_metadata_over_pillows_limit_gets_a_sentence_without_pillows_
         decode_image(path)
     assert str(refused.value) == ("The image carries metadata (text or an ICC colour profile) over the safe limit of "
                                   "1 MB: re-save it without its metadata and upload it again.")
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded():
+    """Each scan of a progressive JPEG is a pass over the whole image: a hostile client's 200 KB file of
+    140,000 scans held a worker for 100 s. An ordinary progressive JPEG (10 scans) still decodes."""
+    progressive = encode(Image.open(PHOTOS["cat"]).convert("RGB"), "JPEG", progressive=True)
+    assert progressive.count(b"\xff\xda") == 10 and decode_image(progressive).image.size == (451, 300)
+    last_scan = progressive.rindex(b"\xff\xda")
+    repeated = progressive[:-2] + progressive[last_scan:-2] * 200 + b"\xff\xd9"  # its last scan, 200 times more
+    refused(repeated, "The JPEG has 210 scans; the limit is 100", "Re-save it")

@@ -25,6 +25,11 @@ MAX_UPLOAD_BYTES = 10 * 2**20
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
+# A progressive JPEG's scans are each a pass over the whole image: libjpeg writes 10 or fewer, and a
+# hostile client's 200 KB file of 140,000 empty scans held a worker for 100 s (libjpeg-turbo's djpeg
+# has -maxscans for this; Pillow has no such setting). The SOS marker is never inside entropy-coded
+# data (a 0xFF there is stuffed with 0x00), so counting it bounds the scans from above.
+MAX_JPEG_SCANS = 100
 # Formats people upload; sniffed from the bytes, not the file name. Never EPS (Ghostscript).
 # (Phones' multi-picture JPEGs open through the JPEG plugin.)
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -127,6 +132,10 @@ def decode_image(source: str | Path | bytes | Image.Image | None) -> DecodedImag
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             _check_size(*image.size)
+            scans = data.count(b"\xff\xda") if image.format == "JPEG" else 0
+            if scans > MAX_JPEG_SCANS:
+                raise UserError(f"The JPEG has {scans:,} scans; the limit is {MAX_JPEG_SCANS} (a progressive "
+                                "JPEG has about 10). Re-save it as an ordinary JPEG or a PNG.")
             if getattr(image, "is_animated", False):
                 # frames are not counted: Pillow decodes each GIF frame it seeks past, and 100 frames of
                 # 40 MP in a 3 MB GIF held a worker for a minute
