@@ -130,7 +130,7 @@ def nearest(name, state):
         return Image.open(io.BytesIO(thumbnails[of]))
 
     return [(thumbnail(name), f"{name}: predicted {point['predicted']}")] + [  # distances first: long names get cut
-        (thumbnail(n["name"]), f"distance {n['distance']:.2f}: {n['name']}") for n in point["neighbours"]]
+        (thumbnail(n["name"]), f"{n['distance']:.2f} away: {n['name']}") for n in point["neighbours"]]
 
 
 with gr.Blocks(title="Image classification") as demo:
@@ -177,7 +177,7 @@ with gr.Blocks(title="Image classification") as demo:
                 map_button = gr.Button("Map")
                 mapped = gr.Markdown()
                 chosen = gr.Dropdown(label="Nearest neighbours of", choices=[])
-                gallery = gr.Gallery(label="Nearest neighbours", columns=6, height="auto")
+                gallery = gr.Gallery(label="Nearest neighbours (distance in the embedding)", columns=4, height="auto")
             with gr.Column():
                 scatter = gr.ScatterPlot(x="x", y="y", color="label", tooltip=["name", "label", "predicted"],
                                          label="t-SNE of the penultimate layer (hover: name and labels)")
