@@ -313,7 +313,6 @@ def test_an_answer_it_never_learnt_is_noted_and_its_own_questions_are_not_unknow
     assert any(f"answer to question 1, {first['answer']!r}" in note and "none of the 24 answers it learnt" in note
                for note in result.all_notes)
     assert not any("question 2" in note for note in result.all_notes) and second["answer"].isdigit()
-    scene = scenes.make_scene(1, 0)
-    (where,) = scene.where_qa
-    result = task.answer(scene.image, where["question"]["en"])
+    scene = next(scene for scene in (scenes.make_scene(1, i) for i in range(50)) if scene.where_qa)
+    result = task.answer(scene.image, scene.where_qa[0]["question"]["en"])
     assert not any("never saw" in note for note in result.all_notes)
