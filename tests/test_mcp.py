@@ -3,9 +3,13 @@ through the mcp client library over streamable HTTP, as an assistant does."""
 
 import asyncio
 import base64
+import contextlib
 import mimetypes
+import socket
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
@@ -37,6 +41,36 @@ async def list_and_call(url: str, app: str, arguments: dict):
             await session.initialize()
             tools = (await session.list_tools()).tools
             return tools, await session.call_tool(app, arguments)
+
+
+@pytest.mark.slow
+def test_a_tool_call_never_goes_where_its_host_header_says(mcp_hub):
+    """gradio built the tools' client from the first caller's Host header: the hub fetched any host
+    and port named there, and every later caller's images went through it (found by a hostile client).
+    The first call of this hub names a listener of ours as its host; the listener must hear nothing."""
+    heard = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.2)
+        done = threading.Event()
+
+        def listen():
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    heard.append(listener.accept())
+
+        watching = threading.Thread(target=listen)
+        watching.start()
+        image = as_tool_argument(REPO / "apps" / "classification" / "examples" / "digit_7.png")
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "classification", "arguments": {
+            "image": image, "model": "digits-convnext", "backend": "torch", "top_k": 3}}}
+        answer = httpx.post(f"{mcp_hub}/classification/gradio_api/mcp/", json=call, timeout=60, headers={
+            "host": f"127.0.0.1:{listener.getsockname()[1]}", "accept": "application/json, text/event-stream"})
+        done.set()
+        watching.join()
+    assert not heard
+    assert answer.status_code == 200 and "digits-convnext" in answer.text and '"isError":false' in answer.text
 
 
 @pytest.mark.slow

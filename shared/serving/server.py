@@ -76,10 +76,13 @@ def _page(name: str, mcp_server: bool) -> gr.Blocks:
     return mcp.describe(demo, name) if mcp_server else demo
 
 
-def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_server: bool = False) -> FastAPI:
+def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_server: bool = False,
+              own_url: str = "http://127.0.0.1:7860") -> FastAPI:
+    """The hub's FastAPI app; `own_url` is where it will listen (its MCP tools call the apps there)."""
     add_local_models(list(extra_models))
     pages = {name: AppOnFirstVisit(f"/{name}", functools.partial(_page, name, mcp_server),
-                                   head=_status_banner(name), mcp_server=mcp_server) for name in app_names}
+                                   head=_status_banner(name), mcp_server=mcp_server, own_url=own_url)
+             for name in app_names}
 
     @contextlib.asynccontextmanager
     async def lifespan(hub: FastAPI):
@@ -171,7 +174,9 @@ class _Server(uvicorn.Server):
 
 def serve(app_names: tuple[str, ...], host: str = "127.0.0.1", port: int = 7860,
           extra_models: list[str] = (), mcp_server: bool = False) -> None:
-    hub = build_hub(app_names, extra_models, mcp_server)
+    own = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # every address: its loopback
+    own = f"[{own}]" if ":" in own else own
+    hub = build_hub(app_names, extra_models, mcp_server, own_url=f"http://{own}:{port}")
     print(f"demohub: serving {', '.join(app_names)} at http://{host}:{port}/", flush=True)
     # forwarded_allow_ips stays at uvicorn's default (127.0.0.1): X-Forwarded-* headers are trusted
     # only from a proxy on this machine (see README, Security).

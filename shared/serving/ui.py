@@ -515,15 +515,21 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def mount(hub, demo: gr.Blocks, path: str, **settings) -> None:
+def mount(hub, demo: gr.Blocks, path: str, own_url: str = "http://127.0.0.1:7860", **settings) -> None:
     """Mount one app on the hub's FastAPI app, as hardened as when it runs alone.
 
     `root_path` is the mount's path: gradio's direct route (`/gradio_api/run/predict`, what a click on
-    an example calls) otherwise wrote file URLs without it, and every example's picture was a 404."""
+    an example calls) otherwise wrote file URLs without it, and every example's picture was a 404.
+    `own_url` is where the hub itself listens, for the app's MCP tools (below)."""
     gr.mount_gradio_app(hub, harden(demo), path=path, root_path=path, **{**SAFE_SETTINGS, **settings})
     # gradio checks that an input file was uploaded by a user only once an app has launched,
     # and mounting never sets it: set it, so that gradio's own check works here too.
     demo.has_launched = True
+    if demo.mcp_server_obj is not None:
+        # gradio's MCP tools call the app through a client it builds, on a mounted app, from the first
+        # caller's Host header: any host and port (a request forgery), and every later caller's images
+        # went through it (found by a hostile client). gradio pins it so when it launches an app itself.
+        demo.mcp_server_obj._local_url = f"{own_url}{path}/"
 
 
 def launch(demo: gr.Blocks, **overrides) -> None:
