@@ -3,6 +3,7 @@ traffic until a replica's models are loaded, and the documented HAProxy config s
 over two `demohub serve --app classification` replicas and skips one that is down."""
 
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -56,7 +57,8 @@ def uploads(folder, prefix: str) -> int:
 
 @pytest.mark.slow
 @needs_haproxy
-def test_two_replicas_behind_haproxy_share_clients_and_a_stopped_one_gets_none(tmp_path):
+def test_two_replicas_behind_haproxy_share_clients_and_a_stopped_one_gets_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEMOHUB_MAX_OPEN_PER_CLIENT", "2")  # to see whom a replica counts as one client
     replicas = {}
     try:
         for name in ("a", "b"):
@@ -84,6 +86,20 @@ def test_two_replicas_behind_haproxy_share_clients_and_a_stopped_one_gets_none(t
             for i in range(1, 9):
                 upload_via(url, f"127.0.0.{i}", f"second{i}.png")
             assert uploads(replicas["b"][2], "second") == 8
+
+            # a visitor is the address HAProxy saw, whatever X-Forwarded-For it sends (the config had no
+            # forwardfor: every visitor was one client, or whoever they claimed; found by a hostile client)
+            streams, answers = [], []
+            for source, claimed in [*(("127.0.0.21", f"10.1.1.{i}") for i in (1, 2, 3)), ("127.0.0.22", "10.1.1.1")]:
+                streams.append(socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)))
+                streams[-1].sendall(f"GET /classification/gradio_api/heartbeat/{claimed} HTTP/1.1\r\n"
+                                    f"Host: 127.0.0.1\r\nX-Forwarded-For: {claimed}\r\n\r\n".encode())
+                answers.append(streams[-1].recv(200))  # each open before the next is sent
+            for stream in streams:
+                stream.close()
+            statuses = [answer.split(b"\r\n")[0] for answer in answers]
+            assert [status[:12] for status in statuses] == [b"HTTP/1.1 200", b"HTTP/1.1 200", b"HTTP/1.1 429",
+                                                           b"HTTP/1.1 200"], statuses
         finally:
             proxy.terminate()
             proxy.wait(timeout=10)

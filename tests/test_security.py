@@ -204,7 +204,7 @@ def test_gradio_s_startup_route_run_history_and_fastapi_docs_are_closed(hub_url)
     for app in ("classification", "translation"):
         assert httpx.get(f"{hub_url}/{app}/gradio_api/startup-events", timeout=30).json() is False
         assert httpx.get(f"{hub_url}/{app}/gradio_api/runs", timeout=30).status_code in (403, 404)
-    for route in ("docs", "redoc", "openapi.json"):
+    for route in ("docs", "redoc", "openapi.json", "classification/openapi.json", "vqa/docs"):
         assert httpx.get(f"{hub_url}/{route}", timeout=30).status_code == 404
 
 
@@ -437,10 +437,15 @@ def test_one_client_holds_at_most_its_share_of_an_apps_queue(tmp_path, monkeypat
                              "sending more.")
 
 
-def test_one_client_uploads_at_most_its_budget_a_minute(tmp_path, monkeypatch):
-    """gradio's upload route takes any file from anyone: one client filled the disk at 140 MB/s."""
+def test_one_client_uploads_at_most_its_budget_a_minute_and_holds_at_most_its_share_of_open_requests(
+        tmp_path, monkeypatch):
+    """gradio's upload route takes any file from anyone: one client filled the disk at 140 MB/s. Heads
+    that declared 16 MB and sent nothing spent a minute's budget; 19,990 heartbeat streams from one
+    address held every file descriptor of the hub (both found by the hostile client)."""
     monkeypatch.setenv("DEMOHUB_UPLOAD_MB_PER_MINUTE", "1")
+    monkeypatch.setenv("DEMOHUB_MAX_OPEN_PER_CLIENT", "4")
     process, url = start_hub(REPO, tmp_path / "serve.log", tmp_path / "uploads", extra_args=("--app", "vqa"))
+    address = urlparse(url)
     blob = os.urandom(400_000)
 
     def send(visitor: str) -> httpx.Response:
@@ -459,8 +464,28 @@ def test_one_client_uploads_at_most_its_budget_a_minute(tmp_path, monkeypatch):
         chunked = raw_request(url, head, [b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)])
         recording = httpx.post(f"{url}/vqa/gradio_api/process_recording", files={"video": ("v.mp4", blob)},
                                headers={"X-Forwarded-For": "10.9.9.1"}, timeout=30)
+        for _ in range(3):  # 1.2 MB declared, nothing sent
+            with socket.create_connection((address.hostname, address.port)) as conn:
+                conn.sendall(b"POST /vqa/gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 10.9.9.4\r\n"
+                             b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 400000\r\n\r\n")
+        time.sleep(1)
+        after_empty_heads = send("10.9.9.4")
+        streams = [socket.create_connection((address.hostname, address.port), timeout=10) for _ in range(5)]
+        answers = []
+        for i, stream in enumerate(streams):
+            stream.sendall(b"GET /vqa/gradio_api/heartbeat/s%d HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"X-Forwarded-For: 10.9.9.5\r\n\r\n" % i)
+            answers.append(stream.recv(400))
+        answers[4] += streams[4].recv(400)  # the refusal's body
+        another_visitor = httpx.get(f"{url}/vqa/config", headers={"X-Forwarded-For": "10.9.9.6"}, timeout=30)
+        for stream in streams:
+            stream.close()
     finally:
         stop_hub(process)
+    assert after_empty_heads.status_code == 200  # what was declared and never sent was given back
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers[:4]), answers
+    assert answers[4].startswith(b"HTTP/1.1 429") and b"You have 4 requests open on this server" in answers[4]
+    assert another_visitor.status_code == 200
     assert chunked.startswith(b"HTTP/1.1 429"), chunked[:200]
     assert recording.status_code == 429  # gradio's screen-recording route writes bodies to disk too
     assert first.status_code == second.status_code == other.status_code == 200

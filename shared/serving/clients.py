@@ -1,9 +1,11 @@
-"""Who a client is, and how much of the server's upload space one client may take.
+"""Who a client is, how many requests one client may hold open, and how much of the server's upload
+space one client may take.
 
 gradio's upload route takes any file from anyone and serves it back for an hour (the sweep deletes
 older ones), so one client could fill the disk at 140 MB/s. `UploadBudget` lets each client upload
 at most `DEMOHUB_UPLOAD_MB_PER_MINUTE` (512 MB: a 500-image embedding map of photos fits) and
 refuses every upload while the disk holding the upload folder has less than 2 GB free.
+`OpenRequestLimit` lets each client hold at most `DEMOHUB_MAX_OPEN_PER_CLIENT` requests open.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 from gradio.utils import get_upload_folder
 
 UPLOAD_BYTES_PER_MINUTE = int(os.environ.get("DEMOHUB_UPLOAD_MB_PER_MINUTE", 512)) * 2**20
+# A browser holds about 6 connections to one host (a page's event streams, uploads and pictures);
+# 64 leave room for several visitors behind one address.
+MAX_OPEN_PER_CLIENT = int(os.environ.get("DEMOHUB_MAX_OPEN_PER_CLIENT", 64))
 MIN_FREE_DISK_BYTES = 2 * 2**30
 # The largest request body (ui.BodySizeLimit): an upload at the limit sent base64-encoded inside a
 # JSON call (4/3 of its size), plus room.
@@ -51,10 +57,39 @@ def _network_of(address: str) -> str:
     return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
 
 
+class OpenRequestLimit:
+    """ASGI middleware: a client holds at most MAX_OPEN_PER_CLIENT requests open at once (a request
+    being answered, a body being sent, an event stream, a session's heartbeat); past that, 429 at
+    once. 19,990 heartbeat streams from one address held every file descriptor of the hub, and
+    /healthz and every other visitor timed out; 300 bodies sent a byte every 5 s stayed open (found
+    by the hostile client)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.open: Counter[str] = Counter()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        client = client_address(headers, scope.get("client"))
+        if self.open[client] >= MAX_OPEN_PER_CLIENT:
+            return await _refuse(send, 429, f"You have {MAX_OPEN_PER_CLIENT} requests open on this server, the most "
+                                            "one client may; wait for them to finish.")
+        self.open[client] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open[client] -= 1
+            if not self.open[client]:
+                del self.open[client]
+
+
 class UploadBudget:
     """ASGI middleware on gradio's upload routes: a client's uploads in the current minute, counted by
-    their Content-Length, stop at UPLOAD_BYTES_PER_MINUTE (429), and all uploads stop while the disk
-    is nearly full (507); each refusal is one sentence."""
+    their Content-Length (reserved while they are sent; what never arrives is given back), stop at
+    UPLOAD_BYTES_PER_MINUTE (429), and all uploads stop while the disk is nearly full (507); each
+    refusal is one sentence."""
 
     def __init__(self, app):
         self.app = app
@@ -82,7 +117,19 @@ class UploadBudget:
         if len(self.spent) > 10_000:  # forget the clients whose minute is over
             self.spent = {c: v for c, v in self.spent.items() if now - v[0] < 60}
         self.spent[client] = (started, spent + size)
-        await self.app(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            return message
+
+        try:
+            await self.app(scope, counted_receive, send)
+        finally:  # what was declared and never sent is given back (33 empty 16 MB heads had spent a minute's 512)
+            if self.spent.get(client, (None,))[0] == started:
+                self.spent[client] = (started, self.spent[client][1] - max(0, size - received))
 
 
 def _free_bytes(folder: Path) -> int:

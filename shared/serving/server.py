@@ -38,7 +38,7 @@ from shared import apps
 from shared.errors import ModelUnavailable, UserError
 from shared.serving import landing as landing_page
 from shared.serving import mcp, ui
-from shared.serving.clients import UploadBudget
+from shared.serving.clients import OpenRequestLimit, UploadBudget
 from shared.serving.connections import HeaderDeadline
 from shared.serving.pages import AppOnFirstVisit, build_rest
 
@@ -92,7 +92,8 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_serv
     # no /docs, /redoc or /openapi.json: each app documents its API on its own page (gradio's "Use via API")
     hub = FastAPI(title="demohub", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     hub.add_middleware(UploadBudget)
-    hub.add_middleware(ui.BodySizeLimit)  # the outermost: an oversized body is refused before it is counted
+    hub.add_middleware(ui.BodySizeLimit)  # an oversized body is refused before it is counted
+    hub.add_middleware(OpenRequestLimit)  # the outermost: every open request counts
     status: dict[str, dict] = {}  # app -> {"ready": bool, "reason": str}, filled by the preload thread
     done = threading.Event()
     specs = {name: apps.get(name) for name in app_names}

@@ -37,7 +37,7 @@ from shared.inference import batching
 from shared.inference.backends import BACKENDS
 from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, decode_image, uploaded_file
 from shared.models import hub, registry
-from shared.serving.clients import MAX_BODY_BYTES, UploadBudget, client_address
+from shared.serving.clients import MAX_BODY_BYTES, OpenRequestLimit, UploadBudget, client_address
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,9 @@ SAFE_SETTINGS = dict(
     ssr_mode=False,
     run_history=False,  # its page offers to save runs to a Hugging Face bucket with the server's own token
 )
+# FastAPI's own schema of every route at /<app>/openapi.json (gradio turns off only its /docs pages);
+# gradio's API documentation (/gradio_api/info, the page's "Use via API") stays
+NO_FASTAPI_SCHEMA = {"openapi_url": None}
 
 
 class ImageInput(gr.Image):
@@ -521,7 +524,8 @@ def mount(hub, demo: gr.Blocks, path: str, own_url: str = "http://127.0.0.1:7860
     `root_path` is the mount's path: gradio's direct route (`/gradio_api/run/predict`, what a click on
     an example calls) otherwise wrote file URLs without it, and every example's picture was a 404.
     `own_url` is where the hub itself listens, for the app's MCP tools (below)."""
-    gr.mount_gradio_app(hub, harden(demo), path=path, root_path=path, **{**SAFE_SETTINGS, **settings})
+    gr.mount_gradio_app(hub, harden(demo), path=path, root_path=path, app_kwargs=NO_FASTAPI_SCHEMA,
+                        **{**SAFE_SETTINGS, **settings})
     # gradio checks that an input file was uploaded by a user only once an app has launched,
     # and mounting never sets it: set it, so that gradio's own check works here too.
     demo.has_launched = True
@@ -534,7 +538,8 @@ def mount(hub, demo: gr.Blocks, path: str, own_url: str = "http://127.0.0.1:7860
 
 def launch(demo: gr.Blocks, **overrides) -> None:
     """Run one app alone, as a Space does."""
-    app_kwargs = {"middleware": [Middleware(BodySizeLimit), Middleware(UploadBudget)]}
+    app_kwargs = {"middleware": [Middleware(OpenRequestLimit), Middleware(BodySizeLimit), Middleware(UploadBudget)],
+                  **NO_FASTAPI_SCHEMA}
     harden(demo).launch(share=False, strict_cors=True, app_kwargs=app_kwargs, **{**SAFE_SETTINGS, **overrides})
 
 
