@@ -89,17 +89,20 @@ def test_two_replicas_behind_haproxy_share_clients_and_a_stopped_one_gets_none(t
 
             # a visitor is the address HAProxy saw, whatever X-Forwarded-For it sends (the config had no
             # forwardfor: every visitor was one client, or whoever they claimed; found by a hostile client)
-            streams, answers = [], []
-            for source, claimed in [*(("127.0.0.21", f"10.1.1.{i}") for i in (1, 2, 3)), ("127.0.0.22", "10.1.1.1")]:
-                streams.append(socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)))
-                streams[-1].sendall(f"GET /classification/gradio_api/heartbeat/{claimed} HTTP/1.1\r\n"
-                                    f"Host: 127.0.0.1\r\nX-Forwarded-For: {claimed}\r\n\r\n".encode())
-                answers.append(streams[-1].recv(200))  # each open before the next is sent
-            for stream in streams:
-                stream.close()
-            statuses = [answer.split(b"\r\n")[0] for answer in answers]
-            assert [status[:12] for status in statuses] == [b"HTTP/1.1 200", b"HTTP/1.1 200", b"HTTP/1.1 429",
-                                                           b"HTTP/1.1 200"], statuses
+            def sent(source: str, claimed: str, line: str, more: str = "") -> socket.socket:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+                conn.sendall(f"{line}\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {claimed}\r\n{more}\r\n".encode())
+                return conn
+
+            held = [sent("127.0.0.21", f"10.1.1.{i}", "POST /classification/gradio_api/queue/join HTTP/1.1",
+                         "Content-Type: application/json\r\nContent-Length: 100\r\n") for i in (1, 2)]  # no body
+            time.sleep(0.5)
+            asks = [sent(source, claimed, "GET /classification/config HTTP/1.1")
+                    for source, claimed in (("127.0.0.21", "10.1.1.3"), ("127.0.0.22", "10.1.1.1"))]
+            statuses = [conn.recv(200).split(b"\r\n")[0] for conn in asks]
+            for conn in held + asks:
+                conn.close()
+            assert [status[:12] for status in statuses] == [b"HTTP/1.1 429", b"HTTP/1.1 200"], statuses
         finally:
             proxy.terminate()
             proxy.wait(timeout=10)

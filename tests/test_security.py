@@ -470,21 +470,26 @@ def test_one_client_uploads_at_most_its_budget_a_minute_and_holds_at_most_its_sh
                              b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 400000\r\n\r\n")
         time.sleep(1)
         after_empty_heads = send("10.9.9.4")
-        streams = [socket.create_connection((address.hostname, address.port), timeout=10) for _ in range(5)]
-        answers = []
-        for i, stream in enumerate(streams):
-            stream.sendall(b"GET /vqa/gradio_api/heartbeat/s%d HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                           b"X-Forwarded-For: 10.9.9.5\r\n\r\n" % i)
-            answers.append(stream.recv(400))
-        answers[4] += streams[4].recv(400)  # the refusal's body
+        def sent(visitor: str, line: str, more: str = "") -> socket.socket:
+            conn = socket.create_connection((address.hostname, address.port), timeout=10)
+            conn.sendall(f"{line}\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {visitor}\r\n{more}\r\n".encode())
+            return conn
+
+        held = [sent("10.9.9.5", "POST /vqa/gradio_api/queue/join HTTP/1.1",
+                     "Content-Type: application/json\r\nContent-Length: 100\r\n") for _ in range(4)]  # no body
+        heartbeats = [sent("10.9.9.5", f"GET /vqa/gradio_api/heartbeat/s{i} HTTP/1.1") for i in range(17)]
+        time.sleep(0.5)
+        past_the_share = sent("10.9.9.5", "GET /vqa/config HTTP/1.1")
+        answers = [conn.recv(400) for conn in [*heartbeats, past_the_share]]
         another_visitor = httpx.get(f"{url}/vqa/config", headers={"X-Forwarded-For": "10.9.9.6"}, timeout=30)
-        for stream in streams:
-            stream.close()
+        for conn in [*held, *heartbeats, past_the_share]:
+            conn.close()
     finally:
         stop_hub(process)
     assert after_empty_heads.status_code == 200  # what was declared and never sent was given back
-    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers[:4]), answers
-    assert answers[4].startswith(b"HTTP/1.1 429") and b"You have 4 requests open on this server" in answers[4]
+    # 4 requests and 16 page sessions (4 x 4) open: the next of each is refused; another visitor is served
+    assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers[:16]), answers
+    assert answers[16].startswith(b"HTTP/1.1 429") and answers[17].startswith(b"HTTP/1.1 429"), answers[16:]
     assert another_visitor.status_code == 200
     assert chunked.startswith(b"HTTP/1.1 429"), chunked[:200]
     assert recording.status_code == 429  # gradio's screen-recording route writes bodies to disk too

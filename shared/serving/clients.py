@@ -24,6 +24,11 @@ UPLOAD_BYTES_PER_MINUTE = int(os.environ.get("DEMOHUB_UPLOAD_MB_PER_MINUTE", 512
 # A browser holds about 6 connections to one host (a page's event streams, uploads and pictures);
 # 64 leave room for several visitors behind one address.
 MAX_OPEN_PER_CLIENT = int(os.environ.get("DEMOHUB_MAX_OPEN_PER_CLIENT", 64))
+# Session heartbeats are counted apart: every open tab and every gradio_client.Client holds one for its
+# whole life (a script that makes a Client per call and never closes them holds one per call), and
+# gradio_client asks again later when one is refused, without failing its calls.
+HEARTBEAT_ROUTE = "/gradio_api/heartbeat/"
+MAX_HEARTBEATS_PER_CLIENT = 4 * MAX_OPEN_PER_CLIENT
 MIN_FREE_DISK_BYTES = 2 * 2**30
 # The largest request body (ui.BodySizeLimit): an upload at the limit sent base64-encoded inside a
 # JSON call (4/3 of its size), plus room.
@@ -59,30 +64,33 @@ def _network_of(address: str) -> str:
 
 class OpenRequestLimit:
     """ASGI middleware: a client holds at most MAX_OPEN_PER_CLIENT requests open at once (a request
-    being answered, a body being sent, an event stream, a session's heartbeat); past that, 429 at
-    once. 19,990 heartbeat streams from one address held every file descriptor of the hub, and
-    /healthz and every other visitor timed out; 300 bodies sent a byte every 5 s stayed open (found
-    by the hostile client)."""
+    being answered, a body being sent, an event stream) and MAX_HEARTBEATS_PER_CLIENT session
+    heartbeats; past that, 429 at once. 19,990 heartbeat streams from one address held every file
+    descriptor of the hub, and /healthz and every other visitor timed out; 300 bodies sent a byte
+    every 5 s stayed open (found by the hostile client)."""
 
     def __init__(self, app):
         self.app = app
-        self.open: Counter[str] = Counter()
+        self.open: Counter[tuple[str, bool]] = Counter()  # (client, heartbeat or not) -> open requests
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        client = client_address(headers, scope.get("client"))
-        if self.open[client] >= MAX_OPEN_PER_CLIENT:
-            return await _refuse(send, 429, f"You have {MAX_OPEN_PER_CLIENT} requests open on this server, the most "
-                                            "one client may; wait for them to finish.")
-        self.open[client] += 1
+        heartbeat = HEARTBEAT_ROUTE in scope["path"]
+        key = (client_address(headers, scope.get("client")), heartbeat)
+        limit = MAX_HEARTBEATS_PER_CLIENT if heartbeat else MAX_OPEN_PER_CLIENT
+        if self.open[key] >= limit:
+            what = "page sessions" if heartbeat else "requests"
+            return await _refuse(send, 429, f"You have {limit} {what} open on this server, the most one client "
+                                            "may; close some, or wait for them to finish.")
+        self.open[key] += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.open[client] -= 1
-            if not self.open[client]:
-                del self.open[client]
+            self.open[key] -= 1
+            if not self.open[key]:
+                del self.open[key]
 
 
 class UploadBudget:
