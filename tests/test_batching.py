@@ -72,9 +72,10 @@ def test_served_concurrent_requests_are_batched_and_answer_as_one_by_one(classif
     one_by_one = [call(url, "classification", [d, "digits-convnext", "torch", 3]) for d in uploads]
     batch_rows = []
     for _ in range(3):  # concurrency is up to the machine: a few rounds until some calls were gathered
-        with ThreadPoolExecutor(16) as pool:
-            together = list(pool.map(lambda u: call(url, "classification", [u, "digits-convnext", "torch", 3]),
-                                     uploads * 2))
+        with ThreadPoolExecutor(16) as pool:  # 16 visitors (one address may hold only 8 of the queue's places)
+            together = list(pool.map(lambda i, u: call(url, "classification", [u, "digits-convnext", "torch", 3],
+                                                       headers={"X-Forwarded-For": f"10.7.0.{i}"}),
+                                     range(2 * len(uploads)), uploads * 2))
         for (kind, alone), (kind_together, outputs) in zip(one_by_one * 2, together, strict=False):
             assert kind == kind_together == "complete"
             assert outputs[0]["label"] == alone[0]["label"]

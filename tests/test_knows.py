@@ -119,6 +119,8 @@ def test_the_advice_for_a_photo_names_a_model_that_does_the_same_and_loads_here(
     from shared.contract import photo_model_advice
     from shared.models import hub
 
+    shipped = registry.entries  # the registry's own rows: other tests add tiny local models that load
+    monkeypatch.setattr(registry, "entries", lambda task: [e for e in shipped(task) if e.source != "local"])
     (note,) = knows_note(reconstruct(PHOTOS["cat"], model="digits-vae"))
     assert "digits-gan" not in note and "madebyollin/taesd" in note and "cannot reach" in note
     assert photo_model_advice(registry.get("detection", "digits-rtdetr")).startswith(

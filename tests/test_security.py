@@ -152,6 +152,10 @@ def test_urls_get_a_sentence_and_are_never_fetched(hub_url):
     for url in ("http://127.0.0.1:1/photo.jpg", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/x.png",
                 "https://upload.wikimedia.org/wikipedia/commons/huge.png", "https://example.com/a.png?n=1"):
         assert call(hub_url, "segmentation", [file_data(url), *SEGMENT]) == ("error", URL_REFUSED), url
+        # gradio's file route fetches a public URL and streams it back: an open proxy (the hostile client)
+        for route in (f"/segmentation/gradio_api/file={url}", f"/classification/gradio_api/file={url.upper()}"):
+            fetched = httpx.get(f"{hub_url}{route}", timeout=30)
+            assert fetched.status_code == 403 and "its own files only" in fetched.text, (route, fetched.text)
 
 
 def test_device_files_fifos_and_folders_are_refused_without_freezing_the_server(hub_url, hub_upload_folder,

@@ -143,7 +143,8 @@ def unfaithful(entry: ModelEntry, src_lang: str, tgt_lang: str, sources: list[st
     """The note for translations that lost or gained a number (or a scene's colour): "is there a red 3?"
     came back as "gibt es eine 3?", "the 5 is green." as "ist." (an outside evaluator), "Ein roter Hund."
     as "A red 6, above a red 0." (a visitor), each without a word."""
-    changed = [i for i, (source, target) in enumerate(zip(sources, translations, strict=True), start=1)
+    done = sources[:len(translations)]  # a translation stopped at its time limit has the first ones only
+    changed = [i for i, (source, target) in enumerate(zip(done, translations, strict=True), start=1)
                if terms(source, src_lang, entry) != terms(target, tgt_lang, entry)]
     if not changed:
         return ""

@@ -93,6 +93,7 @@ def build_hub(app_names: tuple[str, ...], extra_models: list[str] = (), mcp_serv
     hub = FastAPI(title="demohub", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     hub.add_middleware(UploadBudget)
     hub.add_middleware(ui.BodySizeLimit)  # an oversized body is refused before it is counted
+    hub.add_middleware(ui.NoFetchedFiles)
     hub.add_middleware(OpenRequestLimit)  # the outermost: every open request counts
     status: dict[str, dict] = {}  # app -> {"ready": bool, "reason": str}, filled by the preload thread
     done = threading.Event()

@@ -518,13 +518,33 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class NoFetchedFiles:
+    """ASGI middleware: gradio's file route answers `/gradio_api/file=<http(s) URL>` by fetching the URL
+    and streaming it back (any public address, no size or time limit once connected), which made every
+    app an open proxy (found by the hostile client). The apps serve their own files only: 403."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            _, marker, named = scope["path"].partition("/gradio_api/file=")
+            if marker and named.lower().startswith(("http://", "https://", "//")):
+                body = json.dumps({"error": "This server serves its own files only, never another address's."})
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json")]})
+                return await send({"type": "http.response.body", "body": body.encode()})
+        await self.app(scope, receive, send)
+
+
 def mount(hub, demo: gr.Blocks, path: str, own_url: str = "http://127.0.0.1:7860", **settings) -> None:
     """Mount one app on the hub's FastAPI app, as hardened as when it runs alone.
 
     `root_path` is the mount's path: gradio's direct route (`/gradio_api/run/predict`, what a click on
     an example calls) otherwise wrote file URLs without it, and every example's picture was a 404.
     `own_url` is where the hub itself listens, for the app's MCP tools (below)."""
-    gr.mount_gradio_app(hub, harden(demo), path=path, root_path=path, app_kwargs=NO_FASTAPI_SCHEMA,
+    # a copy: gradio writes the app's lifespan into the dict it is given, and the next app ran it again
+    gr.mount_gradio_app(hub, harden(demo), path=path, root_path=path, app_kwargs=dict(NO_FASTAPI_SCHEMA),
                         **{**SAFE_SETTINGS, **settings})
     # gradio checks that an input file was uploaded by a user only once an app has launched,
     # and mounting never sets it: set it, so that gradio's own check works here too.
@@ -538,8 +558,8 @@ def mount(hub, demo: gr.Blocks, path: str, own_url: str = "http://127.0.0.1:7860
 
 def launch(demo: gr.Blocks, **overrides) -> None:
     """Run one app alone, as a Space does."""
-    app_kwargs = {"middleware": [Middleware(OpenRequestLimit), Middleware(BodySizeLimit), Middleware(UploadBudget)],
-                  **NO_FASTAPI_SCHEMA}
+    middleware = [OpenRequestLimit, NoFetchedFiles, BodySizeLimit, UploadBudget]  # the outermost first
+    app_kwargs = {"middleware": [Middleware(each) for each in middleware], **NO_FASTAPI_SCHEMA}
     harden(demo).launch(share=False, strict_cors=True, app_kwargs=app_kwargs, **{**SAFE_SETTINGS, **overrides})
 
 
