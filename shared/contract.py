@@ -114,8 +114,9 @@ def cut_at_the_token_limit(cut: int, total: int, noun: str, max_new_tokens: int)
     (" G" for "Is there an 8?" at 2 tokens read as a whole translation; found by a visitor)."""
     if not cut:
         return []
-    return [f"{cut} of the {total} {noun}{'s' * (total != 1)} stopped at max_new_tokens ({max_new_tokens}) and "
-            f"may be cut short: raise it for the whole {noun}."]
+    which = f"The {noun}" if total == 1 else f"{cut} of the {total} {noun}s"
+    return [f"{which} stopped at max_new_tokens ({max_new_tokens}) and may be cut short: raise it for the whole "
+            f"{noun}."]
 
 
 def beyond_its_words(entry: ModelEntry, text: str) -> list[str]:

@@ -313,6 +313,14 @@ def test_an_answer_it_never_learnt_is_noted_and_its_own_questions_are_not_unknow
     assert any(f"answer to question 1, {first['answer']!r}" in note and "none of the 24 answers it learnt" in note
                for note in result.all_notes)
     assert not any("question 2" in note for note in result.all_notes) and second["answer"].isdigit()
+    # questions of known words in another form: "is there a red 3?" got "yes" at 0.94 in a scene with no 3;
+    # a question typed in sentence case is asked as the model learnt them ("Is there an 8?" got "4" at 0.997)
+    result = task.answer(scenes.make_scene(1, 0).image, ["is there a red 3?", "Is there an 8", "is there an 8?"])
+    assert any(note.startswith("Question 1 is not in a form scenes-vqa learnt") for note in result.all_notes)
+    assert not any("Question 2 is not" in note or "Question 3 is not" in note for note in result.all_notes)
+    assert 'scenes-vqa learnt its questions in lower case, ending in "?": question 2 was asked so.' in result.all_notes
+    assert result["answers"][1]["answer"] == result["answers"][2]["answer"] in ("yes", "no")
+    assert result["answers"][1]["question"] == "Is there an 8"  # the answer quotes the question as it was asked
     scene = next(scene for scene in (scenes.make_scene(1, i) for i in range(50)) if scene.where_qa)
     result = task.answer(scene.image, scene.where_qa[0]["question"]["en"])
     assert not any("never saw" in note for note in result.all_notes)

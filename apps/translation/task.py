@@ -150,8 +150,11 @@ def unfaithful(entry: ModelEntry, src_lang: str, tgt_lang: str, sources: list[st
         return ""
     kept = "numbers and colours" if entry.words == "scenes" else "numbers"
     which = ", ".join(map(str, changed[:10])) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
-    return (f"The {kept} of sentence{'s' * (len(changed) > 1)} {which} differ between the source and its "
-            "translation: a word was left out or made up; check those sentences.")
+    if len(changed) == 1:
+        return (f"The {kept} of sentence {which} differ between the source and its translation: a word was left "
+                "out or made up; check it.")
+    return (f"The {kept} of sentences {which} differ between the source and its translation: a word was left "
+            "out or made up; check those sentences.")
 
 
 def cut_short(loaded: LoadedModel, translations: list[str], max_new_tokens: int | None) -> int:

@@ -272,6 +272,20 @@ def words(where_questions: bool = False) -> frozenset[str]:
     return frozenset(word.lower() for text in texts for word in re.findall(r"\w+", text))
 
 
+def question_form(text: str) -> str:
+    """A question as its form: lower case, each number as #, "an 8" as "a #", no final punctuation."""
+    text = re.sub(r"\d+", "#", re.sub(r"\s+", " ", text.lower()).strip().rstrip("?.! "))
+    return text.replace("an #", "a #")
+
+
+@cache
+def question_forms() -> frozenset[str]:
+    """The forms of the questions the scenes ask, with the where-questions, in English and German."""
+    scenes = [make_scene(0, index) for index in range(100)]
+    return frozenset(question_form(qa["question"][lang]) for scene in scenes for qa in scene.qa + scene.where_qa
+                     for lang in ("en", "de"))
+
+
 def write_translation_pairs(out: str | Path, n: int, seed: int, max_repeats: int = 1,
                             digits: int | None = None) -> Path:
     """The English/German pairs of scenes 0..n-1 of `seed`, each also in sentence case, as JSONL rows
