@@ -103,6 +103,25 @@ def test_two_replicas_behind_haproxy_share_clients_and_a_stopped_one_gets_none(t
             for conn in held + asks:
                 conn.close()
             assert [status[:12] for status in statuses] == [b"HTTP/1.1 429", b"HTTP/1.1 200"], statuses
+
+            # one address holds at most 100 connections through HAProxy (14,088 idle ones locked every
+            # visitor out for 2 minutes; a hostile client)
+            def health(source: str) -> bytes:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+                try:
+                    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    return conn.recv(200)
+                except ConnectionResetError:
+                    return b""
+                finally:
+                    conn.close()
+
+            idle = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.41", 0)) for _ in range(100)]
+            time.sleep(0.3)
+            over, other = health("127.0.0.41"), health("127.0.0.42")
+            for conn in idle:
+                conn.close()
+            assert not over.startswith(b"HTTP/1.1 200") and other.startswith(b"HTTP/1.1 200"), (over, other)
         finally:
             proxy.terminate()
             proxy.wait(timeout=10)

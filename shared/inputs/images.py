@@ -30,6 +30,10 @@ MIN_SIDE = 8
 # has -maxscans for this; Pillow has no such setting). The SOS marker is never inside entropy-coded
 # data (a 0xFF there is stuffed with 0x00), so counting it bounds the scans from above.
 MAX_JPEG_SCANS = 100
+# Pillow reads a GIF's extension blocks up to its first image on opening, and joins each comment to
+# the ones before (a copy each time): 800,000 one-byte comments in 4 MB took 18 s of a core, and the
+# time grows with the square of the count. A GIF has a handful (loop count, timing, a comment).
+MAX_GIF_EXTENSION_BLOCKS = 1000
 # Formats people upload; sniffed from the bytes, not the file name. Never EPS (Ghostscript).
 # (Phones' multi-picture JPEGs open through the JPEG plugin.)
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -118,6 +122,32 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def gif_extension_blocks(data: bytes) -> int:
+    """The data sub-blocks of a GIF's extensions up to its second image (Pillow reads those on opening
+    and when it asks whether the GIF is animated; its read of comments is quadratic): a linear walk
+    of the blocks, which stops counting past the limit."""
+    def past_sub_blocks(position: int) -> tuple[int, int]:
+        count = 0
+        while position < len(data) and data[position]:
+            count, position = count + 1, position + data[position] + 1
+        return position + 1, count
+
+    position, blocks, images = 13, 0, 0  # past the header and the logical screen descriptor
+    if len(data) > 10 and data[10] & 0x80:  # a global colour table
+        position += 3 * 2 ** ((data[10] & 0x07) + 1)
+    while position < len(data) and images < 2 and blocks <= MAX_GIF_EXTENSION_BLOCKS:
+        if data[position] == 0x21:  # an extension: its introducer, its label, its sub-blocks
+            position, count = past_sub_blocks(position + 2)
+            blocks += count
+        elif data[position] == 0x2C and position + 10 <= len(data):  # an image, perhaps a local colour table
+            flags, images = data[position + 9], images + 1
+            position += 10 + (3 * 2 ** ((flags & 0x07) + 1) if flags & 0x80 else 0)
+            position, _ = past_sub_blocks(position + 1)  # past the LZW code size, the pixels
+        else:  # the trailer, or not a block Pillow would read on
+            break
+    return blocks
+
+
 def decode_image(source: str | Path | bytes | Image.Image | None) -> DecodedImage:
     """An upload (path, bytes or PIL image) as upright 8-bit RGB, or a UserError saying why not."""
     if source is None or (isinstance(source, str) and not source):
@@ -130,9 +160,13 @@ def decode_image(source: str | Path | bytes | Image.Image | None) -> DecodedImag
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if data.startswith((b"GIF87a", b"GIF89a")) and gif_extension_blocks(data) > MAX_GIF_EXTENSION_BLOCKS:
+                raise UserError(f"The GIF has more than {MAX_GIF_EXTENSION_BLOCKS:,} extension blocks (comments and "
+                                "the like) before its picture; re-save it, or upload a PNG.")
             image = Image.open(io.BytesIO(data), formats=FORMATS)
             _check_size(*image.size)
-            scans = data.count(b"\xff\xda") if image.format == "JPEG" else 0
+            # every JPEG, whatever Pillow names it (a JPEG with an MPO segment opens as "MPO": a hostile client)
+            scans = data.count(b"\xff\xda") if data.startswith(b"\xff\xd8") else 0
             if scans > MAX_JPEG_SCANS:
                 raise UserError(f"The JPEG has {scans:,} scans; the limit is {MAX_JPEG_SCANS} (a progressive "
                                 "JPEG has about 10). Re-save it as an ordinary JPEG or a PNG.")
