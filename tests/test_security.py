@@ -75,6 +75,12 @@ def files_in(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*")}
 
 
+# What /healthz answers within while other requests load the hub: under 1 s on a quiet machine; the
+# bound leaves room for a CI machine busy with the browser and other hubs (one fresh-clone run at load
+# 3.5 saw 1.03 s once).
+HEALTHZ_BOUND_S = 1.5
+
+
 def healthz_seconds(url: str) -> float:
     started = time.monotonic()
     assert httpx.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
@@ -173,10 +179,10 @@ def test_device_files_fifos_and_folders_are_refused_without_freezing_the_server(
         answers = [pool.submit(call, hub_url, "segmentation", [file_data(p), *SEGMENT], 20) for p in paths]
         results = [a.result(timeout=25) for a in answers]
         time.sleep(1.0)  # and a second after them
-    assert len(times) >= 5 and max(times) < 1.0, times
+    assert len(times) >= 5 and max(times) < HEALTHZ_BOUND_S, times
     for path, answer in zip(paths, results, strict=True):
         assert answer == ("error", NOT_AN_UPLOAD), path
-    assert healthz_seconds(hub_url) < 1.0
+    assert healthz_seconds(hub_url) < HEALTHZ_BOUND_S
     digit = file_data(upload(hub_url, "classification", DIGIT_EXAMPLES / "digit_3.png"))
     assert call(hub_url, "classification", [digit, "digits-convnext", "torch", 1])[0] == "complete"
 
@@ -236,7 +242,7 @@ def test_oversized_bodies_get_413_before_they_are_read(hub_url, route):
     chunks = [start, *[chunk] * 20]
     answer = raw_request(hub_url, head, [b"%x\r\n%s\r\n" % (len(c), c) for c in chunks])
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert healthz_seconds(hub_url) < 1.0
+    assert healthz_seconds(hub_url) < HEALTHZ_BOUND_S
 
 
 def test_forty_identical_concurrent_requests_all_download_whole_images(hub_url):
@@ -312,7 +318,7 @@ def test_load_32_concurrent_clients_over_mixed_apps(hub_url):
     for kind, payload in answers:
         assert kind == "complete" or (kind == "refused" and "Queue is full" in str(payload)), (kind, payload)
     assert sum(kind == "complete" for kind, _ in answers) >= len(asks)
-    assert len(times) >= 5 and max(times) < 1.0, sorted(times)[-10:]
+    assert len(times) >= 5 and max(times) < HEALTHZ_BOUND_S, sorted(times)[-10:]
 
 
 def test_a_garbled_or_altered_onnx_cache_is_exported_again(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from transformers import ConvNextImageProcessor
 
 from shared.inputs.images import NOT_AN_UPLOAD
 from tests.conftest import DIGIT_EXAMPLES, REPO, start_hub, stop_hub
-from tests.test_security import call, file_data, healthz_seconds, healthz_watch, queued, upload
+from tests.test_security import HEALTHZ_BOUND_S, call, file_data, healthz_seconds, healthz_watch, queued, upload
 from tests.tiny import make_tiny_classifier
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ def test_explain_answers_hostile_settings_and_images_with_a_sentence(hub, tmp_pa
         assert kind == "complete" and "**gradcam** for" in outputs[1], outputs
     kind, outputs = explain(url, digit, method="class-visualisation", label="3")  # the image is not needed
     assert kind == "complete" and "What the model thinks **3** looks like" in outputs[1], outputs
-    assert healthz_seconds(url) < 1.0
+    assert healthz_seconds(url) < HEALTHZ_BOUND_S
 
 
 def test_the_embedding_map_refuses_with_a_sentence_and_answers_alike_at_once(hub, tmp_path):
@@ -157,7 +157,7 @@ def test_occlusion_and_the_embedding_map_stop_at_their_time_limit(hub, tmp_path)
     assert "The occlusion stopped at its 20 s limit: a 1 px window moved by 1 px" in a_sentence(occlusion)
     assert "The embedding map stopped at its 20 s limit after reading" in a_sentence(mapping)
     assert TIME_LIMIT_S <= occlusion_s < TIME_LIMIT_S + 15 and TIME_LIMIT_S <= mapping_s < TIME_LIMIT_S + 15
-    assert len(times) >= 5 and max(times) < 1.0, sorted(times)[-5:]
+    assert len(times) >= 5 and max(times) < HEALTHZ_BOUND_S, sorted(times)[-5:]
     kind, outputs = explain(url, digit, model=BIG_MODEL)  # its default occlusion: 16 positions, answered
     assert kind == "complete" and "**occlusion** for" in outputs[1], outputs
 
@@ -197,7 +197,7 @@ def test_a_cancelled_translation_stream_neither_freezes_the_hub_nor_goes_on_tran
         before = cpu_seconds(process.pid)
         time.sleep(3)
         spent = cpu_seconds(process.pid) - before
-    assert len(times) >= 5 and max(times) < 1.0, sorted(times)[-5:]
+    assert len(times) >= 5 and max(times) < HEALTHZ_BOUND_S, sorted(times)[-5:]
     after = time.monotonic() - closed - 3
     assert spent < 1.0, f"the server spent {spent:.1f} s of CPU in the 3 s from {after:.0f} s after the client left"
     kind, outputs = call(url, "translation", ["A red 3.", "en", "de", "scenes-marian", "torch", 1, 32])
@@ -238,7 +238,7 @@ def test_thousands_of_file_references_are_refused_before_they_hold_the_event_loo
         answer = embedding_map(url, [digit] * 8_000)
         time.sleep(0.5)
     assert "8000 images" in a_sentence(answer) or "8,000" in a_sentence(answer)
-    assert len(times) >= 5 and max(times) < 1.0, sorted(times)[-5:]
+    assert len(times) >= 5 and max(times) < HEALTHZ_BOUND_S, sorted(times)[-5:]
 
 
 def test_inputs_of_the_wrong_kind_get_a_sentence(hub):
