@@ -82,7 +82,7 @@ class OpenRequestLimit:
         limit = MAX_HEARTBEATS_PER_CLIENT if heartbeat else MAX_OPEN_PER_CLIENT
         if self.open[key] >= limit:
             what = "page sessions" if heartbeat else "requests"
-            return await _refuse(send, 429, f"You have {limit} {what} open on this server, the most one client "
+            return await refuse(send, 429, f"You have {limit} {what} open on this server, the most one client "
                                             "may; close some, or wait for them to finish.")
         self.open[key] += 1
         try:
@@ -112,14 +112,14 @@ class UploadBudget:
         declared = headers.get("content-length", "")
         size = int(declared) if declared.isdigit() and "transfer-encoding" not in headers else MAX_BODY_BYTES
         if _free_bytes(Path(get_upload_folder())) < MIN_FREE_DISK_BYTES:
-            return await _refuse(send, 507, "The server's disk is nearly full; uploads resume once older ones "
+            return await refuse(send, 507, "The server's disk is nearly full; uploads resume once older ones "
                                             "are deleted (within the hour).")
         now, client = time.monotonic(), client_address(headers, scope.get("client"))
         started, spent = self.spent.get(client, (now, 0))
         if now - started >= 60:
             started, spent = now, 0
         if spent + size > UPLOAD_BYTES_PER_MINUTE:
-            return await _refuse(send, 429, f"You uploaded {spent / 2**20:.1f} MB in the last minute; one client may "
+            return await refuse(send, 429, f"You uploaded {spent / 2**20:.1f} MB in the last minute; one client may "
                                             f"upload {UPLOAD_BYTES_PER_MINUTE // 2**20} MB a minute. Try again "
                                             f"in {60 - (now - started):.0f} s.")
         if len(self.spent) > 10_000:  # forget the clients whose minute is over
@@ -147,8 +147,11 @@ def _free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-async def _refuse(send, status: int, sentence: str) -> None:
+async def refuse(send, status: int, sentence: str, close: bool = False) -> None:
+    """Answer a request from ASGI middleware with `status` and {"error": sentence} (and close the
+    connection, where the body is not going to be read)."""
     body = json.dumps({"error": sentence}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": headers + ([(b"connection", b"close")] if close else [])})
     await send({"type": "http.response.body", "body": body})

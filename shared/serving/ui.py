@@ -37,7 +37,7 @@ from shared.inference import batching
 from shared.inference.backends import BACKENDS
 from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, decode_image, uploaded_file
 from shared.models import hub, registry
-from shared.serving.clients import MAX_BODY_BYTES, OpenRequestLimit, UploadBudget, client_address
+from shared.serving.clients import MAX_BODY_BYTES, OpenRequestLimit, UploadBudget, client_address, refuse
 
 log = logging.getLogger(__name__)
 
@@ -510,12 +510,8 @@ class BodySizeLimit:
         await self.app(scope, counted_receive, watched_send)
 
     async def _refuse(self, send) -> None:
-        body = json.dumps({"error": f"The request body is over the limit of {self.limit // 2**20} MB. Images are "
-                                    f"taken as uploads of at most {MAX_UPLOAD_BYTES // 2**20} MB."}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, 413, f"The request body is over the limit of {self.limit // 2**20} MB. Images are "
+                                f"taken as uploads of at most {MAX_UPLOAD_BYTES // 2**20} MB.", close=True)
 
 
 class NoFetchedFiles:
@@ -530,10 +526,7 @@ class NoFetchedFiles:
         if scope["type"] == "http":
             _, marker, named = scope["path"].partition("/gradio_api/file=")
             if marker and named.lower().startswith(("http://", "https://", "//")):
-                body = json.dumps({"error": "This server serves its own files only, never another address's."})
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json")]})
-                return await send({"type": "http.response.body", "body": body.encode()})
+                return await refuse(send, 403, "This server serves its own files only, never another address's.")
         await self.app(scope, receive, send)
 
 
