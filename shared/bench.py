@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared.inference import export
+from shared.errors import UserError
+from shared.inference import bf16, export
 from shared.inference.graphs import Feeds, NamedOutputs, OnnxForm, OnnxSpec
 from shared.inference.sessions import OnnxRunner
 from shared.inference.sessions import threads as backend_threads
@@ -54,6 +55,8 @@ def _time_interleaved(calls: dict[str, Callable[[], object]], repeats: int, warm
 
 # The columns of `demohub bench` for a single-graph model, the baseline first.
 VARIANTS = ("torch", "torch_compile", "onnx", "onnx_int8_dynamic", "onnx_int8_static")
+# OpenVINO on the same fp32 export, in fp32 and in bf16 (`--variants`; `pip install 'demohub[openvino]'`)
+OPENVINO_VARIANTS = ("openvino", "openvino_bf16")
 SLOW_FACTOR = 10
 
 
@@ -87,7 +90,11 @@ def _runners(loaded: LoadedModel, form: OnnxForm, variants: tuple[str, ...]) -> 
             kind = {"onnx_int8_dynamic": "dynamic", "onnx_int8_static": "static"}.get(variant)
             files[variant] = (export.int8_path(fp32_path, kind, functools.partial(export.calibration_rows, form, name))
                               if kind else fp32_path)
-            runners[variant] = OnnxRunner(files[variant], loaded.device, spec)
+            if variant in OPENVINO_VARIANTS:
+                bf16.check_installed()
+                runners[variant] = bf16.Bf16Runner(fp32_path, spec, "bf16" if variant == "openvino_bf16" else "f32")
+            else:
+                runners[variant] = OnnxRunner(files[variant], loaded.device, spec)
         setup_s[variant] = round(time.perf_counter() - started, 2)
     return runners, setup_s, files
 
@@ -143,9 +150,11 @@ def bench(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int, ...] = (1
                 row[f"{variant}_speedup"] = round(row["torch"]["median_ms"] / row[variant]["median_ms"], 2)
         results.append(row)
     onnx_runner = next((r for v, r in runners.items() if v.startswith("onnx")), None)
+    precisions = {v: r.precision for v, r in runners.items() if v in OPENVINO_VARIANTS}
     return {
         "model": loaded.entry.name, "device": str(loaded.device), "threads": threads, "variants": list(variants),
         "providers": onnx_runner.session.get_providers() if onnx_runner else [],
+        **({"openvino_precision": precisions} if precisions else {}),
         "measures": "model forward on a preprocessed batch of real photos and scenes",
         "repeats": repeats, "warmup": warmup, "setup_s": setup_s,
         "file_mb": {v: round(path.stat().st_size / 2**20, 1) for v, path in files.items()},
@@ -428,12 +437,12 @@ def bench_generation(loaded: LoadedModel, form: OnnxForm, batch_sizes: tuple[int
             "repeats": repeats, "warmup": warmup, "results": results, "onnx_cache": cache}
 
 
-INT8_OFFER_POINTS = 1.0  # int8 is offered only where no held-out metric drops by this many points or more
+OFFER_POINTS = 1.0  # int8 or bf16 is offered only where no held-out metric drops by this many points or more
 
 
-def _worst_drop_points(reference: dict[str, float], int8: dict[str, float]) -> float:
-    """The largest fall, in points, of any held-out metric (fractions) from fp32 to int8."""
-    return round(max((100 * (reference[key] - value) for key, value in int8.items()), default=0.0), 2)
+def _worst_drop_points(reference: dict[str, float], lower: dict[str, float]) -> float:
+    """The largest fall, in points, of any held-out metric (fractions) from fp32 to a lower precision."""
+    return round(max((100 * (reference[key] - value) for key, value in lower.items()), default=0.0), 2)
 
 
 def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport,
@@ -441,7 +450,7 @@ def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
     """How much dynamic and static int8 change a single-graph model's answers: agreement with fp32 on
     the sample inputs and, with `held_out`, the app's held-out metrics (fractions) on fp32 and int8.
     `offer` names the int8 kind to put in the registry (`int8 = "..."`): the one whose worst held-out
-    drop is under INT8_OFFER_POINTS, the smaller file on a tie; none without held-out data."""
+    drop is under OFFER_POINTS, the smaller file on a tie; none without held-out data."""
     ((name, spec),) = form.graphs.items()
     fp32_path = report.paths[name]
     fp32 = OnnxRunner(fp32_path, loaded.device, spec)
@@ -462,7 +471,7 @@ def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
             metrics = held_out(loaded, int8)
             row |= {f"{key}_int8": value for key, value in metrics.items()}
             row["worst_drop_points"] = _worst_drop_points(reference, metrics)
-            if row["worst_drop_points"] < INT8_OFFER_POINTS:
+            if row["worst_drop_points"] < OFFER_POINTS:
                 candidates.append((row["worst_drop_points"], -row["size_ratio"], kind))
         result[kind] = row
     if not reference:
@@ -471,11 +480,39 @@ def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
     return result
 
 
+def bf16_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport,
+                held_out: Callable[[LoadedModel, Callable], dict] | None = None) -> dict:
+    """How OpenVINO in bf16 changes a single-graph model's answers, as `int8_report` measures int8:
+    `offer` is True (the registry's `bf16 = true`) where no held-out metric drops by OFFER_POINTS."""
+    if not bf16.installed():
+        return {"offer": None, "measured": "not here: OpenVINO is not installed (pip install 'demohub[openvino]')"}
+    ((name, spec),) = form.graphs.items()
+    fp32 = OnnxRunner(report.paths[name], loaded.device, spec)
+    try:
+        half = bf16.Bf16Runner(report.paths[name], spec)
+    except UserError as error:
+        return {"offer": None, "measured": f"not here: {error}"}
+    feeds = form.sample_feeds(8)[name]
+    output = spec.output_names[0]
+    before, after = fp32(feeds)[output], half(feeds)[output]
+    result: dict = {"precision": half.precision, f"max_abs_{output}_change": float(np.abs(before - after).max()),
+                    "top1_agreement_on_samples": float((before.argmax(-1) == after.argmax(-1)).mean())}
+    if held_out is None:
+        return {**result, "offer": None, "held_out": "none in this model's labels: bf16 is not offered"}
+    reference, metrics = held_out(loaded, fp32), held_out(loaded, half)
+    result |= {f"{key}_fp32": value for key, value in reference.items()}
+    result |= {f"{key}_bf16": value for key, value in metrics.items()}
+    result["worst_drop_points"] = _worst_drop_points(reference, metrics)
+    # measured in bf16 only where this CPU computes in it (else OpenVINO ran fp32 and proved nothing)
+    offered = half.precision == "bf16" and result["worst_drop_points"] < OFFER_POINTS
+    return {**result, "offer": True if offered else None}
+
+
 def int8_generation_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport,
                            held_out: Callable[[LoadedModel, Callable], dict]) -> dict:
     """How dynamic int8 decoder steps (`export.int8_decoders`) change an encoder-decoder's held-out
     metrics (fractions) against the fp32 graphs; `offer` is "dynamic" where no metric drops by
-    INT8_OFFER_POINTS or more (static int8 is not made for generation graphs)."""
+    OFFER_POINTS or more (static int8 is not made for generation graphs)."""
     reference = held_out(loaded, form.run_onnx(report.paths, loaded))
     int8_paths = export.int8_decoders(report.paths)
     metrics = held_out(loaded, form.run_onnx(int8_paths, loaded))
@@ -484,7 +521,7 @@ def int8_generation_report(loaded: LoadedModel, form: OnnxForm, report: export.E
            "size_ratio": round(size / sum(path.stat().st_size for path in int8_paths.values()), 2),
            **{f"{key}_int8": value for key, value in metrics.items()},
            "worst_drop_points": _worst_drop_points(reference, metrics)}
-    offered = bool(metrics) and row["worst_drop_points"] < INT8_OFFER_POINTS
+    offered = bool(metrics) and row["worst_drop_points"] < OFFER_POINTS
     return {**{f"{key}_fp32": value for key, value in reference.items()}, "dynamic": row,
             "offer": "dynamic" if offered else None}
 

@@ -58,9 +58,9 @@ class Result:
 
     @property
     def precision(self) -> str:
-        """fp32, bf16/fp16 where torch runs a model in half precision on a GPU (exports are fp32), or
-        int8 on the int8 backend."""
-        return {"torch": self.loaded.precision, "int8": "int8"}.get(self.backend, "fp32")
+        """fp32, bf16/fp16 where torch runs a model in half precision on a GPU (exports are fp32), int8 on
+        the int8 backend, bf16 on the bf16 one."""
+        return {"torch": self.loaded.precision, "int8": "int8", "bf16": "bf16"}.get(self.backend, "fp32")
 
     @property
     def all_notes(self) -> list[str]:

@@ -7,7 +7,7 @@ from apps.adversarial import task as adversarial
 from apps.classification import task as classification
 from shared.data.examples import PHOTOS
 from shared.errors import UserError
-from shared.inference import backends, gpu
+from shared.inference import backends, bf16, gpu
 
 
 @pytest.fixture
@@ -23,8 +23,10 @@ def calls(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx", "int8"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", "int8", "bf16"])
 def test_model_forwards_go_through_the_entry_point(calls, backend):
+    if backend == "bf16" and not bf16.available():
+        pytest.skip("needs OpenVINO and a CPU with bf16 instructions")
     result = classification.classify(PHOTOS["cat"], backend=backend)
     assert result.backend == backend and len(calls) == 1
 

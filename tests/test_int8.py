@@ -139,7 +139,7 @@ def test_export_quantize_measures_both_kinds_on_held_out_digits(capsys):
         row = quantized[kind]
         assert row["worst_drop_points"] == pytest.approx(
             100 * (quantized["digits_accuracy_fp32"] - row["digits_accuracy_int8"]), abs=0.01)
-    offered = [k for k in export.INT8_KINDS if quantized[k]["worst_drop_points"] < bench.INT8_OFFER_POINTS]
+    offered = [k for k in export.INT8_KINDS if quantized[k]["worst_drop_points"] < bench.OFFER_POINTS]
     assert (quantized["offer"] in offered) if offered else quantized["offer"] is None
     # the registry offers what the measurement allows
     assert registry.get("classification", "digits-convnext").int8 == quantized["offer"]
@@ -185,7 +185,7 @@ def test_export_quantize_measures_int8_on_the_held_out_scenes(capsys, app, model
         drops = [100 * (quantized[f"{m}_fp32"] - row[f"{m}_int8"]) for m in metrics]
         assert row["worst_drop_points"] == pytest.approx(max(drops), abs=0.01)
         assert all(0.5 < quantized[f"{m}_fp32"] <= 1 for m in metrics)  # the card's figures, as fractions
-    offered = [k for k in kinds if quantized[k]["worst_drop_points"] < bench.INT8_OFFER_POINTS]
+    offered = [k for k in kinds if quantized[k]["worst_drop_points"] < bench.OFFER_POINTS]
     assert (quantized["offer"] in offered) if offered else quantized["offer"] is None
     assert registry.get(app, model).int8 == quantized["offer"]  # the registry offers what the measurement allows
 

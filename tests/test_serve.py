@@ -10,6 +10,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from shared.data.examples import PHOTOS
+from shared.inference import bf16
 from tests.conftest import DIGIT_EXAMPLES, REPO
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,8 @@ def test_health_routes_and_landing_page(hub_url):
     assert ready["ready"] is True and ready["status"] == "ok" and all(app["ready"] for app in ready["apps"].values())
     landing = urllib.request.urlopen(f"{hub_url}/").read().decode()
     assert all(f'href="/{app}/"' in landing for app in ("classification", "generative", "adversarial"))
-    assert "backends: torch, onnx or int8" in landing and "backends: torch or onnx" in landing  # as each offers
+    digits_backends = "torch, onnx, int8 or bf16" if bf16.available() else "torch, onnx or int8"
+    assert f"backends: {digits_backends}" in landing and "backends: torch or onnx" in landing  # as each offers
     icon = httpx.get(f"{hub_url}/favicon.ico", timeout=10)  # what the apps' pages ask for
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert b"<svg" in icon.content
@@ -43,11 +45,13 @@ def test_one_public_endpoint(client):
         "/classification", "/explain"]
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx", "int8"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", "int8", "bf16"])
 def test_served_answer(client, backend):
+    if backend == "bf16" and not bf16.available():
+        pytest.skip("needs OpenVINO and a CPU with bf16 instructions")
     labels, served = classify(client, DIGIT_EXAMPLES / "digit_7.png", backend=backend)
     assert labels["label"] == "7" and len(labels["confidences"]) == 5
-    precision = "int8" if backend == "int8" else "fp32"
+    precision = backend if backend in ("int8", "bf16") else "fp32"
     assert f"on **{backend}** ({precision})" in served
     assert "digits-convnext" in served and "Apache-2.0" in served and " ms" in served
 

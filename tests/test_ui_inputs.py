@@ -8,6 +8,7 @@ import types
 import gradio as gr
 from gradio import route_utils
 
+from shared.inference import bf16
 from shared.serving import ui
 
 
@@ -59,7 +60,9 @@ def test_aborted_uploads_are_swept_and_every_app_deletes_its_old_files(tmp_path,
 
 
 def test_the_backend_choice_offers_only_what_the_picked_model_runs():
-    assert ui.offered_backends("classification", "digits-convnext") == ["torch", "onnx", "int8"]
+    assert ui.offered_backends("classification", "digits-convnext") == [  # bf16 where it runs here
+        "torch", "onnx", "int8", *(["bf16"] if bf16.available() else [])]
+    assert ui.offered_backends("classification", "efficientnet-lite0") == ["torch", "onnx"]  # no held-out check
     assert ui.offered_backends("captioning", None) == ["torch", "onnx"]  # the default: no int8 offered
     assert ui.offered_backends("vqa", "dandelin/vilt-b32-finetuned-vqa") == ["torch"]  # does not export
     with gr.Blocks():

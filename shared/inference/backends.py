@@ -1,4 +1,4 @@
-"""Run a model on `torch` or `onnx` with the same call, whatever its shape.
+"""Run a model on `torch`, `onnx`, `int8` or `bf16` with the same call, whatever its shape.
 
     run = backends.runner(loaded, "onnx", form)
     outputs = run({"pixel_values": pixels})          # a single graph: {"logits": np.ndarray}
@@ -16,13 +16,15 @@ from collections.abc import Callable
 
 from shared import timing
 from shared.errors import UserError
-from shared.inference import batching, export, gpu
+from shared.inference import batching, bf16, export, gpu
 from shared.inference.graphs import OnnxForm
 from shared.inference.sessions import OnnxRunner
 from shared.models.loader import LoadedModel, cache
 from shared.models.registry import ModelEntry
 
-BACKENDS = ("torch", "onnx", "int8")  # int8: the ONNX graph quantised, for models the registry offers it for
+# int8: the ONNX graph quantised; bf16: the ONNX graph run by OpenVINO in bfloat16 (shared/inference/bf16.py).
+# Each only for models the registry offers it for.
+BACKENDS = ("torch", "onnx", "int8", "bf16")
 
 
 def check_backend(backend: str, entry: ModelEntry | None = None) -> str:
@@ -35,7 +37,24 @@ def check_backend(backend: str, entry: ModelEntry | None = None) -> str:
     if backend == "int8" and entry is not None and not entry.int8:
         raise UserError(f"int8 is not offered for {entry.name}: it is offered only where quantising changes the "
                         "held-out results by under 1 point. Choose onnx or torch.")
+    if backend == "bf16":
+        if entry is not None and not entry.bf16:
+            raise UserError(f"bf16 is not offered for {entry.name}: it is offered only where bfloat16 changes the "
+                            "held-out results by under 1 point. Choose onnx or torch.")
+        bf16.check_available()
     return backend
+
+
+def offered(entry: ModelEntry | None) -> list[str]:
+    """The backends a page offers for a model: onnx where it exports, int8 and bf16 only where its registry
+    row offers them, bf16 only where it runs here (OpenVINO and a CPU with bf16 instructions); for no
+    entry, every backend that runs here."""
+    runs_here = {"bf16": bf16.available()}
+    if entry is None:
+        return [b for b in BACKENDS if runs_here.get(b, True)]
+    allowed = {"torch": True, "onnx": entry.onnx, "int8": entry.onnx and bool(entry.int8),
+               "bf16": entry.onnx and entry.bf16 and runs_here["bf16"]}
+    return [b for b in BACKENDS if allowed[b]]
 
 
 def runner(loaded: LoadedModel, backend: str, form: OnnxForm) -> Callable:
@@ -57,6 +76,8 @@ def _runner(loaded: LoadedModel, backend: str, form: OnnxForm) -> Callable:
 
     if backend == "int8":
         return gpu.on_gpu(_int8_runner(loaded, form))
+    if backend == "bf16":
+        return gpu.on_gpu(_bf16_runner(loaded, form))
     run, _ = cache.get(("onnx", loaded.entry.name, str(loaded.device)), _noted(loaded, "onnx", build),
                        lambda value: value[1])
     return gpu.on_gpu(run)
@@ -105,4 +126,18 @@ def _int8_generation_runner(loaded: LoadedModel, form: OnnxForm, kind: str) -> C
 
     run, _ = cache.get(("int8", loaded.entry.name, str(loaded.device)), _noted(loaded, "int8", build),
                        lambda value: value[1])
+    return run
+
+
+def _bf16_runner(loaded: LoadedModel, form: OnnxForm) -> Callable:
+    """The fp32 export compiled by OpenVINO in bf16, on the CPU whatever device torch uses."""
+    if form.generates:
+        raise UserError(f"bf16 is not offered for {loaded.entry.name}: generation graphs run on onnx or torch.")
+
+    def build() -> tuple[Callable, int]:
+        ((name, spec),) = form.graphs.items()
+        path = export.ensure_exported(loaded, form)[name]
+        return bf16.Bf16Runner(path, spec), path.stat().st_size
+
+    run, _ = cache.get(("bf16", loaded.entry.name), _noted(loaded, "bf16 (OpenVINO)", build), lambda value: value[1])
     return run

@@ -76,11 +76,8 @@ class OnnxRunner:
         self.static_batch = batch if isinstance(batch, int) else None
 
     def __call__(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        size = len(feeds[self.spec.input_names[0]])
-        if self.static_batch and size != self.static_batch:  # a graph exported at a fixed batch: run it in slices
-            step = self.static_batch
-            parts = [self({n: feeds[n][i:i + step] for n in self.spec.input_names}) for i in range(0, size, step)]
-            return {name: np.concatenate([p[name] for p in parts]) for name in self.spec.output_names}
+        if self.static_batch and len(feeds[self.spec.input_names[0]]) != self.static_batch:
+            return in_slices(self, feeds, self.static_batch, self.spec)
         inputs = {name: feeds[name] for name in self.spec.input_names}
         if not self.on_cuda:
             outputs = self.session.run(list(self.spec.output_names), inputs)
@@ -93,3 +90,10 @@ class OnnxRunner:
             self.session.run_with_iobinding(binding)
             outputs = binding.copy_outputs_to_cpu()
         return dict(zip(self.spec.output_names, outputs, strict=True))
+
+
+def in_slices(run, feeds: Feeds, step: int, spec: OnnxSpec) -> dict[str, np.ndarray]:
+    """`run` over `feeds` `step` rows at a time: a graph exported at a fixed batch size."""
+    size = len(feeds[spec.input_names[0]])
+    parts = [run({n: feeds[n][i:i + step] for n in spec.input_names}) for i in range(0, size, step)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in spec.output_names}

@@ -54,6 +54,9 @@ class ModelEntry:
     # "dynamic" or "static": the int8 ONNX copy the `int8` backend serves, set only where it changes the
     # held-out metrics by under 1 point (`demohub export APP --model M --quantize` measures it); "": none
     int8: str = ""
+    # the `bf16` backend (OpenVINO in bfloat16) is offered: set only where it changes the held-out metrics
+    # by under 1 point (`demohub export APP --model M --quantize` measures it)
+    bf16: bool = False
     knows: str = ""  # a model of plain images only (digits, synthetic scenes): what it knows (noted on a photo)
     # a text model that learnt a closed set of words, "scenes" (the synthetic scenes' sentences) or "scene
     # questions" (those and the where-is questions the VQA model learnt): words

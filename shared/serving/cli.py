@@ -85,6 +85,7 @@ def _export(args) -> dict:
     if args.quantize:
         if not form.generates:
             result["quantized"] = bench.int8_report(loaded, form, report, spec.held_out)
+            result["bf16"] = bench.bf16_report(loaded, form, report, spec.held_out)
         elif spec.held_out is not None:
             result["quantized"] = bench.int8_generation_report(loaded, form, report, spec.held_out)
         else:
@@ -251,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
             else:
                 sub.add_argument("--model", help="Registry name, local model folder, or repo_id@revision.")
             if verb == "export":
-                sub.add_argument("--quantize", action="store_true", help="Also write dynamic int8 and measure it.")
+                sub.add_argument("--quantize", action="store_true",
+                                 help="Also measure int8 copies and bf16 (OpenVINO) on held-out data.")
             if verb == "bench":
                 sub.add_argument("--repeats", type=int, default=30)
                 sub.add_argument("--warmup", type=int, default=5)
@@ -259,8 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="Bench random-weight copies of the app's Hub architectures at this size "
                                       "(no download) instead of --model.")
                 sub.add_argument("--arch", action="append", help="With --size: only this architecture (repeatable).")
-                sub.add_argument("--variants", nargs="+", default=list(bench.VARIANTS), choices=bench.VARIANTS,
-                                 help="Columns beside torch eager (single-graph models).")
+                sub.add_argument("--variants", nargs="+", default=list(bench.VARIANTS),
+                                 choices=bench.VARIANTS + bench.OPENVINO_VARIANTS,
+                                 help="Columns beside torch eager (single-graph models); openvino and openvino_bf16 "
+                                      "need the openvino extra.")
                 sub.add_argument("--markdown", action="store_true",
                                  help="Also print each table as markdown rows on stderr.")
                 sub.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])

@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from shared.contract import AppSpec
+from shared.inference import backends
 from shared.models import registry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -80,12 +81,12 @@ def status_line(state: dict | None) -> str:
 
 def card(spec: AppSpec, state: dict | None) -> str:
     model = registry.default(spec.models.task)
-    offered = ["torch", *(["onnx"] if model.onnx else []), *(["int8"] if model.onnx and model.int8 else [])]
-    backends = " or ".join(offered) if len(offered) < 3 else ", ".join(offered[:-1]) + " or " + offered[-1]
+    offered = backends.offered(model)
+    choices = " or ".join(offered) if len(offered) < 3 else ", ".join(offered[:-1]) + " or " + offered[-1]
     return (f'<section class="card" id="app-{spec.name}"><h2><a href="/{spec.name}/">{html.escape(spec.title)}</a></h2>'
             f"{example(spec)}<p>{html.escape(spec.summary)}</p>"
             f'<p class="facts">Default model <b>{html.escape(model.name)}</b> ({html.escape(model.licence_line)}); '
-            f"backends: {backends}.</p><p>{status_line(state)}</p>"
+            f"backends: {choices}.</p><p>{status_line(state)}</p>"
             f'<div class="links"><a class="open" href="/{spec.name}/">Open the app</a>'
             f'<a class="api" href="/{spec.name}/?view=api">API</a></div></section>')
 

@@ -34,7 +34,7 @@ from starlette.middleware import Middleware
 from shared.contract import AppSpec, Result
 from shared.errors import ModelUnavailable, UserError
 from shared.inference import batching
-from shared.inference.backends import BACKENDS
+from shared.inference.backends import offered
 from shared.inputs.images import MAX_UPLOAD_BYTES, NOT_AN_UPLOAD, decode_image, uploaded_file
 from shared.models import hub, registry
 from shared.serving.clients import MAX_BODY_BYTES, OpenRequestLimit, UploadBudget, client_address, refuse
@@ -203,20 +203,21 @@ def model_examples(spec: AppSpec, model: gr.Dropdown, inputs: list) -> None:
 
 
 def offered_backends(task: str, name: str | None) -> list[str]:
-    """The backends the page offers for a model: onnx where it exports, int8 only where the registry
-    offers it (the task still refuses any other with a sentence, for API clients); every backend for a
-    name the registry does not know (translation's families, whose models the languages pick)."""
+    """The backends the page offers for a model (`backends.offered`; the task still refuses any other with a
+    sentence, for API clients); every backend that runs here for a name the registry does not know
+    (translation's families, whose models the languages pick)."""
     try:
         entry = registry.get(task, name)
     except UserError:
-        return list(BACKENDS)
-    return [b for b in BACKENDS if b == "torch" or entry.onnx and (b == "onnx" or entry.int8)]
+        return offered(None)
+    return offered(entry)
 
 
 def backend_radio(task: str, model: gr.Dropdown) -> gr.Radio:
     """The backend choice; it offers only the backends of the model picked in `model`."""
     backend = gr.Radio(offered_backends(task, model.value), value="torch", label="Backend",
-                       info="onnx: exported on first use, then run with onnxruntime; int8 where the model offers it")
+                       info="onnx: exported on first use, then run with onnxruntime; int8 (onnxruntime) and bf16 "
+                            "(OpenVINO) where the model offers them")
 
     def follow(name, chosen):
         offered = offered_backends(task, name)

@@ -1,0 +1,156 @@
+"""The `bf16` backend (issue #15, another runtime): the ONNX export run by OpenVINO, in fp32 as exact as
+onnxruntime, in bf16 offered where its held-out results stay within 1 point, and its columns in the bench."""
+
+import json
+
+import numpy as np
+import pytest
+
+from shared import apps, bench
+from shared.inference import bf16, export
+from shared.inference.sessions import OnnxRunner
+from shared.models import architectures, registry
+from shared.serving import cli
+from tests.conftest import DIGIT_EXAMPLES, REPO
+
+SCENE = REPO / "apps" / "detection" / "examples" / "scene_0.png"
+needs_openvino = pytest.mark.skipif(not bf16.installed(), reason="needs OpenVINO (the openvino extra)")
+needs_bf16 = pytest.mark.skipif(not bf16.available(), reason="needs OpenVINO and a CPU with bf16 instructions")
+# The embedded models the registry offers bf16 for, with the held-out metrics their check reports.
+OFFERED = [("classification", "digits-convnext", ["digits_accuracy"]),
+           ("detection", "digits-rtdetr", ["scenes_map_50", "scenes_map"]),
+           ("segmentation", "digits-upernet", ["scenes_mean_iou"])]
+
+
+def run_cli(capsys, *argv):
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def tiny_yolos():
+    from apps.detection import task
+
+    entry = registry.add_local("detection", architectures.build("yolos-tiny", "tiny"))
+    loaded = task.MODELS.load(entry.name)
+    return loaded, task.onnx_form(loaded)
+
+
+@needs_openvino
+def test_openvino_in_fp32_answers_as_torch_does_within_the_export_tolerance(tiny_yolos):
+    """The same parity check as the onnx backend: OpenVINO reads the checked export and, asked for fp32,
+    answers within `export.compare`'s tolerance of torch (at batch 1 and 3: the graph's batch is dynamic)."""
+    loaded, form = tiny_yolos
+    ((name, spec),) = form.graphs.items()
+    path = export.export_model(loaded, form).paths[name]
+    openvino = bf16.Bf16Runner(path, spec, "f32")
+    assert openvino.precision == "fp32"
+    for rows in (1, 3):
+        feeds = form.sample_feeds(rows)[name]
+        torch_out, got = form.run_torch(loaded)(feeds), openvino(feeds)
+        export.compare(list(torch_out.values()), list(got.values()), spec)  # raises ExportMismatch beyond it
+
+
+@needs_bf16
+def test_bf16_runs_in_bf16_and_stays_near_fp32(tiny_yolos):
+    loaded, form = tiny_yolos
+    ((name, spec),) = form.graphs.items()
+    path = export.export_model(loaded, form).paths[name]
+    feeds = form.sample_feeds(2)[name]
+    half, fp32 = bf16.Bf16Runner(path, spec), OnnxRunner(path, loaded.device, spec)
+    assert half.precision == "bf16"
+    got, reference = half(feeds), fp32(feeds)
+    for output in spec.output_names:  # bf16 keeps 8 bits of mantissa: within a few per cent of the scale
+        scale = float(np.abs(reference[output]).max())
+        assert 0 < float(np.abs(got[output] - reference[output]).max()) <= 0.05 * scale
+
+
+@needs_bf16
+@pytest.mark.parametrize(("app", "model", "metrics"), OFFERED)
+def test_export_quantize_measures_bf16_on_held_out_data_and_the_registry_offers_what_it_allows(app, model, metrics):
+    """What `demohub export APP --quantize` prints under "bf16" (its int8 half is test_int8's)."""
+    spec = apps.get(app)
+    loaded = spec.models.load(model)
+    form = spec.onnx(loaded)
+    report = bench.bf16_report(loaded, form, export.export_model(loaded, form), spec.held_out)
+    assert report["precision"] == "bf16"
+    drops = [100 * (report[f"{m}_fp32"] - report[f"{m}_bf16"]) for m in metrics]
+    assert report["worst_drop_points"] == pytest.approx(max(drops), abs=0.01)
+    assert report["offer"] is (True if report["worst_drop_points"] < bench.OFFER_POINTS else None)
+    assert registry.get(app, model).bf16 == bool(report["offer"])
+
+
+@needs_openvino
+def test_a_graph_openvino_cannot_compile_is_offered_no_bf16(capsys):
+    """efficientnet-lite0's export has an AveragePool that OpenVINO 2026.4's ONNX reader does not convert:
+    the export still succeeds and says why there is no bf16."""
+    status, out, _ = run_cli(capsys, "export", "classification", "--model", "efficientnet-lite0", "--quantize")
+    report = json.loads(out)["bf16"]
+    assert status == 0 and report["offer"] is None
+    assert report["measured"].startswith("not here: OpenVINO cannot compile this model's ONNX graph")
+    assert not registry.get("classification", "efficientnet-lite0").bf16
+
+
+@needs_openvino
+def test_a_model_without_held_out_data_is_offered_no_bf16(tiny_yolos):
+    loaded, form = tiny_yolos
+    report = bench.bf16_report(loaded, form, export.export_model(loaded, form), held_out=None)
+    assert report["offer"] is None and "none" in report["held_out"]
+    assert 0 <= report["top1_agreement_on_samples"] <= 1
+
+
+@needs_bf16
+def test_the_bf16_backend_says_bf16_and_answers_as_fp32_does(capsys):
+    answers = {}
+    for backend in ("onnx", "bf16"):
+        for app, image in (("classification", DIGIT_EXAMPLES / "digit_7.png"), ("detection", SCENE),
+                           ("segmentation", SCENE)):
+            status, out, _ = run_cli(capsys, "predict", app, "--image", str(image), "--backend", backend)
+            assert status == 0
+            answers[app, backend] = json.loads(out)
+            assert answers[app, backend]["precision"] == ("bf16" if backend == "bf16" else "fp32")
+    assert answers["classification", "bf16"]["labels"][0]["label"] == "7"
+    assert answers["classification", "onnx"]["labels"][0]["label"] == "7"
+    fp32, half = answers["detection", "onnx"]["detections"], answers["detection", "bf16"]["detections"]
+    assert [d["label"] for d in half] == [d["label"] for d in fp32]
+    assert np.abs(np.array([d["box"] for d in half]) - np.array([d["box"] for d in fp32])).max() <= 2
+    areas = [{s["label"]: s["area_fraction"] for s in answers["segmentation", b]["segments"]} for b in ("onnx", "bf16")]
+    assert areas[0].keys() == areas[1].keys()
+    assert all(abs(areas[0][label] - areas[1][label]) < 0.01 for label in areas[0])
+
+
+def test_bf16_where_not_offered_is_one_sentence(capsys):
+    assert not registry.get("captioning", "scenes-captioner").bf16
+    for app, image in (("captioning", SCENE), ("classification", DIGIT_EXAMPLES / "digit_7.png")):
+        model = ["--model", "efficientnet-lite0"] if app == "classification" else []
+        status, out, err = run_cli(capsys, "predict", app, "--image", str(image), *model, "--backend", "bf16")
+        assert status == 1 and out == "" and err.count("\n") == 1 and "bf16 is not offered" in err
+
+
+def test_without_openvino_the_bf16_backend_is_one_sentence_and_not_offered(capsys, monkeypatch):
+    monkeypatch.setattr(bf16, "installed", lambda: False)
+    status, out, err = run_cli(capsys, "predict", "classification", "--image", str(DIGIT_EXAMPLES / "digit_7.png"),
+                               "--backend", "bf16")
+    assert status == 1 and out == "" and err.count("\n") == 1 and "pip install 'demohub[openvino]'" in err
+    from shared.inference import backends
+
+    assert "bf16" not in backends.offered(registry.get("classification", "digits-convnext"))
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_bench_prints_the_openvino_columns_beside_the_others(capsys):
+    status, out, err = run_cli(capsys, "bench", "detection", "--size", "tiny", "--arch", "yolos-tiny", "--repeats",
+                               "2", "--warmup", "1", "--batch-sizes", "1", "--variants", "onnx", "openvino",
+                               "openvino_bf16", "--markdown")
+    assert status == 0
+    result = json.loads(out)["architectures"]["yolos-tiny"]
+    assert result["variants"] == ["torch", "onnx", "openvino", "openvino_bf16"]
+    assert result["openvino_precision"] == {"openvino": "fp32",
+                                            "openvino_bf16": "bf16" if bf16.cpu_has_bf16() else "fp32"}
+    (row,) = result["results"]
+    assert row["openvino_vs_torch"]["max_rel_diff"] <= 1e-3  # fp32: the export's tolerance
+    for variant in ("openvino", "openvino_bf16"):
+        assert row[variant]["median_ms"] > 0 and row[f"{variant}_speedup"] > 0
+    assert "| model | batch | torch | onnx | openvino | openvino_bf16 |" in err
