@@ -12,7 +12,7 @@
     demohub finetune APP --data DIR --out DIR [...]        (APP's finetune.py --help lists the rest)
     demohub bench APP [--model M] [--repeats N] [--cold-start] [--throughput DIR] [--variants V ...]
     demohub bench APP --size real|tiny [--arch NAME] [--batch-sizes 1 8] [--markdown]
-    demohub bench APP --load [--clients 1 8 32] [--requests 64] [--model M] [--markdown]
+    demohub bench APP --load [--clients 1 8 32] [--requests 64] [--model M] [--load-backend B] [--markdown]
     demohub bench classification --size real --arch resnet-50 --arch vit-b16 --explain occlusion --repeats 3
     demohub data digits --out DIR
     demohub spaces build --out DIR [--space NAME ...] [--namespace USER_OR_ORG]
@@ -125,7 +125,8 @@ def _bench_load(args) -> dict:
         if len(args.arch or []) != 1:
             raise UserError(f"--load --size takes one --arch: {', '.join(architectures.of_app(spec.name))}.")
         model = str(architectures.build(args.arch[0], args.size))
-    request = {**spec.example, **({"model": spec.models.resolve(model).name} if model else {})}
+    request = {**spec.example, **({"model": spec.models.resolve(model).name} if model else {}),
+               **({"backend": args.load_backend} if args.load_backend else {})}
     local = (f"{spec.name}={model}",) if model and os.path.isdir(model) else ()
     result = bench.load(spec.name, request, clients=tuple(args.clients), requests_per_level=args.requests,
                         extra_models=local)
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     spaces.add_argument("--dry-run", action="store_true", help="push: list the files and the commit, upload nothing.")
     spaces.set_defaults(handler=_spaces)
 
+    from shared.inference.backends import BACKENDS
+
     for verb, handler, helptext in [("predict", _predict, "Run an app on one input."),
                                     ("export", _export, "Export an app's model to ONNX, checked."),
                                     ("bench", _bench, "torch vs ONNX latency, same inputs, one run."),
@@ -276,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "with --size and one --arch, on that architecture's random copy.")
                 sub.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
                 sub.add_argument("--requests", type=int, default=64, help="--load: requests per level and server.")
+                sub.add_argument("--load-backend", choices=BACKENDS, default=None,
+                                 help="--load: the backend the requests ask for (default: the app's example's).")
                 if spec.explain is not None:
                     sub.add_argument("--explain", choices=["occlusion"],
                                      help="With --size: instead, seconds for one whole explain request with its "
@@ -285,7 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(decode to answer), at each --batch-sizes, torch and onnx.")
 
     from shared.inference.attribution import CHOICES
-    from shared.inference.backends import BACKENDS
 
     explain = commands.add_parser("explain", help="Where a classifier looks: a heat map and its sanity check.")
     per_app = explain.add_subparsers(dest="app", required=True)
