@@ -56,6 +56,14 @@ def test_served_answer(client, backend):
     assert "digits-convnext" in served and "Apache-2.0" in served and " ms" in served
 
 
+def test_a_backend_the_model_does_not_offer_is_one_sentence_over_the_api(client):
+    """The page hides it; an API client that asks anyway gets the reason, and the app keeps serving."""
+    with pytest.raises(Exception, match="bf16 is not offered for efficientnet-lite0"):
+        classify(client, PHOTOS["cat"], model="efficientnet-lite0", backend="bf16")
+    labels, _ = classify(client, DIGIT_EXAMPLES / "digit_7.png", backend="onnx")
+    assert labels["label"] == "7"
+
+
 def test_offline_hub_model_falls_back_and_says_so(client):
     labels, served = classify(client, PHOTOS["cat"], model="google/vit-base-patch16-224")
     assert "Served by **efficientnet-lite0**" in served  # the embedded model of the same (ImageNet) labels
