@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from shared import apps, bench
+from shared.errors import UserError
 from shared.inference import bf16, export
 from shared.inference.sessions import OnnxRunner
 from shared.models import architectures, registry
@@ -154,3 +155,18 @@ def test_bench_prints_the_openvino_columns_beside_the_others(capsys):
     for variant in ("openvino", "openvino_bf16"):
         assert row[variant]["median_ms"] > 0 and row[f"{variant}_speedup"] > 0
     assert "| model | batch | torch | onnx | openvino | openvino_bf16 |" in err
+
+
+@pytest.mark.parametrize("backend", ["int8", "bf16"])
+def test_an_offline_hub_model_is_refused_what_its_page_does_not_offer_naming_it(backend):
+    """The page offers int8 and bf16 by the model picked; its offline stand-in (which may offer them) does
+    not change that, and the sentence names the model asked for (found by a visitor: detection answered
+    hustvl/yolos-tiny on bf16 with digits-rtdetr, classification named efficientnet-lite0)."""
+    from apps.classification import task as classification
+    from apps.detection import task as detection
+
+    for run, model, image in ((classification.classify, "google/efficientnet-b0", DIGIT_EXAMPLES / "digit_7.png"),
+                              (detection.detect, "hustvl/yolos-tiny", SCENE)):
+        with pytest.raises(UserError, match=f"^{backend} is not offered for {model}:"):
+            run(image, model=model, backend=backend, fallback=True)
+        assert run(image, model=model, backend="onnx", fallback=True).loaded.unavailable  # onnx: its stand-in

@@ -34,6 +34,8 @@ def test_health_routes_and_landing_page(hub_url):
     assert all(f'href="/{app}/"' in landing for app in ("classification", "generative", "adversarial"))
     digits_backends = "torch, onnx, int8 or bf16" if bf16.available() else "torch, onnx or int8"
     assert f"backends: {digits_backends}" in landing and "backends: torch or onnx" in landing  # as each offers
+    adversarial_card = landing[landing.index('id="app-adversarial"'):].split("</section>")[0]
+    assert "backend: torch." in adversarial_card  # no backend choice: the attack needs torch's gradients
     icon = httpx.get(f"{hub_url}/favicon.ico", timeout=10)  # what the apps' pages ask for
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert b"<svg" in icon.content

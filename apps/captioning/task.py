@@ -59,7 +59,7 @@ def sample_encoder_feeds(loaded: LoadedModel, n: int) -> dict:
 
 
 def pipeline(loaded: LoadedModel, backend: str) -> ImageToTextPipeline:
-    if backends.check_backend(backend, loaded.entry) == "onnx":
+    if backends.check_backend(backend, loaded.asked_for) == "onnx":
         onnx = onnx_generator(loaded)
         return ImageToTextPipeline(loaded.model, loaded.processor, generate=onnx.generate,
                                    decoder_step=onnx.decoder_step)

@@ -155,7 +155,7 @@ with gr.Blocks(title="Image classification") as demo:
                                   info="integrated-gradients (the default) passes the deletion check on average "
                                        "on every model measured (not on every image); plain saliency fails it on "
                                        "digits-convnext and on photos. "
-                                       "Gradient methods and Grad-CAM run on torch; occlusion on either backend. "
+                                       "Gradient methods and Grad-CAM run on torch; occlusion on any backend. "
                                        "class-visualisation needs no image: what the model thinks a label looks "
                                        "like.")
                 label = gr.Textbox(label="Label to explain", placeholder="empty: the predicted label")

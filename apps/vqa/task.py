@@ -87,7 +87,7 @@ def candidate_answers(loaded: LoadedModel) -> list[str]:
 
 
 def pipeline(loaded: LoadedModel, backend: str) -> VisualQuestionAnsweringPipeline:
-    if backends.check_backend(backend, loaded.entry) == "onnx":
+    if backends.check_backend(backend, loaded.asked_for) == "onnx":
         onnx = onnx_generator(loaded)
         return VisualQuestionAnsweringPipeline(loaded.model, loaded.processor, generate=onnx.generate,
                                                decoder_step=onnx.decoder_step, candidates=candidate_answers(loaded))

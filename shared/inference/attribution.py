@@ -11,7 +11,7 @@ NoiseTunnel (SmoothGrad), IntegratedGradients and Occlusion, and pytorch-grad-ca
 architecture's last convolutional stage (ViT: the last block's tokens reshaped to the patch grid).
 `pixels` are the model's own input (processor output, one image); the baseline that hides a pixel
 is 0 there, the processor's mean colour. Gradient methods need torch; occlusion and the deletion
-curves need only forward passes, so they run batched on either backend (`forward`).
+curves need only forward passes, so they run batched on any backend (`forward`).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def check_method(loaded: LoadedModel, method: str, backend: str) -> str:
         raise UserError(f"Unknown method {shown(method)}; choose one of: {', '.join(CHOICES)}.")
     if method in (*GRADIENT_METHODS, CLASS_VISUALISATION) and backend != "torch":
         raise UserError(f"{method} needs the model's gradients, which only the torch backend gives: choose torch, "
-                        "or occlusion (forward passes only) on onnx.")
+                        f"or occlusion (forward passes only) on {backend}.")
     model_type = loaded.model.config.model_type
     if method == "gradcam" and model_type not in CAM_LAYERS:
         raise UserError(f"Grad-CAM needs to know the last convolutional or attention stage, known here for "

@@ -60,7 +60,7 @@ def offered(entry: ModelEntry | None) -> list[str]:
 def runner(loaded: LoadedModel, backend: str, form: OnnxForm) -> Callable:
     """A callable that runs `loaded` on `backend`; the ONNX files are exported on first use. A
     single-graph model's concurrent calls are gathered into one batch (shared/inference/batching.py)."""
-    run = _runner(loaded, check_backend(backend, loaded.entry), form)
+    run = _runner(loaded, check_backend(backend, loaded.asked_for), form)
     if form.generates:
         return run
     return batching.gathered(run, (loaded.entry.name, backend, str(loaded.device)))

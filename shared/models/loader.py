@@ -62,11 +62,18 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     unavailable: str = ""  # why the model asked for could not be loaded, when this is its stand-in
+    asked: ModelEntry | None = None  # the model asked for, when this is its stand-in
 
     @property
     def fallback_note(self) -> str:
         """Why this is not the model that was asked for (an offline fallback), if it is not."""
         return f"{self.unavailable} Answered with {self.entry.name} instead." if self.unavailable else ""
+
+    @property
+    def asked_for(self) -> ModelEntry:
+        """The registry entry the request named: what a backend is offered for (the page offers int8 and
+        bf16 by it), even when its offline stand-in answers."""
+        return self.asked or self.entry
 
     @property
     def precision(self) -> str:
@@ -232,7 +239,7 @@ class TaskModels:
             if not fallback or entry.name == stand_in.name or not accepts(stand_in):
                 raise
             loaded = self._load(stand_in, device)
-            return dataclasses.replace(loaded, unavailable=str(err))
+            return dataclasses.replace(loaded, unavailable=str(err), asked=entry)
 
     def _load(self, entry: ModelEntry, device: torch.device | None) -> LoadedModel:
         device = device or best_device()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import functools
 import html
+import inspect
 import io
 import urllib.parse
 from pathlib import Path
@@ -81,12 +82,13 @@ def status_line(state: dict | None) -> str:
 
 def card(spec: AppSpec, state: dict | None) -> str:
     model = registry.default(spec.models.task)
-    offered = backends.offered(model)
+    # an app without a backend choice (adversarial: the attack needs torch's gradients) runs on torch
+    offered = backends.offered(model) if "backend" in inspect.signature(spec.predict).parameters else ["torch"]
     choices = " or ".join(offered) if len(offered) < 3 else ", ".join(offered[:-1]) + " or " + offered[-1]
     return (f'<section class="card" id="app-{spec.name}"><h2><a href="/{spec.name}/">{html.escape(spec.title)}</a></h2>'
             f"{example(spec)}<p>{html.escape(spec.summary)}</p>"
             f'<p class="facts">Default model <b>{html.escape(model.name)}</b> ({html.escape(model.licence_line)}); '
-            f"backends: {choices}.</p><p>{status_line(state)}</p>"
+            f"{'backends' if len(offered) > 1 else 'backend'}: {choices}.</p><p>{status_line(state)}</p>"
             f'<div class="links"><a class="open" href="/{spec.name}/">Open the app</a>'
             f'<a class="api" href="/{spec.name}/?view=api">API</a></div></section>')
 
