@@ -504,9 +504,10 @@ def bf16_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
     before, after = fp32(feeds)[output], half(feeds)[output]
     result: dict = {"precision": half.precision, f"max_abs_{output}_change": float(np.abs(before - after).max()),
                     "top1_agreement_on_samples": float((before.argmax(-1) == after.argmax(-1)).mean())}
-    if held_out is None:
+    reference = held_out(loaded, fp32) if held_out is not None else {}
+    if not reference:
         return {**result, "offer": None, "held_out": "none in this model's labels: bf16 is not offered"}
-    reference, metrics = held_out(loaded, fp32), held_out(loaded, half)
+    metrics = held_out(loaded, half)
     result |= {f"{key}_fp32": value for key, value in reference.items()}
     result |= {f"{key}_bf16": value for key, value in metrics.items()}
     result["worst_drop_points"] = _worst_drop_points(reference, metrics)

@@ -60,7 +60,7 @@ def onnx_path(loaded: LoadedModel, spec: OnnxSpec) -> Path:
     """Where the fp32 export of one graph is cached (its int8 copy, from `quantize`, sits beside it)."""
     settings = {
         "model": loaded.entry.name, "weights": weights_fingerprint(loaded), "opset": OPSET,
-        "torch": torch.__version__, "spec": asdict(spec),
+        "torch": torch.__version__, "spec": asdict(spec), "rewrites": ["global-pools"],
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     slug = loaded.entry.name.replace("/", "--").replace("@", "--")
@@ -149,7 +149,7 @@ def export_graph(loaded: LoadedModel, spec: OnnxSpec, sample_feeds: Feeds, wrap:
         model = copy.deepcopy(model).float().cpu()
     reference = torch_outputs(model, spec, sample_feeds, wrap)
     if not cached:
-        _write_onnx(wrap(model, spec), spec, sample_feeds, path)
+        _write_onnx(wrap(global_pools(model), spec), spec, sample_feeds, path)
         _check_dynamic_axes(path, spec)
     session = ort_session(path, torch.device("cpu"))
     got = session.run(list(spec.output_names), {n: sample_feeds[n] for n in spec.input_names})
@@ -226,6 +226,23 @@ def single_graph(spec: OnnxSpec, sample_feeds: Callable[[int], Feeds]) -> OnnxFo
         run_torch=lambda loaded: TorchRunner(loaded, spec),
         run_onnx=lambda paths, loaded: OnnxRunner(paths["model"], loaded.device, spec),
     )
+
+
+def global_pools(model: torch.nn.Module) -> torch.nn.Module:
+    """`model`, or a copy whose EfficientNet pooler is `AdaptiveAvgPool2d(1)`, for export.
+
+    transformers' EfficientNet pools its last feature map with `AvgPool2d(hidden_dim, ceil_mode=True)`
+    (1280 for B0): a kernel far larger than the map (7 x 7 at 224 px, 128 x 128 at the export's largest
+    4096 px), so one window that averages the whole map. OpenVINO's ONNX reader refuses a kernel larger
+    than its input ("does not convert AveragePool-18"), so the bf16 backend could not read it. The global
+    pool computes the same mean; the export's parity check holds the graph to the original torch model."""
+    pooler = getattr(getattr(model, "efficientnet", None), "pooler", None)
+    if not (isinstance(pooler, torch.nn.AvgPool2d) and pooler.ceil_mode and pooler.padding == 0
+            and pooler.kernel_size == model.config.hidden_dim >= 4096 // 32):
+        return model
+    model = copy.deepcopy(model)
+    model.efficientnet.pooler = torch.nn.AdaptiveAvgPool2d(1)
+    return model
 
 
 def _write_onnx(module: torch.nn.Module, spec: OnnxSpec, sample_feeds: Feeds, path: Path) -> None:
