@@ -38,22 +38,22 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     return {"median_ms": round(float(p50), 3), "p10_ms": round(float(p10), 3), "p90_ms": round(float(p90), 3)}
 
 
-# Before each timed call, the previous call's runtime gets this long to let its threads go idle: onnxruntime's
-# workers spin after a run, and torch eager timed right after one took 222 ms instead of 175-187 ms (YOLOS-tiny
-# at batch 1, 2 threads). OpenVINO's did not slow torch (180 ms).
-SETTLE_S = 0.05
-
-
 def _time_interleaved(calls: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
     """Milliseconds per call of each of `calls`: warm-up rounds first, then rounds in which every
-    call runs once, so that machine noise hits all of them alike."""
+    call runs once, so that machine noise hits all of them alike.
+
+    In a round each call runs twice and the second is timed: the first absorbs the switch from the
+    previous runtime. onnxruntime's workers spin after a run, and torch eager timed right after an
+    onnxruntime call took 222 ms instead of 175-187 ms (YOLOS-tiny, batch 1, 2 threads); a pause does
+    not do instead, since threads that went idle wake slowly (`digits-convnext` took 13.8 ms instead of
+    1.9 ms after 50 ms asleep, onnxruntime 0.9 instead of 0.4)."""
     for _ in range(warmup):
         for call in calls.values():
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
-            time.sleep(SETTLE_S)
+            call()
             t0 = time.perf_counter()
             call()
             times[name].append((time.perf_counter() - t0) * 1e3)
