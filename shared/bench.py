@@ -452,6 +452,12 @@ def _worst_drop_points(reference: dict[str, float], lower: dict[str, float]) -> 
     return round(max((100 * (reference[key] - value) for key, value in lower.items()), default=0.0), 2)
 
 
+def _change_on_samples(before: np.ndarray, after: np.ndarray, output: str) -> dict:
+    """How far another runtime's first output is from fp32's on the app's 8 sample inputs."""
+    return {f"max_abs_{output}_change": float(np.abs(before - after).max()),
+            "top1_agreement_on_samples": float((before.argmax(-1) == after.argmax(-1)).mean())}
+
+
 def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport,
                 held_out: Callable[[LoadedModel, Callable], dict] | None = None) -> dict:
     """How much dynamic and static int8 change a single-graph model's answers: agreement with fp32 on
@@ -472,8 +478,7 @@ def int8_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
         int8 = OnnxRunner(path, loaded.device, spec)
         after = int8(feeds)[output]
         row = {"path": str(path), "size_ratio": round(fp32_path.stat().st_size / path.stat().st_size, 2),
-               f"max_abs_{output}_change": float(np.abs(before - after).max()),
-               "top1_agreement_on_samples": float((before.argmax(-1) == after.argmax(-1)).mean())}
+               **_change_on_samples(before, after, output)}
         if reference:
             metrics = held_out(loaded, int8)
             row |= {f"{key}_int8": value for key, value in metrics.items()}
@@ -502,8 +507,7 @@ def bf16_report(loaded: LoadedModel, form: OnnxForm, report: export.ExportReport
     feeds = form.sample_feeds(8)[name]
     output = spec.output_names[0]
     before, after = fp32(feeds)[output], half(feeds)[output]
-    result: dict = {"precision": half.precision, f"max_abs_{output}_change": float(np.abs(before - after).max()),
-                    "top1_agreement_on_samples": float((before.argmax(-1) == after.argmax(-1)).mean())}
+    result: dict = {"precision": half.precision, **_change_on_samples(before, after, output)}
     reference = held_out(loaded, fp32) if held_out is not None else {}
     if not reference:
         return {**result, "offer": None, "held_out": "none in this model's labels: bf16 is not offered"}
